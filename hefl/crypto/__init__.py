@@ -1,0 +1,1 @@
+"""The Paillier crypto core shared by every hefl protocol."""

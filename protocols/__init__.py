@@ -1,0 +1,1 @@
+"""Federated protocols built on the hefl runtime and crypto core."""

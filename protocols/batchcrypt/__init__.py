@@ -1,0 +1,1 @@
+"""BatchCrypt: packed Paillier aggregation for horizontal federated learning."""

@@ -1,0 +1,1 @@
+"""VF2Boost: vertical federated gradient boosting."""

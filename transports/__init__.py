@@ -1,0 +1,1 @@
+"""Transports: how parties move frames (in-process queues, ZeroMQ)."""
