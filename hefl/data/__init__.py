@@ -110,9 +110,7 @@ def load_adult(split: str = "train") -> Dataset:
     return Dataset(X=X, y=y, columns=ADULT_COLUMNS, categories=categories)
 
 
-def adult_design_matrix(
-    train: Dataset, test: Dataset
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def adult_design_matrix(train: Dataset, test: Dataset) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """One-hot encode the categorical columns and standardize the numeric ones.
 
     The statistics (means, standard deviations) come from ``train`` only. A missing category
