@@ -1,1 +1,18 @@
-"""The Paillier crypto core shared by every hefl protocol."""
+"""The Paillier crypto core shared by every hefl protocol.
+
+Keys and ciphertext vectors (phe-compatible: g = n + 1, same raw ciphertexts), fast
+obfuscation (DJN fixed-base tables, key-holder CRT), fixed-point encoding, a plaintext slot
+packer and ciphertext-side Horner packing. Pure functions and small classes: no I/O, no asyncio.
+"""
+
+from hefl.crypto._encoding import FixedPointEncoder
+from hefl.crypto._keys import PrivateKey, PublicKey, generate_keypair
+from hefl.crypto._vector import CipherVector
+
+__all__ = [
+    "CipherVector",
+    "FixedPointEncoder",
+    "PrivateKey",
+    "PublicKey",
+    "generate_keypair",
+]
