@@ -7,6 +7,7 @@ packer and ciphertext-side Horner packing. Pure functions and small classes: no 
 
 from hefl.crypto._encoding import FixedPointEncoder
 from hefl.crypto._keys import PrivateKey, PublicKey, generate_keypair
+from hefl.crypto._packing import SlotLayout, plan_slots
 from hefl.crypto._vector import CipherVector
 
 __all__ = [
@@ -14,5 +15,7 @@ __all__ = [
     "FixedPointEncoder",
     "PrivateKey",
     "PublicKey",
+    "SlotLayout",
     "generate_keypair",
+    "plan_slots",
 ]
