@@ -1,0 +1,329 @@
+"""Federated training (FedAvg / FedSGD) of numpy models over horizontal data splits.
+
+The same loop runs with BatchCrypt aggregation, the per-value Paillier baseline and plaintext
+aggregation (``cfg.mode``), in one process or one OS process per party over ZeroMQ.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from hefl.protocols.batchcrypt.config import AGGREGATOR, BatchCryptConfig
+from hefl.protocols.batchcrypt.datasets import DATASETS, TrainTest, load_task, split_horizontal
+from hefl.protocols.batchcrypt.models import MLP, MODELS, make_model
+from hefl.protocols.batchcrypt.roles import RoundTiming, aggregator, client
+
+from hefl.errors import ConfigError
+
+ALGORITHMS = ("fedavg", "fedsgd")
+TRANSPORTS = ("inproc", "zmq")
+
+# Loaded datasets, shared by the clients that run in one process (a multi-process run loads
+# the data once per party process instead of pickling it to every process).
+_TASKS: dict[str, TrainTest] = {}
+
+
+def _task(name: str) -> TrainTest:
+    if name not in _TASKS:
+        _TASKS[name] = load_task(name)
+    return _TASKS[name]
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """The training hyperparameters every client agrees on (small and picklable).
+
+    Attributes:
+        dataset: ``"adult"`` or ``"fmnist"``.
+        model: ``"logreg"`` or ``"mlp"``.
+        rounds: federated rounds.
+        algorithm: ``"fedavg"`` (``local_steps`` minibatch SGD steps per round, then average
+            the model deltas) or ``"fedsgd"`` (one step: average the gradients).
+        lr: client learning rate.
+        local_steps: SGD steps per round for FedAvg.
+        batch_size: minibatch size.
+        hidden: hidden width of the MLP.
+        seed: seed of the data split, model initialisation and batch sampling (the same for
+            every mode, so plaintext and encrypted runs see the same batches).
+        max_train_rows: use only the first rows of the shuffled training set (0: all).
+    """
+
+    dataset: str = "adult"
+    model: str = "logreg"
+    rounds: int = 20
+    algorithm: str = "fedavg"
+    lr: float = 0.1
+    local_steps: int = 10
+    batch_size: int = 64
+    hidden: int = 128
+    seed: int = 0
+    max_train_rows: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"dataset must be one of {DATASETS}, not {self.dataset!r}")
+        if self.model not in MODELS:
+            raise ConfigError(f"model must be one of {MODELS}, not {self.model!r}")
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(f"algorithm must be one of {ALGORITHMS}, not {self.algorithm!r}")
+        for name in ("rounds", "local_steps", "batch_size", "hidden"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, not {v!r}")
+        if not (isinstance(self.lr, int | float) and np.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive number, not {self.lr!r}")
+        if isinstance(self.max_train_rows, bool) or self.max_train_rows < 0:
+            raise ConfigError(f"max_train_rows must be >= 0, not {self.max_train_rows!r}")
+
+
+class FedTrainer:
+    """One client's local training, driven round by round by the client role.
+
+    Args:
+        spec: the shared hyperparameters.
+        index: this client's index (its shard of the data).
+        n_clients: number of clients (the data is split k ways).
+        evaluate: evaluate the global model on the test set after each round.
+        progress: called as ``progress(round, accuracy)`` after each evaluated round.
+    """
+
+    def __init__(
+        self,
+        spec: TrainSpec,
+        index: int,
+        n_clients: int,
+        evaluate: bool = False,
+        progress: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        task = _task(spec.dataset)
+        X, y = task.X_train, task.y_train
+        if spec.max_train_rows:
+            X, y = X[: spec.max_train_rows], y[: spec.max_train_rows]
+        self.X, self.y = split_horizontal(X, y, n_clients, seed=spec.seed)[index]
+        self.task = task if evaluate else None
+        self.model: MLP = make_model(
+            spec.model, task.n_features, task.n_classes, hidden=spec.hidden, seed=spec.seed
+        )
+        self.layer_sizes = self.model.layer_sizes
+        self.rng = np.random.default_rng([spec.seed, index])
+        self.progress = progress
+        self.accuracy: list[float] = []
+        self.loss: list[float] = []
+        self.timings: list[RoundTiming] = []
+        self._start: np.ndarray | None = None
+
+    def update(self, t: int) -> np.ndarray | None:
+        """Run local SGD from the global model; return the model delta (None after the last round)."""
+        if t >= self.spec.rounds:
+            return None
+        spec = self.spec
+        self._start = self.model.get_flat()
+        steps = 1 if spec.algorithm == "fedsgd" else spec.local_steps
+        w = self._start.copy()
+        for _ in range(steps):
+            idx = self.rng.integers(0, len(self.y), size=min(spec.batch_size, len(self.y)))
+            self.model.set_flat(w)
+            w = w - spec.lr * self.model.gradient(self.X[idx], self.y[idx])
+        self.model.set_flat(self._start)
+        return w - self._start
+
+    def receive(self, t: int, total: np.ndarray, n_clients: int) -> None:
+        """Apply the average of the clients' deltas to the global model."""
+        assert self._start is not None
+        self.model.set_flat(self._start + total / n_clients)
+        if self.task is not None:
+            acc = self.model.accuracy(self.task.X_test, self.task.y_test)
+            self.accuracy.append(acc)
+            self.loss.append(self.model.loss(self.task.X_test, self.task.y_test))
+            if self.progress is not None:
+                self.progress(t, acc)
+
+    def record_timings(self, timings: list[RoundTiming]) -> None:
+        self.timings = timings
+
+    def result(self) -> dict[str, Any]:
+        return {"accuracy": self.accuracy, "loss": self.loss}
+
+
+async def _client_role(
+    party: Any,
+    cfg: BatchCryptConfig,
+    spec: TrainSpec,
+    index: int,
+    progress: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    trainer = FedTrainer(spec, index, _n_clients(party), evaluate=index == 0, progress=progress)
+    out = await client(party, cfg, trainer)
+    return {
+        "result": out,
+        "timings": [t.to_dict() for t in trainer.timings],
+        "statistics": party.statistics(),
+    }
+
+
+async def _aggregator_role(party: Any, cfg: BatchCryptConfig) -> dict[str, Any]:
+    report = await aggregator(party, cfg)
+    return {
+        "timings": [t.to_dict() for t in report.timings],
+        "received_types": report.received_types,
+        "statistics": party.statistics(),
+    }
+
+
+def _n_clients(party: Any) -> int:
+    return sum(1 for n in (party.name, *party.peers) if n != AGGREGATOR)
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :func:`train`.
+
+    Attributes:
+        accuracy: test accuracy of the global model after each round.
+        loss: test cross-entropy after each round.
+        final_accuracy: accuracy after the last round.
+        rounds: per round: ``encrypt``, ``aggregate``, ``decrypt``, ``decode`` (compute seconds;
+            client figures are means over clients), ``transfer`` (the rest of the round's wall
+            time: waiting on the network and on other parties), ``wall`` (slowest client) and
+            ``bytes`` (all bytes sent by all parties that round).
+        bytes_on_wire: total bytes sent by all parties over all rounds.
+        seconds: wall time of the whole federation (key generation and data loading included).
+        statistics: the runtime's statistics of every party.
+        aggregator_received: type names of every object the aggregator received.
+        mode, dataset, model, n_clients: what ran.
+    """
+
+    accuracy: list[float]
+    loss: list[float]
+    final_accuracy: float
+    rounds: list[dict[str, float]]
+    bytes_on_wire: int
+    seconds: float
+    statistics: dict[str, Any]
+    aggregator_received: list[str]
+    mode: str
+    dataset: str
+    model: str
+    n_clients: int
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    def mean_round(self) -> dict[str, float]:
+        """The per-round figures averaged over rounds."""
+        if not self.rounds:
+            return {}
+        return {k: float(np.mean([r[k] for r in self.rounds])) for k in self.rounds[0]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), default=_jsonable)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def train(
+    cfg: BatchCryptConfig,
+    model: str = "logreg",
+    dataset: str = "adult",
+    rounds: int = 20,
+    *,
+    transport: str = "inproc",
+    processes: bool = False,
+    progress: Callable[[int, float], None] | None = None,
+    spec: TrainSpec | None = None,
+    **spec_options: Any,
+) -> TrainResult:
+    """Train a model with ``cfg.n_clients`` clients and one aggregator.
+
+    Args:
+        cfg: the federation's configuration; ``cfg.mode`` selects BatchCrypt, the per-value
+            phe baseline or plaintext aggregation.
+        model: ``"logreg"`` or ``"mlp"``.
+        dataset: ``"adult"`` (bundled) or ``"fmnist"`` (Debian ``dataset-fashion-mnist``).
+        rounds: federated rounds.
+        transport: ``"inproc"`` (one process, asyncio queues) or ``"zmq"``.
+        processes: one OS process per party (needs ``transport="zmq"``).
+        progress: ``progress(round, test_accuracy)`` after every round (in one process: live;
+            with ``processes=True``: replayed when the run ends).
+        spec: full hyperparameters (overrides model/dataset/rounds/spec_options).
+        **spec_options: other :class:`TrainSpec` fields (lr, local_steps, batch_size, ...).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        ConfigError: bad options; PeerFailed: a party failed (named).
+    """
+    import hefl
+
+    if transport not in TRANSPORTS:
+        raise ConfigError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
+    if processes and transport != "zmq":
+        raise ConfigError("processes=True needs transport='zmq' (parties talk over sockets)")
+    spec = spec or TrainSpec(dataset=dataset, model=model, rounds=rounds, **spec_options)
+    k = cfg.n_clients
+    live = None if processes else progress
+    roles: dict[str, Any] = {AGGREGATOR: functools.partial(_aggregator_role, cfg=cfg)}
+    for i, name in enumerate(cfg.clients):
+        roles[name] = functools.partial(
+            _client_role, cfg=cfg, spec=spec, index=i, progress=live if i == 0 else None
+        )
+    options: dict[str, Any] = {}
+    if transport != "inproc":
+        options["transport"] = transport
+    if processes:
+        options["processes"] = True
+    start = time.perf_counter()
+    results = hefl.run(roles, **options)
+    seconds = time.perf_counter() - start
+    first = results[cfg.clients[0]]["result"]
+    if processes and progress is not None:
+        for t, acc in enumerate(first["accuracy"]):
+            progress(t, acc)
+    per_round = _round_table(results, cfg)
+    return TrainResult(
+        accuracy=list(first["accuracy"]),
+        loss=list(first["loss"]),
+        final_accuracy=float(first["accuracy"][-1]) if first["accuracy"] else float("nan"),
+        rounds=per_round,
+        bytes_on_wire=int(sum(r["bytes"] for r in per_round)),
+        seconds=seconds,
+        statistics={name: r["statistics"] for name, r in results.items()},
+        aggregator_received=list(results[AGGREGATOR]["received_types"]),
+        mode=cfg.mode,
+        dataset=spec.dataset,
+        model=spec.model,
+        n_clients=k,
+        spec=asdict(spec),
+    )
+
+
+def _round_table(results: dict[str, Any], cfg: BatchCryptConfig) -> list[dict[str, float]]:
+    client_t = [results[c]["timings"] for c in cfg.clients]
+    agg_t = results[AGGREGATOR]["timings"]
+    table = []
+    for t in range(len(agg_t)):
+        rows = [ct[t] for ct in client_t]
+        row = {k: float(np.mean([r[k] for r in rows])) for k in ("encrypt", "decrypt", "decode")}
+        row["aggregate"] = float(agg_t[t]["aggregate"])
+        row["wall"] = float(max(r["wall"] for r in rows))
+        compute = row["encrypt"] + row["aggregate"] + row["decrypt"] + row["decode"]
+        row["transfer"] = max(0.0, row["wall"] - compute)
+        row["bytes"] = float(sum(r["bytes_sent"] for r in rows) + agg_t[t]["bytes_sent"])
+        row["client_bytes"] = float(np.mean([r["bytes_sent"] + r["bytes_received"] for r in rows]))
+        table.append(row)
+    return table

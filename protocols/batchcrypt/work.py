@@ -1,0 +1,78 @@
+"""CPU-heavy steps of a BatchCrypt round, as module-level functions.
+
+They run in the federation's executor (``party.offload``, a process pool by default), so they
+must be picklable and must not touch the network. Each returns its result together with the
+seconds it computed, so a round's time can be split into encrypt / decrypt / decode without
+counting the time a task waited in the pool's queue.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+ENC_METHOD = {False: "djn", True: "djn-short"}
+
+# Keys arrive pickled with every task; a worker keeps the first copy it sees of each key so the
+# key-holder's precomputed obfuscator tables are built once per worker, not once per chunk.
+_KEY_CACHE: dict[tuple[str, bytes], Any] = {}
+
+
+def _cached(key: Any) -> Any:
+    public = getattr(key, "public_key", key)
+    return _KEY_CACHE.setdefault((type(key).__name__, bytes(public.key_id)), key)
+
+
+def encrypt_packed(key: Any, layout: Any, q: np.ndarray, short_exponent: bool) -> tuple[Any, float]:
+    """Pack quantized integers into lanes and encrypt each plaintext once.
+
+    Args:
+        key: the client's PrivateKey (CRT fast path) or a PublicKey.
+        layout: the shared SlotLayout.
+        q: int64 quantized values of this chunk.
+        short_exponent: use the opt-in short-exponent obfuscators.
+
+    Returns:
+        (CipherVector, seconds).
+    """
+    start = time.perf_counter()
+    plaintexts = layout.pack(q)
+    cv = _cached(key).encrypt(plaintexts, method=ENC_METHOD[short_exponent])
+    return cv, time.perf_counter() - start
+
+
+def encrypt_plain(key: Any, ints: list[int], short_exponent: bool) -> tuple[Any, float]:
+    """Encrypt integers one per ciphertext (small side messages). Returns (CipherVector, s)."""
+    start = time.perf_counter()
+    cv = _cached(key).encrypt(ints, method=ENC_METHOD[short_exponent])
+    return cv, time.perf_counter() - start
+
+
+def decrypt_vector(sk: Any, cv: Any) -> tuple[list[int], float]:
+    """Decrypt a CipherVector with the CRT fast path. Returns (signed ints, seconds)."""
+    start = time.perf_counter()
+    ints = _cached(sk).decrypt(cv)
+    return ints, time.perf_counter() - start
+
+
+def phe_encrypt(phe_public_key: Any, ints: list[int]) -> tuple[list[int], float]:
+    """The per-value baseline: one phe ``encrypt`` call per value, as FATE does.
+
+    Returns the raw ciphertexts (phe ints, exponent 0) and the seconds spent.
+    """
+    start = time.perf_counter()
+    raw = [phe_public_key.encrypt(int(v)).ciphertext(be_secure=False) for v in ints]
+    return raw, time.perf_counter() - start
+
+
+def phe_decrypt(
+    phe_private_key: Any, phe_public_key: Any, raw: list[int]
+) -> tuple[list[int], float]:
+    """The per-value baseline: one phe ``decrypt`` call per value. Returns (ints, seconds)."""
+    from phe import EncryptedNumber
+
+    start = time.perf_counter()
+    out = [phe_private_key.decrypt(EncryptedNumber(phe_public_key, int(c), 0)) for c in raw]
+    return [int(v) for v in out], time.perf_counter() - start
