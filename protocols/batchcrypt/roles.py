@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import math
 import re
 import time
@@ -72,7 +73,7 @@ def federation_clients(party: Any, cfg: BatchCryptConfig) -> tuple[str, ...]:
 def _slices(total: int, parts: int) -> list[tuple[int, int]]:
     """Split range(total) into ``parts`` contiguous nearly equal [lo, hi) pieces."""
     bounds = [total * i // parts for i in range(parts + 1)]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
+    return list(itertools.pairwise(bounds))
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,7 +330,7 @@ class ClientSession:
     # batchcrypt ----------------------------------------------------------------------------
     def _layer_stats(self, x: np.ndarray, layers: tuple[int, ...]) -> list[int]:
         bounds = np.cumsum((0, *layers))
-        ss = [float(np.dot(x[a:b], x[a:b])) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        ss = [float(np.dot(x[a:b], x[a:b])) for a, b in itertools.pairwise(bounds)]
         return [round(v * 2**STATS_FRAC_BITS) for v in ss]
 
     async def _exchange_stats(self, t: int, tag: str, x: np.ndarray, layers: tuple[int, ...]):
