@@ -8,11 +8,13 @@ packer and ciphertext-side Horner packing. Pure functions and small classes: no 
 from hefl.crypto._encoding import FixedPointEncoder
 from hefl.crypto._keys import PrivateKey, PublicKey, generate_keypair
 from hefl.crypto._packing import SlotLayout, plan_slots
+from hefl.crypto._pool import ObfuscatorPool
 from hefl.crypto._vector import CipherVector
 
 __all__ = [
     "CipherVector",
     "FixedPointEncoder",
+    "ObfuscatorPool",
     "PrivateKey",
     "PublicKey",
     "SlotLayout",

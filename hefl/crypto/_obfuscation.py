@@ -55,15 +55,15 @@ def check_method(method: str) -> str:
     return method
 
 
-def default_window(modulus_bits: int) -> int:
-    """Window width w of the fixed-base table for a modulus of ``modulus_bits`` bits.
+def default_window(n_bits: int) -> int:
+    """Window width w of the fixed-base table for a key of ``n_bits`` bits.
 
     Larger w means fewer multiplications per obfuscator (⌈|x|/w⌉) but a table of
-    ⌈|x|/w⌉·(2ʷ−1) entries. w = 10 at n² = 4096 bits costs 54 MB and ~0.5 s once per process,
-    and brings a 1024-bit exponent down to 103 multiplications; smaller keys (tests) use w = 8,
-    whose digits are plain bytes.
+    ⌈|x|/w⌉·(2ʷ−1) entries. w = 10 for a 2048-bit key costs 54 MB and ~0.5 s once per
+    process, and brings a 1024-bit exponent down to 103 multiplications; smaller keys (tests)
+    use w = 8, whose digits are plain bytes.
     """
-    return 10 if modulus_bits >= 4096 else 8
+    return 10 if n_bits >= 2000 else 8
 
 
 class FixedBaseTable:
@@ -182,7 +182,7 @@ def cached_table(key: tuple, build: Callable[[], Any]) -> Any:
 def djn_table(n: mpz, window: int | None = None) -> FixedBaseTable:
     """The process-wide DJN table modulo n² (h_s drawn on first use)."""
     nsq = n * n
-    w = window or default_window(nsq.bit_length())
+    w = window or default_window(n.bit_length())
     return cached_table(
         ("djn", int(n), w),
         lambda: FixedBaseTable(draw_djn_base(n), nsq, n.bit_length() // 2, w),
@@ -226,7 +226,7 @@ class CrtObfuscator:
         return [a + psq * ((b - a) * u % qsq) for a, b in zip(rp, rq, strict=True)]
 
     def _tables(self) -> tuple[FixedBaseTable, FixedBaseTable]:
-        w = default_window(self.n_bits * 2)
+        w = default_window(self.n_bits)
         exp_bits = self.n_bits // 2
 
         def build() -> tuple[FixedBaseTable, FixedBaseTable]:
