@@ -6,6 +6,13 @@ packer and ciphertext-side Horner packing. Pure functions and small classes: no 
 """
 
 from hefl.crypto._encoding import FixedPointEncoder
+from hefl.crypto._expencoding import (
+    EncryptedExpVector,
+    encode_exp,
+    naive_group_sum,
+    reordered_group_sum,
+    reordered_sum,
+)
 from hefl.crypto._keys import PrivateKey, PublicKey, generate_keypair
 from hefl.crypto._packing import SlotLayout, plan_slots
 from hefl.crypto._pool import ObfuscatorPool
@@ -13,11 +20,16 @@ from hefl.crypto._vector import CipherVector
 
 __all__ = [
     "CipherVector",
+    "EncryptedExpVector",
     "FixedPointEncoder",
     "ObfuscatorPool",
     "PrivateKey",
     "PublicKey",
     "SlotLayout",
+    "encode_exp",
     "generate_keypair",
+    "naive_group_sum",
     "plan_slots",
+    "reordered_group_sum",
+    "reordered_sum",
 ]
