@@ -13,6 +13,7 @@ from hefl.crypto._expencoding import (
     reordered_group_sum,
     reordered_sum,
 )
+from hefl.crypto._horner import horner_capacity, pack_ciphertexts, unpack_slots
 from hefl.crypto._keys import PrivateKey, PublicKey, generate_keypair
 from hefl.crypto._packing import SlotLayout, plan_slots
 from hefl.crypto._pool import ObfuscatorPool
@@ -28,8 +29,11 @@ __all__ = [
     "SlotLayout",
     "encode_exp",
     "generate_keypair",
+    "horner_capacity",
     "naive_group_sum",
+    "pack_ciphertexts",
     "plan_slots",
     "reordered_group_sum",
     "reordered_sum",
+    "unpack_slots",
 ]
