@@ -34,13 +34,17 @@ _JSON_PRIVATE = "hefl.paillier.private"
 
 
 def _encrypt_with(n: mpz, nsq: mpz, ms: list[int], rs: list[mpz]) -> list[mpz]:
-    """(1 + m·n)·r mod n² for signed m (already range-checked)."""
+    """(1 + m·n)·r mod n² for signed m (already range-checked).
+
+    Computed as r + n·(m·r mod n) (mod n²), since m·n·r ≡ n·(m·r mod n) (mod n²): for the
+    small m of real data this replaces a 4096-bit modular multiplication by a short product,
+    a reduction mod n and a 2048-bit multiplication (about 2× faster).
+    """
     out = []
     append = out.append
     for m, r in zip(ms, rs, strict=True):
-        if m < 0:
-            m += n
-        append((1 + m * n) * r % nsq)
+        c = r + n * (m * r % n)
+        append(c - nsq if c >= nsq else c)
     return out
 
 

@@ -151,26 +151,29 @@ class CipherVector:
             return other._c
         return None
 
-    def _plain(self, other: Any) -> list[mpz]:
-        """Deterministic encryptions (1 + m·n) of plaintext ints, one per element."""
-        pk = self.public_key
+    def _plain_ints(self, other: Any) -> list[int]:
+        """Plaintext operand as a range-checked list matching self."""
         if isinstance(other, int | np.integer) and not isinstance(other, bool):
             ms = [int(other)] * len(self._c)
         else:
             ms = as_int_list(other)
             _same_len(self, len(ms))
-        check_signed_range(ms, int(pk.max_int))
-        n, nsq = pk.n, pk.nsquare
-        return [(1 + (m % n) * n) % nsq for m in ms]
+        check_signed_range(ms, int(self.public_key.max_int))
+        return ms
 
     def __add__(self, other: Any) -> CipherVector:
+        pk = self.public_key
+        nsq = pk.nsquare
         cs = self._other(other)
-        if cs is None:
-            cs = self._plain(other)
-        nsq = self.public_key.nsquare
-        return CipherVector._make(
-            self.public_key, [a * b % nsq for a, b in zip(self._c, cs, strict=True)]
-        )
+        if cs is not None:
+            return CipherVector._make(pk, [a * b % nsq for a, b in zip(self._c, cs, strict=True)])
+        # c·(1 + m·n) ≡ c + n·(m·c mod n) (mod n²): no 4096-bit multiplication needed
+        n = pk.n
+        out = []
+        for c, m in zip(self._c, self._plain_ints(other), strict=True):
+            d = c + n * (m * c % n)
+            out.append(d - nsq if d >= nsq else d)
+        return CipherVector._make(pk, out)
 
     __radd__ = __add__
 
