@@ -1,0 +1,143 @@
+"""Per-party feature binning (quantile cut points), done once before training.
+
+Every party bins only its own columns; cut points never leave the party. Bin codes:
+
+* bin 0 holds missing values (NaN). It always exists, so a feature that has no NaN in training
+  but some at prediction time still has a place for them; a split "bin <= k" always sends
+  missing values to the left child (a fixed default direction, unlike XGBoost's learned one).
+* bins 1..m+1 hold values: x <= c_1 -> 1, c_1 < x <= c_2 -> 2, ..., x > c_m -> m+1, for
+  sorted cut points c_1 < ... < c_m, m <= max_bin - 1.
+
+Infinite values are refused (they have no quantile and usually mean a data bug).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hefl.errors import ConfigError
+
+MISSING_BIN = 0
+
+
+def check_features(X: object, who: str = "party") -> np.ndarray:
+    """Validate a feature matrix and return it as a float64 2-D array.
+
+    Args:
+        X: array-like (rows × features) of numbers; NaN marks a missing value.
+        who: name used in error messages.
+
+    Raises:
+        ConfigError: not 2-D, non-numeric, or containing ±inf.
+    """
+    try:
+        arr = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{who}: features must be numeric, got {exc}") from None
+    if arr.ndim != 2:
+        raise ConfigError(f"{who}: features must be a 2-D array (rows × columns), got {arr.ndim}-D")
+    if np.isinf(arr).any():
+        r, c = np.argwhere(np.isinf(arr))[0]
+        raise ConfigError(
+            f"{who}: feature column {c} row {r} is infinite; replace ±inf by a finite value "
+            "or by NaN (missing) before training"
+        )
+    return arr
+
+
+def _cut_points(values: np.ndarray, max_bin: int) -> np.ndarray:
+    """Cut points for one feature's non-missing values (at most max_bin - 1 of them)."""
+    if values.size == 0:
+        return np.empty(0)
+    uniq = np.unique(values)
+    if uniq.size <= max_bin:
+        return uniq[:-1].astype(np.float64)  # one bin per distinct value
+    qs = np.arange(1, max_bin) / max_bin
+    cuts = np.unique(np.quantile(values, qs, method="inverted_cdf"))
+    return cuts[cuts < uniq[-1]].astype(np.float64)  # a cut at the max would leave a bin empty
+
+
+@dataclass(frozen=True)
+class Binner:
+    """Cut points of every feature of one party.
+
+    Attributes:
+        cuts: one float64 array of sorted cut points per feature.
+    """
+
+    cuts: tuple[np.ndarray, ...]
+
+    @classmethod
+    def fit(cls, X: np.ndarray, max_bin: int, who: str = "party") -> Binner:
+        """Compute quantile cut points per feature.
+
+        Args:
+            X: rows × features, float64, NaN = missing.
+            max_bin: most value bins per feature.
+            who: name used in error messages.
+
+        Raises:
+            ConfigError: see :func:`check_features`.
+        """
+        X = check_features(X, who)
+        cuts = tuple(_cut_points(col[~np.isnan(col)], max_bin) for col in X.T)
+        return cls(cuts=cuts)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.cuts)
+
+    @property
+    def n_bins(self) -> np.ndarray:
+        """Bins per feature, including the missing bin 0."""
+        return np.array([len(c) + 2 for c in self.cuts], dtype=np.int64)
+
+    def transform(self, X: np.ndarray, who: str = "party") -> np.ndarray:
+        """Map features to bin codes (int16 array, same shape).
+
+        Raises:
+            ConfigError: wrong number of columns or invalid values.
+        """
+        X = check_features(X, who)
+        if X.shape[1] != self.n_features:
+            raise ConfigError(
+                f"{who}: expected {self.n_features} feature columns (as in training), "
+                f"got {X.shape[1]}"
+            )
+        out = np.empty(X.shape, dtype=np.int16)
+        for j, c in enumerate(self.cuts):
+            col = X[:, j]
+            b = np.searchsorted(c, col, side="left") + 1
+            b[np.isnan(col)] = MISSING_BIN
+            out[:, j] = b
+        return out
+
+    def threshold(self, feature: int, bin_: int) -> float:
+        """The raw-value threshold of the split "bin <= bin_": x <= threshold goes left
+        (NaN too). For bin_ = 0 only missing values go left (returns -inf)."""
+        if bin_ == MISSING_BIN:
+            return float("-inf")
+        return float(self.cuts[feature][bin_ - 1])
+
+    def to_json(self) -> list[list[float]]:
+        """Cut points as nested lists of floats (exact round trip through JSON)."""
+        return [c.tolist() for c in self.cuts]
+
+    @classmethod
+    def from_json(cls, data: object) -> Binner:
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            ConfigError: malformed data.
+        """
+        if not isinstance(data, list):
+            raise ConfigError("binner cuts must be a list of lists of numbers")
+        cuts = []
+        for c in data:
+            arr = np.asarray(c, dtype=np.float64)
+            if arr.ndim != 1 or not np.isfinite(arr).all() or np.any(np.diff(arr) <= 0):
+                raise ConfigError("binner cuts must be strictly increasing finite numbers")
+            cuts.append(arr)
+        return cls(cuts=tuple(cuts))

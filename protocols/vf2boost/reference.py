@@ -1,0 +1,242 @@
+"""plaintext_reference: the same GBDT as the federation, without encryption — the oracle.
+
+Logistic loss, depth-wise growth, histogram split finding on each party's own bins, histogram
+subtraction (build the smaller child, derive the sibling), gain and leaf-weight formulas and
+tie rule from :mod:`hefl.protocols.vf2boost.tree`. The federated protocol must build exactly
+these trees; the tests compare them split by split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from hefl.protocols.vf2boost.binning import Binner, check_features
+from hefl.protocols.vf2boost.config import VF2BoostConfig
+from hefl.protocols.vf2boost.model import FederatedModel, PartyModel, TreeStructure
+from hefl.protocols.vf2boost.tree import (
+    Candidate,
+    base_margin,
+    best_position,
+    candidate_mask,
+    encode_fixed,
+    exact_group_sums,
+    leaf_weight,
+    logistic_gradients,
+    pick_winner,
+    score_cumulative,
+)
+
+from hefl.errors import ConfigError
+
+
+def party_names(n_parties: int) -> list[str]:
+    """Default party names: "active", "passive1", "passive2", ..."""
+    return ["active"] + [f"passive{i}" for i in range(1, n_parties)]
+
+
+def check_labels(y: object, n_rows: int | None = None, who: str = "active") -> np.ndarray:
+    """Validate binary labels and return them as float64.
+
+    Raises:
+        ConfigError: not 1-D, NaN, values other than 0/1, or a row count mismatch.
+    """
+    try:
+        arr = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{who}: labels must be numeric 0/1, got {exc}") from None
+    if arr.ndim != 1:
+        raise ConfigError(f"{who}: labels must be a 1-D array, got shape {arr.shape}")
+    if np.isnan(arr).any():
+        raise ConfigError(f"{who}: labels contain NaN at row {int(np.argmax(np.isnan(arr)))}")
+    bad = ~np.isin(arr, (0.0, 1.0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ConfigError(f"{who}: labels must be 0 or 1; row {i} is {arr[i]!r}")
+    if n_rows is not None and arr.shape[0] != n_rows:
+        raise ConfigError(
+            f"{who}: {arr.shape[0]} labels for {n_rows} feature rows; they must match"
+        )
+    return arr
+
+
+def check_parts(X_parts: object, y: object) -> tuple[list[np.ndarray], np.ndarray]:
+    """Validate vertically split features and labels (X_parts[0] is the active party's).
+
+    Raises:
+        ConfigError: naming the party whose block is wrong.
+    """
+    if not isinstance(X_parts, list | tuple) or len(X_parts) < 2:
+        raise ConfigError("X_parts must be a list of >= 2 feature blocks (active party first)")
+    names = party_names(len(X_parts))
+    parts = [check_features(X, who=f"party {n!r}") for n, X in zip(names, X_parts, strict=True)]
+    n = parts[0].shape[0]
+    for name, X in zip(names, parts, strict=True):
+        if X.shape[0] != n:
+            raise ConfigError(
+                f"party {name!r} has {X.shape[0]} rows but the active party has {n}; "
+                "the parties' rows must be aligned (same instances, same order)"
+            )
+    if n < 2:
+        raise ConfigError("training needs at least 2 rows")
+    return parts, check_labels(y, n)
+
+
+@dataclass
+class _Node:
+    index: int  # position in the tree's node list
+    depth: int
+    rows: np.ndarray
+    G: int
+    H: int
+    hists: list[tuple[np.ndarray, np.ndarray]] | None = None  # per party (g, h) F × W
+    parent_hists: list[tuple[np.ndarray, np.ndarray]] | None = None  # for subtraction
+    sibling: _Node | None = None
+
+
+def party_histogram(
+    bins: np.ndarray, width: int, rows: np.ndarray, gi: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (features × width) histograms of g and h encodings over ``rows``."""
+    F = bins.shape[1]
+    groups = (bins[rows].astype(np.int64) + (np.arange(F) * width)[None, :]).ravel()
+    hg = exact_group_sums(np.repeat(gi[rows], F), groups, F * width).reshape(F, width)
+    hh = exact_group_sums(np.repeat(hi[rows], F), groups, F * width).reshape(F, width)
+    return hg, hh
+
+
+def plaintext_reference(
+    X_parts: list[np.ndarray], y: np.ndarray, cfg: VF2BoostConfig | None = None
+) -> FederatedModel:
+    """Train the federation's GBDT in plaintext on the same bins.
+
+    Args:
+        X_parts: feature blocks, one per party (X_parts[0]: the active party's), same rows.
+        y: 0/1 labels.
+        cfg: the configuration (crypto switches are ignored).
+
+    Returns:
+        A :class:`FederatedModel` with one :class:`PartyModel` per block.
+
+    Raises:
+        ConfigError: invalid features, labels or config.
+    """
+    cfg = cfg or VF2BoostConfig()
+    parts, yf = check_parts(X_parts, y)
+    names = party_names(len(parts))
+    binners = [Binner.fit(X, cfg.max_bin, who=n) for X, n in zip(parts, names, strict=True)]
+    bins = [b.transform(X) for b, X in zip(binners, parts, strict=True)]
+    widths = [int(b.n_bins.max()) if b.n_features else 1 for b in binners]
+    masks = [candidate_mask(b.n_bins, w) for b, w in zip(binners, widths, strict=True)]
+    models = [PartyModel(index=i, name=n, binner=b) for i, (n, b) in
+              enumerate(zip(names, binners, strict=True))]  # fmt: skip
+    margin0 = base_margin(yf, cfg.base_score)
+    models[0].base_margin = margin0
+    margin = np.full(yf.shape[0], margin0)
+    fb = cfg.frac_bits
+    for _ in range(cfg.n_estimators):
+        g, h = logistic_gradients(margin, yf)
+        gi, hi = encode_fixed(g, fb), encode_fixed(h, fb)
+        all_rows = np.arange(yf.shape[0])
+        zeros = np.zeros(yf.shape[0], dtype=np.int64)
+        G0 = exact_group_sums(gi, zeros, 1)[0]
+        H0 = exact_group_sums(hi, zeros, 1)[0]
+        nodes: list[dict[str, int]] = [{}]
+        leaf_values: list[float] = []
+        layer = [_Node(0, 0, all_rows, G0, H0)]
+        while layer:
+            _fill_histograms(layer, bins, widths, gi, hi)
+            next_layer: list[_Node] = []
+            for node in layer:
+                winner = None
+                if node.depth < cfg.max_depth:
+                    cands = []
+                    for p, (hg, hh) in enumerate(node.hists):
+                        gains = score_cumulative(
+                            np.cumsum(hg, axis=1), np.cumsum(hh, axis=1), node.G, node.H,
+                            fb, cfg.reg_lambda, cfg.gamma, cfg.min_child_weight,
+                        )  # fmt: skip
+                        gains = np.where(masks[p], gains, -np.inf)
+                        gain, pos = best_position(gains)
+                        cands.append(Candidate(gain, p, pos))
+                    winner = pick_winner(cands)
+                if winner is None:
+                    nodes[node.index] = {"leaf": len(leaf_values)}
+                    leaf_values.append(leaf_weight(node.G, node.H, fb, cfg.reg_lambda,
+                                                   cfg.learning_rate))  # fmt: skip
+                    continue
+                p = winner.party
+                f, k = divmod(winner.position, widths[p])
+                split_id = len(models[p].splits)
+                models[p].splits[split_id] = (f, k)
+                go_left = bins[p][node.rows, f] <= k
+                hg, hh = node.hists[p]
+                GL = int(np.sum(hg[f, : k + 1]))
+                HL = int(np.sum(hh[f, : k + 1]))
+                left = _Node(len(nodes), node.depth + 1, node.rows[go_left], GL, HL)
+                right = _Node(len(nodes) + 1, node.depth + 1, node.rows[~go_left],
+                              node.G - GL, node.H - HL)  # fmt: skip
+                nodes[node.index] = {"owner": p, "split": split_id,
+                                     "left": left.index, "right": right.index}  # fmt: skip
+                nodes.extend([{}, {}])
+                left.parent_hists = right.parent_hists = node.hists
+                left.sibling, right.sibling = right, left
+                next_layer.extend([left, right])
+            layer = next_layer
+        for m in models:
+            m.trees.append(
+                TreeStructure(
+                    nodes=[dict(n) for n in nodes],
+                    leaf_values=list(leaf_values) if m.index == 0 else None,
+                )
+            )
+        # the margin update uses the model's own prediction path on the training bins
+        margin = margin + _tree_output(nodes, leaf_values, bins, models)
+    return FederatedModel(parties=models)
+
+
+def _fill_histograms(
+    layer: list[_Node], bins: list[np.ndarray], widths: list[int], gi: np.ndarray, hi: np.ndarray
+) -> None:
+    """Histograms for a layer: the root directly; for each sibling pair, the smaller child
+    directly and the other as parent − child (exact, so identical to building it)."""
+    done: set[int] = set()
+    for node in layer:
+        if node.index in done:
+            continue
+        parent, sib = node.parent_hists, node.sibling
+        if parent is None or sib is None:
+            node.hists = [party_histogram(b, w, node.rows, gi, hi)
+                          for b, w in zip(bins, widths, strict=True)]  # fmt: skip
+            done.add(node.index)
+            continue
+        small, big = (node, sib) if len(node.rows) <= len(sib.rows) else (sib, node)
+        small.hists = [party_histogram(b, w, small.rows, gi, hi)
+                       for b, w in zip(bins, widths, strict=True)]  # fmt: skip
+        big.hists = [(pg - sg, ph - sh) for (pg, ph), (sg, sh) in
+                     zip(parent, small.hists, strict=True)]  # fmt: skip
+        done.update((small.index, big.index))
+        node.parent_hists = sib.parent_hists = None  # free memory as the tree grows
+
+
+def _tree_output(
+    nodes: list[dict[str, int]],
+    leaf_values: list[float],
+    bins: list[np.ndarray],
+    models: list[PartyModel],
+) -> np.ndarray:
+    n = bins[0].shape[0]
+    out = np.zeros(n)
+    stack = [(0, np.arange(n))]
+    while stack:
+        i, rows = stack.pop()
+        node = nodes[i]
+        if "leaf" in node:
+            out[rows] = leaf_values[node["leaf"]]
+            continue
+        p = node["owner"]
+        f, k = models[p].splits[node["split"]]
+        go_left = bins[p][rows, f] <= k
+        stack.append((node["left"], rows[go_left]))
+        stack.append((node["right"], rows[~go_left]))
+    return out
