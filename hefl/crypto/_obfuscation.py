@@ -179,13 +179,29 @@ def cached_table(key: tuple, build: Callable[[], Any]) -> Any:
     return table
 
 
-def djn_table(n: mpz, window: int | None = None) -> FixedBaseTable:
-    """The process-wide DJN table modulo n² (h_s drawn on first use)."""
+def short_window(n_bits: int) -> int:
+    """Window of the separate short-exponent table (built only when ``"djn-short"`` is used).
+
+    A 256-bit exponent with w = 12 takes 22 multiplications instead of 26 with the shared
+    w = 10 table, for a 48 MB table at 2048 bits that only opt-in users pay for.
+    """
+    return 12 if n_bits >= 2000 else default_window(n_bits)
+
+
+def djn_table(n: mpz, window: int | None = None, method: str = "djn") -> FixedBaseTable:
+    """The process-wide DJN table modulo n² for ``method`` (h_s drawn on first use)."""
     nsq = n * n
-    w = window or default_window(n.bit_length())
+    n_bits = n.bit_length()
+    if method == "djn-short" and window is None and short_window(n_bits) != default_window(n_bits):
+        w = short_window(n_bits)
+        return cached_table(
+            ("djn-short", int(n), w),
+            lambda: FixedBaseTable(draw_djn_base(n), nsq, exponent_bits(n_bits, method), w),
+        )
+    w = window or default_window(n_bits)
     return cached_table(
         ("djn", int(n), w),
-        lambda: FixedBaseTable(draw_djn_base(n), nsq, n.bit_length() // 2, w),
+        lambda: FixedBaseTable(draw_djn_base(n), nsq, n_bits // 2, w),
     )
 
 
@@ -197,7 +213,7 @@ def public_obfuscators(n: mpz, count: int, method: str) -> list[mpz]:
     nsq = n * n
     if method == "rn":
         return [gmpy2.powmod(random_unit(n), n, nsq) for _ in range(count)]
-    table = djn_table(n)
+    table = djn_table(n, method=method)
     digits = table.random_digits(count, exponent_bits(n.bit_length(), method))
     return table.powers(digits)
 

@@ -308,8 +308,9 @@ class CipherVector:
         return cls._make(public_key, cs)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # For LOCAL process pools only; the bytes are re-validated on unpickling.
-        return (CipherVector.from_bytes, (self.public_key, self.to_bytes()))
+        # For LOCAL process pools only (pickle can run code anyway, so re-validating would add
+        # cost, not safety); data from the network goes through from_bytes.
+        return (_unpickle, (self.public_key, self.to_bytes()))
 
     # -- phe interop ----------------------------------------------------------------------
     def to_phe(self) -> list[Any]:
@@ -340,6 +341,14 @@ class CipherVector:
             cs.append(mpz(x.ciphertext(be_secure=False)))
         _validate(public_key, cs)
         return cls._make(public_key, cs)
+
+
+def _unpickle(public_key: PublicKey, data: bytes) -> CipherVector:
+    w = public_key.ciphertext_bytes
+    from_bytes = mpz.from_bytes
+    return CipherVector._make(
+        public_key, [from_bytes(data[i : i + w], "big") for i in range(0, len(data), w)]
+    )
 
 
 def _group_sum_1d(cs: list[mpz], ids: list[int], n_groups: int, nsq: mpz) -> list[mpz]:
