@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import gmpy2
@@ -230,11 +231,18 @@ class PrivateKey:
         return (PrivateKey, (self.public_key, int(self.p), int(self.q)))
 
     # -- decryption -----------------------------------------------------------------------
-    def decrypt(self, cv: CipherVector) -> list[int]:
+    def decrypt(self, cv: CipherVector, *, threads: int = 1) -> list[int]:
         """Decrypt a :class:`CipherVector` into signed Python ints in [−max_int, max_int].
+
+        Args:
+            cv: ciphertexts under this key.
+            threads: > 1 runs the modular exponentiations in that many threads with
+                ``gmpy2.powmod_base_list``, which releases the GIL (decryption is the one
+                long-powmod operation that scales with threads; default 1, one core).
 
         Raises:
             KeyMismatchError: ``cv`` is under another key.
+            ConfigError: not a CipherVector, or threads < 1.
         """
         if not isinstance(cv, CipherVector):
             raise ConfigError(f"decrypt expects a CipherVector, got {type(cv).__name__}")
@@ -243,21 +251,29 @@ class PrivateKey:
                 f"ciphertexts are under key {cv.public_key.key_id.hex()}, "
                 f"this private key is for {self.public_key.key_id.hex()}"
             )
-        return self.decrypt_raw(cv._c)
+        return self.decrypt_raw(cv._c, threads=threads)
 
-    def decrypt_raw(self, ciphertexts: list[mpz]) -> list[int]:
-        """Decrypt raw ciphertext integers (no checks) into signed ints."""
+    def decrypt_raw(self, ciphertexts: list[mpz], *, threads: int = 1) -> list[int]:
+        """Decrypt raw ciphertext integers (no key check) into signed ints (CRT, as phe)."""
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"threads must be a positive int, got {threads!r}")
         p, q, psq, qsq = self.p, self.q, self._psq, self._qsq
         hp, hq, qinv = self._hp, self._hq, self._q_inv_p
         pm1, qm1 = p - 1, q - 1
         n = self.public_key.n
         half = self.public_key.max_int
-        powmod = gmpy2.powmod
+        cs = list(ciphertexts)
+        if threads > 1 and len(cs) > 1:
+            ups, uqs = _parallel_powmods(cs, pm1, psq, qm1, qsq, threads)
+        else:
+            powmod = gmpy2.powmod
+            ups = [powmod(c, pm1, psq) for c in cs]
+            uqs = [powmod(c, qm1, qsq) for c in cs]
         out = []
         append = out.append
-        for c in ciphertexts:
-            mp = (powmod(c, pm1, psq) - 1) // p * hp % p
-            mq = (powmod(c, qm1, qsq) - 1) // q * hq % q
+        for up, uq in zip(ups, uqs, strict=True):
+            mp = (up - 1) // p * hp % p
+            mq = (uq - 1) // q * hq % q
             m = mq + q * ((mp - mq) * qinv % p)
             append(int(m - n) if m > half else int(m))
         return out
@@ -317,6 +333,21 @@ class PrivateKey:
         import phe
 
         return phe.PaillierPrivateKey(self.public_key.to_phe(), int(self.p), int(self.q))
+
+
+def _parallel_powmods(
+    cs: list[mpz], pm1: mpz, psq: mpz, qm1: mpz, qsq: mpz, threads: int
+) -> tuple[list[mpz], list[mpz]]:
+    """c^(p−1) mod p² and c^(q−1) mod q² for all c, in ``threads`` GIL-free threads."""
+    parts = max(1, threads // 2)
+    size = -(-len(cs) // parts)
+    chunks = [cs[i : i + size] for i in range(0, len(cs), size)]
+    with ThreadPoolExecutor(threads) as ex:
+        fp = [ex.submit(gmpy2.powmod_base_list, ch, pm1, psq) for ch in chunks]
+        fq = [ex.submit(gmpy2.powmod_base_list, ch, qm1, qsq) for ch in chunks]
+        ups = [u for f in fp for u in f.result()]
+        uqs = [u for f in fq for u in f.result()]
+    return ups, uqs
 
 
 def _load_json(s: str | bytes, kind: str) -> dict[str, Any]:

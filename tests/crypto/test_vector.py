@@ -226,3 +226,13 @@ def test_ciphertext_is_paillier(keypair):
     m = (u - 1) // pk.n * gmpy2.invert(lam, pk.n) % pk.n
     assert m == 12345
     assert isinstance(phe.EncryptedNumber(pk.to_phe(), int(c)), phe.EncryptedNumber)
+
+
+def test_threaded_decrypt(keypair):
+    pk, sk = keypair
+    xs = list(range(-7, 8))
+    cv = pk.encrypt(xs)
+    assert sk.decrypt(cv, threads=2) == xs
+    assert sk.decrypt(cv, threads=5) == xs
+    with pytest.raises(ConfigError):
+        sk.decrypt(cv, threads=0)
