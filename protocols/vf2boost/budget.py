@@ -1,0 +1,116 @@
+"""The bit-budget planner: proves before training that no packed value can overflow.
+
+Encodings (F = frac_bits, N = rows, b = bit_length(N) so N <= 2^b):
+
+* g_int = round(g·2^F) with |g_int| <= 2^F; h_int = round(h·2^F) with 0 <= h_int <= 2^(F−2)
+  (h = p(1−p) <= 1/4). Any sum over <= N rows: |ΣG| <= 2^(F+b), 0 <= ΣH <= 2^(F−2+b).
+* ``pack_gh``: one plaintext m = g_int·2^Wh + h_int with Wh = F − 2 + b + 1, so ΣH < 2^Wh
+  never reaches the g lane; after decryption H = Σm mod 2^Wh and G = Σm >> Wh (floor), exact
+  for negative G too. |Σm| < 2^(F+b+Wh+1) must stay below n/2 > 2^(key_bits−2).
+* ``pack_histograms``: every histogram entry e (a signed sum) gets a public offset O = 2^(S−1)
+  (S = its bit bound + 1) so e + O lies in [0, 2^S); t = ⌊(key_bits − 2)/S⌋ entries are packed
+  into one ciphertext by Horner's rule. O does not depend on the node, so nothing about a
+  node's size is revealed by it.
+
+Everything is checked with integers; an impossible plan raises :class:`PackingOverflowError`
+saying what to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hefl.crypto import horner_capacity
+from hefl.errors import PackingOverflowError
+
+
+@dataclass(frozen=True)
+class BitPlan:
+    """How g/h and histogram entries are laid out for one training.
+
+    Attributes:
+        n_rows, frac_bits, key_bits: the inputs the plan was proven for.
+        pack_gh: g and h share one plaintext.
+        h_bits: Wh, the width of the h lane (pack_gh) — ΣH < 2^h_bits always.
+        entry_bits: bound on |entry| bits: |entry| < 2^entry_bits for every histogram entry
+            (the packed g‖h value, or a g sum; h sums are smaller).
+        slot_bits: Horner slot width (entry_bits + 1), or 0 without histogram packing.
+        slots: entries per Horner-packed ciphertext (1 without histogram packing).
+        offset: added to every entry before Horner packing (0 without).
+    """
+
+    n_rows: int
+    frac_bits: int
+    key_bits: int
+    pack_gh: bool
+    h_bits: int
+    entry_bits: int
+    slot_bits: int
+    slots: int
+    offset: int
+
+    def split_gh(self, values: list[int]) -> tuple[list[int], list[int]]:
+        """Packed g‖h sums -> (G sums, H sums), exact."""
+        mask = (1 << self.h_bits) - 1
+        return [v >> self.h_bits for v in values], [v & mask for v in values]
+
+    def join_gh(self, g_int: list[int], h_int: list[int]) -> list[int]:
+        """g, h encodings -> packed plaintexts g·2^Wh + h."""
+        w = self.h_bits
+        return [(g << w) + h for g, h in zip(g_int, h_int, strict=True)]
+
+
+def plan_bits(
+    n_rows: int, frac_bits: int, key_bits: int, *, pack_gh: bool, pack_histograms: bool
+) -> BitPlan:
+    """Plan and prove the layout (see the module docs).
+
+    Args:
+        n_rows: training rows (the largest possible node).
+        frac_bits: fixed-point precision of g and h.
+        key_bits: the Paillier modulus size.
+        pack_gh: pack g and h into one plaintext.
+        pack_histograms: Horner-pack histogram entries.
+
+    Returns:
+        A :class:`BitPlan`.
+
+    Raises:
+        PackingOverflowError: the layout cannot fit the key, with what to change.
+    """
+    b = max(int(n_rows), 1).bit_length()
+    g_bits = frac_bits + b  # |ΣG| <= 2^(F+b)
+    h_lane = frac_bits - 2 + b + 1  # ΣH <= 2^(F-2+b) < 2^h_lane
+    entry_bits = g_bits + h_lane + 1 if pack_gh else g_bits + 1
+    usable = key_bits - 2
+    if entry_bits > usable:
+        raise PackingOverflowError(
+            f"sums of {n_rows} rows at {frac_bits} fractional bits need {entry_bits} bits "
+            f"but a {key_bits}-bit key holds {usable}: use a larger key, fewer frac_bits, "
+            "or pack_gh=False"
+        )
+    slot_bits, slots, offset = 0, 1, 0
+    if pack_histograms:
+        slot_bits = entry_bits + 1
+        try:
+            slots = horner_capacity(key_bits, slot_bits)
+        except PackingOverflowError:
+            slots = 0
+        if slots < 2:
+            raise PackingOverflowError(
+                f"histogram packing needs at least two {slot_bits}-bit slots per ciphertext "
+                f"but a {key_bits}-bit key holds {usable} bits ({n_rows} rows, {frac_bits} "
+                "fractional bits): use a larger key, fewer frac_bits, or pack_histograms=False"
+            )
+        offset = 1 << entry_bits
+    return BitPlan(
+        n_rows=int(n_rows),
+        frac_bits=frac_bits,
+        key_bits=key_bits,
+        pack_gh=pack_gh,
+        h_bits=h_lane,
+        entry_bits=entry_bits,
+        slot_bits=slot_bits,
+        slots=slots,
+        offset=offset,
+    )

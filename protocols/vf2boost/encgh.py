@@ -1,0 +1,279 @@
+"""Encrypted g/h vectors and the histogram operations passive parties run on them.
+
+Three layouts, chosen by the config:
+
+* ``"packed"`` (``pack_gh``, fixed point): one ciphertext per row, plaintext g·2^Wh + h.
+* ``"pair"`` (fixed point): two ciphertexts per row, g and h.
+* ``"phe"``: two ciphertexts per row with phe's per-value base-16 exponents (the
+  FATE-compatible path); sums need rescaling, done re-ordered (grouped by exponent) or naively.
+
+:class:`EncGH` wraps the parts so the roles are written once. Every function here is pure and
+module-level, so it can run in a process pool (``party.offload``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hefl.protocols.vf2boost.budget import BitPlan
+
+from hefl.crypto import (
+    CipherVector,
+    EncryptedExpVector,
+    PrivateKey,
+    PublicKey,
+    naive_group_sum,
+    pack_ciphertexts,
+    reordered_group_sum,
+    unpack_slots,
+)
+from hefl.crypto._expencoding import LOG2_BASE
+
+
+@dataclass
+class EncGH:
+    """Encrypted g/h of some rows (or histogram entries) in one of the three layouts.
+
+    Attributes:
+        layout: "packed", "pair" or "phe".
+        parts: ``[cv]`` (packed), ``[cv_g, cv_h]`` (pair), ``[ev_g, ev_h]`` (phe).
+        reorder: phe only: group by exponent when summing.
+    """
+
+    layout: str
+    parts: list[Any]
+    reorder: bool = True
+
+    def __len__(self) -> int:
+        return len(self.parts[0])
+
+    def take(self, rows: np.ndarray) -> EncGH:
+        return EncGH(self.layout, [p[rows] for p in self.parts], self.reorder)
+
+    def group_sum(self, groups: np.ndarray, n_groups: int) -> EncGH:
+        """Per-feature histograms: groups is (rows × F); result is F·n_groups entries."""
+        if self.layout != "phe":
+            return EncGH(self.layout, [p.group_sum(groups, n_groups) for p in self.parts])
+        fn = reordered_group_sum if self.reorder else naive_group_sum
+        out = []
+        for ev in self.parts:
+            per_f = [fn(ev, groups[:, f], n_groups) for f in range(groups.shape[1])]
+            out.append(_concat_exp(per_f))
+        return EncGH(self.layout, out, self.reorder)
+
+    def __add__(self, other: EncGH) -> EncGH:
+        return EncGH(self.layout, [a + b for a, b in zip(self.parts, other.parts, strict=True)],
+                     self.reorder)  # fmt: skip
+
+    def __sub__(self, other: EncGH) -> EncGH:
+        if self.layout != "phe":
+            return EncGH(self.layout, [a - b for a, b in zip(self.parts, other.parts, strict=True)])
+        out = [a + EncryptedExpVector(-b.cv, b.exponents) for a, b in
+               zip(self.parts, other.parts, strict=True)]  # fmt: skip
+        return EncGH(self.layout, out, self.reorder)
+
+    @staticmethod
+    def concat(items: list[EncGH]) -> EncGH:
+        first = items[0]
+        if first.layout == "phe":
+            parts = [_concat_exp([it.parts[i] for it in items]) for i in range(2)]
+        else:
+            parts = [CipherVector.concat([it.parts[i] for it in items])
+                     for i in range(len(first.parts))]  # fmt: skip
+        return EncGH(first.layout, parts, first.reorder)
+
+    # -- wire form: only CipherVectors and numeric arrays cross the network ----------------
+    def to_wire(self) -> list[Any]:
+        if self.layout == "phe":
+            return [self.layout, [[ev.cv, ev.exponents.astype(np.int16)] for ev in self.parts]]
+        return [self.layout, list(self.parts)]
+
+    @staticmethod
+    def from_wire(
+        obj: Any, public_key: PublicKey, reorder: bool = True, horner: bool = False
+    ) -> EncGH:
+        """Rebuild from :meth:`to_wire` output, checking types, lengths and the key.
+
+        ``horner``: the entries were Horner-packed (a pair then travels as one vector).
+
+        Raises:
+            ValueError: malformed (the caller turns it into a ProtocolError naming the peer).
+        """
+        if not isinstance(obj, list | tuple) or len(obj) != 2:
+            raise ValueError("expected [layout, parts]")
+        layout, parts = obj
+        if layout not in ("packed", "pair", "phe") or not isinstance(parts, list | tuple):
+            raise ValueError(f"unknown layout {layout!r}")
+        want = 1 if layout == "packed" or (horner and layout == "pair") else 2
+        if len(parts) != want:
+            raise ValueError(f"layout {layout} needs {want} parts, got {len(parts)}")
+        out: list[Any] = []
+        for p in parts:
+            cv = p[0] if layout == "phe" else p
+            if not isinstance(cv, CipherVector):
+                raise ValueError("expected ciphertexts")
+            if cv.public_key != public_key:
+                raise ValueError("ciphertexts under a different Paillier key")
+            if layout == "phe":
+                ex = np.asarray(p[1])
+                if ex.dtype.kind not in "iu" or ex.shape != (len(cv),):
+                    raise ValueError("bad exponent array")
+                out.append(EncryptedExpVector(cv, ex.astype(np.int64)))
+            else:
+                out.append(cv)
+        if len({len(x) for x in out}) != 1:
+            raise ValueError("parts of different lengths")
+        return EncGH(layout, out, reorder)
+
+
+def _concat_exp(evs: list[EncryptedExpVector]) -> EncryptedExpVector:
+    return EncryptedExpVector(CipherVector.concat([e.cv for e in evs]),
+                              np.concatenate([e.exponents for e in evs]))  # fmt: skip
+
+
+def layout_of(pack_gh: bool, encoding: str) -> str:
+    if encoding == "phe":
+        return "phe"
+    return "packed" if pack_gh else "pair"
+
+
+# ---------------------------------------------------------------------------------------------
+# active party: encryption and decoding
+
+
+def encrypt_gh(
+    key: PublicKey | PrivateKey,
+    gi: np.ndarray,
+    hi: np.ndarray,
+    plan: BitPlan,
+    layout: str,
+    method: str,
+    reorder: bool = True,
+) -> EncGH:
+    """Encrypt one chunk of g/h encodings (runs in a process pool).
+
+    ``key`` is the private key for the key holder's CRT fast path, or the public key (the
+    serial baseline encrypts like phe, without it).
+    """
+    g = [int(v) for v in gi.tolist()]
+    h = [int(v) for v in hi.tolist()]
+    if layout == "packed":
+        return EncGH(layout, [key.encrypt(plan.join_gh(g, h), method=method)])
+    if layout == "pair":
+        return EncGH(layout, [key.encrypt(g, method=method), key.encrypt(h, method=method)])
+    pk = key if isinstance(key, PublicKey) else key.public_key
+    scale = 2.0**-plan.frac_bits  # exact: |g_int| <= 2^53, so g_int·2^-F is a float
+    parts = [EncryptedExpVector.encrypt(pk, np.asarray(v, dtype=np.float64) * scale,
+                                        method=method) for v in (g, h)]  # fmt: skip
+    return EncGH(layout, parts, reorder)
+
+
+def decrypt_entries(sk: PrivateKey, enc: EncGH, plan: BitPlan, count: int) -> tuple[list, list]:
+    """Decrypt histogram entries to exact integer (G, H) sums (runs in a process pool).
+
+    Args:
+        sk: the private key.
+        enc: entries as sent by a passive party (Horner-packed if plan.slots > 1).
+        plan: the bit plan.
+        count: number of (g, h) entries.
+
+    Returns:
+        (G ints, H ints), each of length ``count``.
+
+    Raises:
+        PackingOverflowError / ValueError: the data cannot be what an honest party sent.
+    """
+    if enc.layout == "phe":
+        out = []
+        for ev in enc.parts:
+            ms = sk.decrypt(ev.cv)
+            vals = []
+            for m, e in zip(ms, ev.exponents.tolist(), strict=True):
+                shift = LOG2_BASE * e + plan.frac_bits  # value·2^F = m·2^shift
+                if shift >= 0:
+                    vals.append(m << shift)
+                else:
+                    if m % (1 << -shift):
+                        raise ValueError("a phe-encoded sum is not a multiple of 2^-frac_bits")
+                    vals.append(m >> -shift)
+            out.append(vals)
+        if len(out[0]) != count:
+            raise ValueError(f"expected {count} entries, got {len(out[0])}")
+        return out[0], out[1]
+    n_values = count if enc.layout == "packed" else 2 * count
+    cv = enc.parts[0] if enc.layout == "packed" else CipherVector.concat(enc.parts)
+    plain = sk.decrypt(cv)
+    if plan.slots > 1:
+        plain = [v - plan.offset for v in unpack_slots(plain, plan.slot_bits, n_values)]
+    elif len(plain) != n_values:
+        raise ValueError(f"expected {n_values} entries, got {len(plain)}")
+    if enc.layout == "packed":
+        return plan.split_gh(plain)
+    return plain[:count], plain[count:]
+
+
+# ---------------------------------------------------------------------------------------------
+# passive party: histograms
+
+
+def build_histogram(enc: EncGH, bins: np.ndarray, width: int) -> EncGH:
+    """Encrypted (features × width) histogram of the rows in ``enc`` (bins: rows × F)."""
+    return enc.group_sum(bins.astype(np.int64), width)
+
+
+def cumulative_entries(hist: EncGH, n_bins: np.ndarray, width: int, order: np.ndarray) -> EncGH:
+    """Cumulative sums "bin <= k" of each feature, for the candidates in ``order``
+    (positions f·width + k into the flattened histogram), followed by each feature's total."""
+    F = len(n_bins)
+    idx_cand = order
+    idx_tot = np.arange(F) * width + (np.asarray(n_bins) - 1)
+    pick = np.concatenate([idx_cand, idx_tot]).astype(np.int64)
+    if hist.layout == "phe":
+        parts = []
+        for ev in hist.parts:
+            cum = _prefix_exp(ev, F, width)
+            parts.append(cum[pick])
+        return EncGH("phe", parts, hist.reorder)
+    parts = []
+    for cv in hist.parts:
+        pk = cv.public_key
+        nsq = pk.nsquare
+        cs = cv.ciphertexts
+        cum = []
+        for f in range(F):
+            acc = None
+            for k in range(width):
+                c = cs[f * width + k]
+                acc = c if acc is None else acc * c % nsq
+                cum.append(acc)
+        parts.append(CipherVector.from_ciphertexts(pk, [cum[i] for i in pick.tolist()]))
+    return EncGH(hist.layout, parts)
+
+
+def _prefix_exp(ev: EncryptedExpVector, F: int, width: int) -> EncryptedExpVector:
+    pieces = []
+    for f in range(F):
+        acc = ev[f * width]
+        pieces.append(acc)
+        for k in range(1, width):
+            acc = acc + ev[f * width + k]
+            pieces.append(acc)
+    return _concat_exp(pieces)
+
+
+def seal_entries(entries: EncGH, plan: BitPlan, method: str) -> EncGH:
+    """Offset, Horner-pack (if planned) and re-randomize entries before they go to the key
+    holder. Re-randomizing matters: a homomorphic sum is a deterministic product of the key
+    holder's own ciphertexts, so without fresh randomness it could test which rows went into a
+    bin."""
+    if entries.layout != "phe" and plan.slots > 1:
+        cv = entries.parts[0] if entries.layout == "packed" else CipherVector.concat(entries.parts)
+        packed = pack_ciphertexts(cv + plan.offset, plan.slot_bits)
+        return EncGH(entries.layout, [packed.obfuscate(method=method)])
+    if entries.layout == "phe":
+        parts = [EncryptedExpVector(ev.cv.obfuscate(method=method), ev.exponents)
+                 for ev in entries.parts]  # fmt: skip
+        return EncGH("phe", parts, entries.reorder)
+    return EncGH(entries.layout, [p.obfuscate(method=method) for p in entries.parts])
