@@ -62,7 +62,7 @@ def as_int_list(values: Any, what: str = "plaintexts") -> list[int]:
     return out
 
 
-def _is_index(v: object) -> bool:
+def _is_index(v: Any) -> bool:
     try:
         operator.index(v)
     except TypeError:

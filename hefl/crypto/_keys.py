@@ -41,7 +41,7 @@ def _encrypt_with(n: mpz, nsq: mpz, ms: list[int], rs: list[mpz]) -> list[mpz]:
     small m of real data this replaces a 4096-bit modular multiplication by a short product,
     a reduction mod n and a 2048-bit multiplication (about 2× faster).
     """
-    out = []
+    out: list[mpz] = []
     append = out.append
     for m, r in zip(ms, rs, strict=True):
         c = r + n * (m * r % n)
@@ -269,7 +269,7 @@ class PrivateKey:
             powmod = gmpy2.powmod
             ups = [powmod(c, pm1, psq) for c in cs]
             uqs = [powmod(c, qm1, qsq) for c in cs]
-        out = []
+        out: list[int] = []
         append = out.append
         for up, uq in zip(ups, uqs, strict=True):
             mp = (up - 1) // p * hp % p

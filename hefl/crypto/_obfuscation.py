@@ -113,11 +113,12 @@ class FixedBaseTable:
         k = self.windows_for(exp_bits)
         if count == 0:
             return []
+        raw: np.ndarray
         if self.window == 8:
             raw = np.frombuffer(secrets.token_bytes(count * k), dtype=np.uint8)
         else:
             raw = np.frombuffer(secrets.token_bytes(count * k * 2), dtype=np.uint16)
-            raw = raw & ((1 << self.window) - 1)
+            raw = raw & np.uint16((1 << self.window) - 1)
         return raw.reshape(count, k).tolist()
 
     def power(self, digits: list[int]) -> mpz:
@@ -133,7 +134,7 @@ class FixedBaseTable:
         """Vector form of :meth:`power`."""
         tables = self.tables
         m = self.modulus
-        out = []
+        out: list[mpz] = []
         append = out.append
         for digits in digit_rows:
             acc = tables[0][digits[0]]

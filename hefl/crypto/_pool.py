@@ -14,6 +14,7 @@ nothing but local worker results is ever unpickled.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import sys
 import threading
@@ -166,9 +167,9 @@ class ObfuscatorPool:
                 with self._lock:
                     self._in_flight -= k
                 return
-            fut.add_done_callback(lambda f, k=k: self._done(f, k))
+            fut.add_done_callback(functools.partial(self._done, k=k))
 
-    def _done(self, fut: Future, k: int) -> None:
+    def _done(self, fut: Future, *, k: int) -> None:
         with self._lock:
             self._in_flight -= k
             if fut.cancelled() or self._closed:

@@ -207,10 +207,16 @@ class CipherVector:
             return CipherVector._make(pk, _scale_all(self._c, k, nsq))
         ks = as_int_list(other, "scalars")
         _same_len(self, len(ks))
+        ks = [_signed_mod(k, n) for k in ks]
+        cs = self._c
+        # negative scalars: invert those ciphertexts in one batch, then use |k| as exponent
+        neg = [i for i, k in enumerate(ks) if k < 0]
+        inv = dict(zip(neg, batch_invert([cs[i] for i in neg], nsq), strict=True))
         powmod = gmpy2.powmod
         out = []
-        for c, k in zip(self._c, ks, strict=True):
-            k = _signed_mod(k, n)
+        for i, (c, k) in enumerate(zip(cs, ks, strict=True)):
+            if k < 0:
+                c, k = inv[i], -k
             out.append(c if k == 1 else powmod(c, k, nsq))
         return CipherVector._make(pk, out)
 
