@@ -59,7 +59,7 @@ def default_window(n_bits: int) -> int:
     """Window width w of the fixed-base table for a key of ``n_bits`` bits.
 
     Larger w means fewer multiplications per obfuscator (⌈|x|/w⌉) but a table of
-    ⌈|x|/w⌉·(2ʷ−1) entries. w = 10 for a 2048-bit key costs 54 MB and ~0.5 s once per
+    ⌈|x|/w⌉·(2ʷ−1) entries. w = 10 for a 2048-bit key costs ~55 MB and ~0.5 s once per
     process, and brings a 1024-bit exponent down to 103 multiplications; smaller keys (tests)
     use w = 8, whose digits are plain bytes.
     """
