@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from hefl.crypto._pool import ObfuscatorPool
 
 _ONE = mpz(1)
+_MPZ = type(_ONE)
 
 
 def batch_invert(values: list[mpz], modulus: mpz) -> list[mpz]:
@@ -72,7 +73,7 @@ class CipherVector:
         Raises:
             CiphertextRangeError: a value is out of range or not invertible.
         """
-        cs = [mpz(c) for c in as_int_list(ciphertexts, "ciphertexts")]
+        cs = _as_mpz_list(ciphertexts)
         _validate(public_key, cs)
         self.public_key = public_key
         self._c = cs
@@ -86,9 +87,24 @@ class CipherVector:
         return obj
 
     @classmethod
-    def from_ciphertexts(cls, public_key: PublicKey, ciphertexts: Sequence[int]) -> CipherVector:
-        """Same as the constructor: validated raw ciphertext integers."""
-        return cls(public_key, ciphertexts)
+    def from_ciphertexts(
+        cls, public_key: PublicKey, ciphertexts: Sequence[int], *, validate: bool = True
+    ) -> CipherVector:
+        """Wrap raw ciphertext integers.
+
+        Args:
+            public_key: their key.
+            ciphertexts: ints or ``mpz``.
+            validate: check 0 < c < n² and gcd(c, n) = 1 (default). Pass False only for values
+                this process computed itself from valid ciphertexts of the same key (e.g.
+                prefix sums of ``cv.ciphertexts``); never for data from a peer.
+
+        Raises:
+            CiphertextRangeError: validation failed.
+        """
+        if validate:
+            return cls(public_key, ciphertexts)
+        return cls._make(public_key, _as_mpz_list(ciphertexts))
 
     @property
     def ciphertexts(self) -> list[mpz]:
@@ -347,6 +363,13 @@ class CipherVector:
             cs.append(mpz(x.ciphertext(be_secure=False)))
         _validate(public_key, cs)
         return cls._make(public_key, cs)
+
+
+def _as_mpz_list(values: Any) -> list[mpz]:
+    """A fresh list of mpz; mpz inputs are taken as they are (no int round trip)."""
+    if isinstance(values, list | tuple) and all(type(v) is _MPZ for v in values):
+        return list(values)
+    return [mpz(c) for c in as_int_list(values, "ciphertexts")]
 
 
 def _unpickle(public_key: PublicKey, data: bytes) -> CipherVector:

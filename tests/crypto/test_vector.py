@@ -236,3 +236,15 @@ def test_threaded_decrypt(keypair):
     assert sk.decrypt(cv, threads=5) == xs
     with pytest.raises(ConfigError):
         sk.decrypt(cv, threads=0)
+
+
+def test_from_ciphertexts_validation_switch(keypair):
+    pk, sk = keypair
+    cv = pk.encrypt([3, 4])
+    raw = cv.ciphertexts
+    assert sk.decrypt(CipherVector.from_ciphertexts(pk, raw)) == [3, 4]
+    assert sk.decrypt(CipherVector.from_ciphertexts(pk, [int(c) for c in raw])) == [3, 4]
+    prefix = [raw[0], raw[0] * raw[1] % pk.nsquare]
+    assert sk.decrypt(CipherVector.from_ciphertexts(pk, prefix, validate=False)) == [3, 7]
+    with pytest.raises(CiphertextRangeError):
+        CipherVector.from_ciphertexts(pk, [0])
