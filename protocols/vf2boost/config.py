@@ -132,6 +132,8 @@ class VF2BoostConfig:
                 "VF2BoostConfig: encoding='phe' carries a per-value exponent and cannot be "
                 "packed; set pack_gh=False and pack_histograms=False (or use encoding='fixed')"
             )
+        if self.encoding == "phe" and self.frac_bits > 53:
+            raise bad("frac_bits", "must be <= 53 with encoding='phe' (a float holds 53 bits)")
         if self.workers is not None and (not _is_int(self.workers) or self.workers < 1):
             raise bad("workers", "must be None or an int >= 1")
 

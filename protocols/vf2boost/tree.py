@@ -133,7 +133,8 @@ def score_cumulative(
     g, h = decode_fixed(np.array([G, H], dtype=object), frac_bits)
     lam = float(reg_lambda)
     gains = 0.5 * (gl * gl / (hl + lam) + gr * gr / (hr + lam) - g * g / (h + lam)) - gamma
-    ok = (hl >= min_child_weight) & (hr >= min_child_weight)
+    # λ = 0 with an empty child gives 0/0: such a candidate is never valid
+    ok = (hl >= min_child_weight) & (hr >= min_child_weight) & ~np.isnan(gains)
     return np.where(ok, gains, -np.inf)
 
 

@@ -1,0 +1,151 @@
+"""Run a whole VF2Boost federation from one call: fit_local (one process) and fit (any mode)."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from hefl.protocols.vf2boost.active import active_party
+from hefl.protocols.vf2boost.config import VF2BoostConfig
+from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
+from hefl.protocols.vf2boost.passive import passive_party
+from hefl.protocols.vf2boost.reference import check_parts, party_names
+
+import hefl
+
+
+@dataclass
+class FitResult:
+    """What a federated training produced and what it cost.
+
+    Attributes:
+        model: all parties' shares of the model.
+        seconds: wall-clock seconds of the whole run (key generation and setup included).
+        tree_seconds: the active party's seconds per tree.
+        bytes_sent: bytes each party sent, by party name.
+        bytes_received: bytes each party received, by party name.
+        statistics: the runtime's per-party statistics (busy/idle seconds, messages, spans).
+        hit_rate: optimistic-split hit rate (None when optimistic splitting was off).
+        trace: the runtime's :class:`hefl.Trace` (``save_gantt``, ``save_chrome``).
+    """
+
+    model: FederatedModel
+    seconds: float
+    tree_seconds: list[float]
+    bytes_sent: dict[str, int]
+    bytes_received: dict[str, int]
+    statistics: dict[str, dict[str, Any]]
+    hit_rate: float | None
+    trace: Any = field(default=None, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-friendly one-screen summary."""
+        return {
+            "trees": self.model.n_trees,
+            "seconds": self.seconds,
+            "seconds_per_tree": float(np.mean(self.tree_seconds)) if self.tree_seconds else 0.0,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "idle_share": {
+                p: (s.get("idle_seconds", 0.0) / s["wall_seconds"])
+                if s.get("wall_seconds")
+                else 0.0
+                for p, s in self.statistics.items()
+            },
+            "hit_rate": self.hit_rate,
+        }
+
+
+def fit(
+    X_parts: list[np.ndarray],
+    y: np.ndarray,
+    cfg: VF2BoostConfig | None = None,
+    *,
+    transport: str = "inproc",
+    processes: bool = False,
+    names: list[str] | None = None,
+    keypair: Any = None,
+    progress: Callable[[int, int, float], None] | None = None,
+    max_workers: int | None = None,
+    timeout: float | None = None,
+    executor: Any = "process",
+) -> FitResult:
+    """Train VF2Boost with every party run by this call.
+
+    Args:
+        X_parts: one feature block per party; ``X_parts[0]`` belongs to the active party.
+        y: 0/1 labels (held by the active party).
+        cfg: the config (default :class:`VF2BoostConfig`).
+        transport: ``"inproc"`` or ``"zmq"`` (``processes=True`` always uses ZeroMQ).
+        processes: one OS process per party.
+        names: party names (default "active", "passive1", ...).
+        keypair: an existing (PublicKey, PrivateKey) for the active party (tests reuse one).
+        progress: ``progress(trees_done, n_trees, seconds_of_last_tree)``; called in the
+            active party's process (so only visible here when ``processes=False``).
+        max_workers: processes of each party's crypto pool.
+        timeout: fail if the run takes longer (seconds).
+        executor: where crypto work is offloaded (see :func:`hefl.run`).
+
+    Returns:
+        A :class:`FitResult`.
+
+    Raises:
+        ConfigError: invalid data or config (before any party starts).
+        PackingOverflowError: the bit budget does not fit the key.
+        PeerFailed: a party failed during training (names it and why).
+    """
+    cfg = cfg or VF2BoostConfig()
+    parts, yf = check_parts(X_parts, y)
+    names = list(names) if names is not None else party_names(len(parts))
+    if len(names) != len(parts) or len(set(names)) != len(names):
+        raise hefl.ConfigError(f"need {len(parts)} distinct party names, got {names}")
+    roles: dict[str, Any] = {
+        names[0]: functools.partial(
+            active_party,
+            X=parts[0],
+            y=yf,
+            cfg=cfg,
+            passives=names[1:],
+            keypair=keypair,
+            progress=None if processes else progress,
+        )
+    }
+    for name, X in zip(names[1:], parts[1:], strict=True):
+        roles[name] = functools.partial(passive_party, X=X, cfg=cfg, active=names[0])
+    t0 = time.perf_counter()
+    result = hefl.run(roles, transport=transport, processes=processes, executor=executor,
+                      max_workers=max_workers, timeout=timeout)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    model = FederatedModel(parties=[PartyModel.from_json(result[n]["model"]) for n in names])
+    stats = dict(getattr(result, "statistics", {}) or {n: result[n]["statistics"] for n in names})
+    return FitResult(
+        model=model,
+        seconds=seconds,
+        tree_seconds=list(result[names[0]]["tree_seconds"]),
+        bytes_sent={n: int(stats[n].get("bytes_sent", 0)) for n in names},
+        bytes_received={n: int(stats[n].get("bytes_received", 0)) for n in names},
+        statistics=stats,
+        hit_rate=result[names[0]].get("hit_rate"),
+        trace=getattr(result, "trace", None),
+    )
+
+
+def fit_local(
+    X_parts: list[np.ndarray], y: np.ndarray, cfg: VF2BoostConfig | None = None, **kwargs: Any
+) -> FederatedModel:
+    """Train VF2Boost with all parties as coroutines in this process (inproc transport).
+
+    Args:
+        X_parts: one feature block per party; ``X_parts[0]`` belongs to the active party.
+        y: 0/1 labels.
+        cfg: the config.
+        kwargs: passed to :func:`fit` (e.g. ``keypair``, ``progress``).
+
+    Returns:
+        The :class:`FederatedModel`.
+    """
+    return fit(X_parts, y, cfg, **kwargs).model
