@@ -64,7 +64,9 @@ class ObfuscatorPool:
             worker processes only).
         start: start filling immediately (default True); otherwise call :meth:`start`.
 
-    Use as a context manager, or call :meth:`close`.
+    Use as a context manager, or call :meth:`close`. The internal process pool uses the
+    ``forkserver`` start method on Linux (``spawn`` elsewhere), so, as with any such pool, a
+    script that creates one must guard its entry point with ``if __name__ == "__main__":``.
     """
 
     def __init__(
@@ -105,6 +107,10 @@ class ObfuscatorPool:
         self._error: BaseException | None = None
         self.produced = 0
         self.handed_out = 0
+        # Refills are submitted from one small thread, never from a future's done-callback
+        # (which runs on the process pool's own manager thread).
+        self._wake = threading.Event()
+        self._filler: threading.Thread | None = None
         if start:
             self.start()
 
@@ -117,8 +123,21 @@ class ObfuscatorPool:
             self._executor = ProcessPoolExecutor(
                 max_workers=self._workers, mp_context=_default_context()
             )
-        self._refill()
+        if self._filler is None:
+            self._filler = threading.Thread(
+                target=self._fill_loop, name="hefl-obfuscator-pool", daemon=True
+            )
+            self._filler.start()
+        self._wake.set()
         return self
+
+    def _fill_loop(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._closed:
+                return
+            self._refill()
 
     def close(self) -> None:
         """Stop filling, drop the buffer, and shut down the internal process pool."""
@@ -126,6 +145,9 @@ class ObfuscatorPool:
             self._closed = True
             self._buf.clear()
             self._cond.notify_all()
+        self._wake.set()
+        if self._filler is not None:
+            self._filler.join(timeout=5)
         if self._own_executor and self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
         self._executor = None
@@ -185,7 +207,7 @@ class ObfuscatorPool:
             self._buf.extend(from_bytes(data[i : i + w], "big") for i in range(0, len(data), w))
             self.produced += len(data) // w
             self._cond.notify_all()
-        self._refill()
+        self._wake.set()
 
     def fill_now(self, count: int) -> None:
         """Compute ``count`` obfuscators in this process and add them (no background work)."""
@@ -237,5 +259,5 @@ class ObfuscatorPool:
             popleft = self._buf.popleft
             out = [popleft() for _ in range(k)]
             self.handed_out += k
-        self._refill()
+        self._wake.set()
         return out
