@@ -15,15 +15,37 @@ from hefl.protocols.batchcrypt.datasets import (
     load_task,
     split_horizontal,
 )
+from hefl.protocols.batchcrypt.local import aggregate_local
 from hefl.protocols.batchcrypt.models import MLP, make_model
 from hefl.protocols.batchcrypt.quantize import dequantize, quantize
+from hefl.protocols.batchcrypt.roles import (
+    AggregatorReport,
+    ClientSession,
+    OneShot,
+    RoundSource,
+    RoundTiming,
+    aggregator,
+    client,
+)
+from hefl.protocols.batchcrypt.training import FedTrainer, TrainResult, TrainSpec, train
 
 __all__ = [
     "AGGREGATOR",
     "MLP",
+    "AggregatorReport",
     "BatchCryptConfig",
+    "ClientSession",
+    "FedTrainer",
+    "OneShot",
+    "RoundSource",
+    "RoundTiming",
+    "TrainResult",
+    "TrainSpec",
     "TrainTest",
     "aciq_c",
+    "aggregate_local",
+    "aggregator",
+    "client",
     "client_name",
     "daciq_alpha",
     "dequantize",
@@ -33,4 +55,5 @@ __all__ = [
     "make_model",
     "quantize",
     "split_horizontal",
+    "train",
 ]

@@ -209,6 +209,7 @@ class ClientSession:
         self.timings: list[RoundTiming] = []
         self.rng = new_rng()
         self._round = 0
+        self._io_mark = (0, 0)
 
     @property
     def name(self) -> str:
@@ -221,6 +222,7 @@ class ClientSession:
         The private key goes to the other clients over their direct channels; the aggregator
         receives only the public key.
         """
+        self._io_mark = _io_bytes(self.party)
         if not self.cfg.encrypted:
             return
         from hefl.crypto import PrivateKey, generate_keypair
@@ -248,6 +250,7 @@ class ClientSession:
                 f"the configuration asks for {self.cfg.key_bits} bits"
             )
         self.pk, self.sk = pk, sk
+        self._io_mark = _io_bytes(party)  # key set-up is not part of round 0
         if self.cfg.mode == "batchcrypt":
             from hefl.crypto import plan_slots
 
@@ -295,7 +298,7 @@ class ClientSession:
                 f"client {self.name!r}: layer sizes {layers} do not add up to {len(x)} values"
             )
         start = time.perf_counter()
-        sent0, recv0 = _io_bytes(party)
+        sent0, recv0 = self._io_mark
         timing = RoundTiming(round=t)
         need_pre = cfg.mode == "batchcrypt" and cfg.clipping == "daciq" and self.alphas is None
         header = {
@@ -316,8 +319,11 @@ class ClientSession:
         else:
             total = await self._batchcrypt_round(t, x, layers, need_pre, timing)
         timing.wall = time.perf_counter() - start
-        sent1, recv1 = _io_bytes(party)
-        timing.bytes_sent, timing.bytes_received = sent1 - sent0, recv1 - recv0
+        # Byte counters are diffed between round ends: a message that arrives early (buffered
+        # before this round started) still counts for the round it belongs to.
+        self._io_mark = _io_bytes(party)
+        timing.bytes_sent = self._io_mark[0] - sent0
+        timing.bytes_received = self._io_mark[1] - recv0
         self.timings.append(timing)
         self._round += 1
         return total
@@ -480,9 +486,11 @@ class ClientSession:
         width = (self.pk.n_bits + 7) // 8
         n = int(self.pk.n)
         blob = b"".join((v % n).to_bytes(width, "big") for v in plain)
+        timing.decode += time.perf_counter() - t0
         others = [c for c in self.clients if c != self.name]
         await party.broadcast(f"bc/{t}/share", blob, peers=others)
         shares = await party.gather(f"bc/{t}/share", peers=others)
+        t0 = time.perf_counter()  # waiting for the peers' shares is transfer, not decode
         out: list[int] = []
         half = int(self.pk.max_int)
         for j, (a, b) in enumerate(slices):
@@ -602,6 +610,7 @@ async def aggregator(party: Any, cfg: BatchCryptConfig) -> AggregatorReport:
         return obj
 
     pk = None
+    io_mark = _io_bytes(party)
     if cfg.encrypted:
         pk = note(await party.recv(clients[0], "bc/pk"))
         if not isinstance(pk, PublicKey):
@@ -646,7 +655,6 @@ async def aggregator(party: Any, cfg: BatchCryptConfig) -> AggregatorReport:
                 )
             break
         start = time.perf_counter()
-        sent0, recv0 = _io_bytes(party)
         timing = RoundTiming(round=t)
         _check_headers(headers, t, cfg, pk)
         h = headers[clients[0]]
@@ -692,7 +700,8 @@ async def aggregator(party: Any, cfg: BatchCryptConfig) -> AggregatorReport:
                 await party.broadcast(f"bc/{t}/stats_sum", stats_sum, peers=list(clients))
         timing.wall = time.perf_counter() - start
         sent1, recv1 = _io_bytes(party)
-        timing.bytes_sent, timing.bytes_received = sent1 - sent0, recv1 - recv0
+        timing.bytes_sent, timing.bytes_received = sent1 - io_mark[0], recv1 - io_mark[1]
+        io_mark = (sent1, recv1)
         report.timings.append(timing)
         t += 1
     report.rounds = t
