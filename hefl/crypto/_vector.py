@@ -66,6 +66,8 @@ class CipherVector:
     """
 
     __slots__ = ("_c", "public_key")
+    # make numpy defer to our reflected operators: ``ints_array * cv`` means ``cv * ints_array``
+    __array_ufunc__ = None
 
     def __init__(self, public_key: PublicKey, ciphertexts: Sequence[int]) -> None:
         """Wrap raw ciphertext integers after validating them (0 < c < n², gcd(c, n) = 1).

@@ -248,3 +248,11 @@ def test_from_ciphertexts_validation_switch(keypair):
     assert sk.decrypt(CipherVector.from_ciphertexts(pk, prefix, validate=False)) == [3, 7]
     with pytest.raises(CiphertextRangeError):
         CipherVector.from_ciphertexts(pk, [0])
+
+
+def test_numpy_on_the_left(keypair):
+    pk, sk = keypair
+    cv = pk.encrypt([1, 2, 3])
+    assert sk.decrypt(np.array([2, 3, 4]) * cv) == [2, 6, 12]
+    assert sk.decrypt(np.array([1, 1, 1]) + cv) == [2, 3, 4]
+    assert sk.decrypt(np.array([10, 10, 10]) - cv) == [9, 8, 7]
