@@ -371,8 +371,12 @@ async def _decode_passive(
             )
         GL = np.array(G[:m], dtype=object)
         HL = np.array(H[:m], dtype=object)
-        if m and (min(HL) < 0 or max(HL) > nd.H):
-            raise ProtocolError(f"party {name!r} sent impossible hessian sums (tampered data)")
+        bound = len(nd.rows) << cfg.frac_bits  # |g| <= 1 per row
+        if m and (min(HL) < 0 or max(HL) > nd.H or max(abs(v) for v in GL) > bound):
+            raise ProtocolError(
+                f"party {name!r} sent impossible gradient sums; the data was tampered with "
+                "or encrypted under another key"
+            )
         gains = score_cumulative(GL, HL, nd.G, nd.H, cfg.frac_bits, cfg.reg_lambda, cfg.gamma,
                                  cfg.min_child_weight)  # fmt: skip
         out[name][node] = (gains, ids, GL, HL)

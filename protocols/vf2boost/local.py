@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from hefl.protocols.vf2boost.active import active_party
+from hefl.protocols.vf2boost.budget import plan_bits
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
 from hefl.protocols.vf2boost.passive import passive_party
@@ -100,6 +101,10 @@ def fit(
     """
     cfg = cfg or VF2BoostConfig()
     parts, yf = check_parts(X_parts, y)
+    key_bits = keypair[0].n_bits if keypair is not None else cfg.key_bits
+    # refuse an impossible bit budget before any party starts
+    plan_bits(len(yf), cfg.frac_bits, key_bits, pack_gh=cfg.pack_gh,
+              pack_histograms=cfg.pack_histograms)  # fmt: skip
     names = list(names) if names is not None else party_names(len(parts))
     if len(names) != len(parts) or len(set(names)) != len(names):
         raise hefl.ConfigError(f"need {len(parts)} distinct party names, got {names}")

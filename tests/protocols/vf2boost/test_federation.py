@@ -1,0 +1,174 @@
+"""The federated protocol builds exactly the plaintext reference's trees (lossless)."""
+
+import functools
+
+import numpy as np
+import pytest
+from hefl.protocols.vf2boost import passive
+from hefl.protocols.vf2boost.active import active_party
+from hefl.protocols.vf2boost.config import VF2BoostConfig
+from hefl.protocols.vf2boost.local import fit, fit_local
+from hefl.protocols.vf2boost.passive import passive_party
+from hefl.protocols.vf2boost.reference import plaintext_reference
+
+import hefl
+from hefl.crypto import generate_keypair
+from hefl.errors import ConfigError, PackingOverflowError, PeerFailed
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module")
+def kp1024():
+    return generate_keypair(1024, allow_insecure=True)
+
+
+@pytest.fixture(scope="module")
+def kp512():
+    return generate_keypair(512, allow_insecure=True)
+
+
+def small_cfg(bits, **kw):
+    base = {"n_estimators": 2, "max_depth": 3, "key_bits": bits, "allow_insecure": True,
+            "chunk_size": 700}  # fmt: skip
+    base.update(kw)
+    return VF2BoostConfig(**base)
+
+
+def assert_lossless(model, ref, X_parts):
+    assert model.resolved_trees() == ref.resolved_trees()  # same splits, bins, leaf weights
+    np.testing.assert_array_equal(model.predict_proba(X_parts), ref.predict_proba(X_parts))
+
+
+@pytest.mark.parametrize("n_parties", [2, 3])
+def test_identical_to_reference_all_on(adult_small, kp1024, n_parties):
+    two, three, y = adult_small
+    X_parts = two if n_parties == 2 else three
+    cfg = small_cfg(1024)
+    res = fit(X_parts, y, cfg, keypair=kp1024)
+    assert_lossless(res.model, plaintext_reference(X_parts, y, cfg), X_parts)
+    assert len(res.tree_seconds) == 2 and res.bytes_sent["active"] > 0
+    # the passive parties kept their thresholds: the active party's share has none of them
+    owners = {n["owner"] for t in res.model.active.trees for n in t.nodes if "owner" in n}
+    assert owners - {0}, "the test data should give passive parties some splits"
+    assert all(p.splits for p in res.model.parties[1:]) or n_parties == 3
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {"blaster": False},
+        {"pack_gh": False},
+        {"pack_gh": False, "pack_histograms": False},
+        {"pack_histograms": False},
+        {"encoding": "phe", "pack_gh": False, "pack_histograms": False, "reorder": True},
+        "serial",
+    ],
+    ids=["no-blaster", "pair", "pair-unpacked", "no-hist-packing", "phe-reorder", "serial"],
+)
+def test_every_switch_is_lossless(adult_small, kp512, switches):
+    two, _, y = adult_small
+    n = 600  # smaller: the phe path rescales per value
+    X_parts, y = [two[0][:n], two[1][:n]], y[:n]
+    if switches == "serial":
+        cfg = VF2BoostConfig.serial_baseline(n_estimators=2, max_depth=3, key_bits=512,
+                                             allow_insecure=True)  # fmt: skip
+    else:
+        cfg = small_cfg(512, chunk_size=250, **switches)
+    model = fit_local(X_parts, y, cfg, keypair=kp512)
+    assert_lossless(model, plaintext_reference(X_parts, y, cfg), X_parts)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("n_parties", [2, 3])
+def test_one_process_per_party_over_zeromq(adult_small, kp512, n_parties):
+    pytest.importorskip("hefl._processes", reason="multi-process runtime not available")
+    two, three, y = adult_small
+    X_parts = [X[:500] for X in (two if n_parties == 2 else three)]
+    cfg = small_cfg(512, n_estimators=1, max_depth=2, chunk_size=200)
+    res = fit(X_parts, y[:500], cfg, processes=True, keypair=kp512, max_workers=1)
+    assert_lossless(res.model, plaintext_reference(X_parts, y[:500], cfg), X_parts)
+
+
+def test_bit_budget_refused_before_training(adult_small):
+    two, _, y = adult_small
+    cfg = VF2BoostConfig(key_bits=256, allow_insecure=True)
+    with pytest.raises(PackingOverflowError, match="larger key"):
+        fit(two, y, cfg)
+
+
+def _run(roles):
+    return hefl.run(roles, executor="inline", timeout=60)
+
+
+def test_row_count_and_config_mismatch_name_the_party(adult_small, kp512):
+    two, _, y = adult_small
+    cfg = small_cfg(512, n_estimators=1)
+    roles = {
+        "active": functools.partial(active_party, X=two[0], y=y, cfg=cfg, keypair=kp512),
+        "passive1": functools.partial(passive_party, X=two[1][:-5], cfg=cfg),
+    }
+    with pytest.raises(PeerFailed) as info:
+        _run(roles)
+    assert "passive1" in str(info.value) and "rows" in str(info.value)
+    roles["passive1"] = functools.partial(passive_party, X=two[1], cfg=cfg.replace(max_bin=16))
+    with pytest.raises(PeerFailed, match="different VF2BoostConfig"):
+        _run(roles)
+
+
+def test_passive_party_disconnecting_mid_tree(adult_small, kp512):
+    two, _, y = adult_small
+    cfg = small_cfg(512, n_estimators=1)
+
+    async def quitter(party):
+        await party.send("active", "vf2/hello",
+                         {"n_rows": len(y), "n_features": 7, "config": cfg.to_dict()})  # fmt: skip
+        await party.recv("active", "vf2/setup")
+        async for _ in party.stream_from("active", "vf2/gh/0"):
+            pass
+        raise ConnectionResetError("link lost")
+
+    roles = {
+        "active": functools.partial(active_party, X=two[0], y=y, cfg=cfg, keypair=kp512),
+        "passive1": quitter,
+    }
+    with pytest.raises(PeerFailed) as info:
+        _run(roles)
+    assert info.value.peer == "passive1"
+
+
+@pytest.mark.parametrize("attack", ["wrong-key", "tampered"])
+def test_tampered_or_wrong_key_histograms_are_refused(adult_small, kp512, monkeypatch, attack):
+    two, _, y = adult_small
+    cfg = small_cfg(512, n_estimators=1)
+    other_pk, _ = generate_keypair(512, allow_insecure=True)
+    honest = passive._seal_job
+
+    def evil(hist, n_bins, width, order, plan, method):
+        layout, parts = honest(hist, n_bins, width, order, plan, method)
+        cv = parts[0]
+        if attack == "wrong-key":
+            bad = other_pk.encrypt([1] * len(cv))
+        else:  # add 1 to the first packed plaintext
+            bad = cv + ([1] + [0] * (len(cv) - 1))
+        return [layout, [bad, *parts[1:]]]
+
+    monkeypatch.setattr(passive, "_seal_job", evil)
+    roles = {
+        "active": functools.partial(active_party, X=two[0], y=y, cfg=cfg, keypair=kp512),
+        "passive1": functools.partial(passive_party, X=two[1], cfg=cfg),
+    }
+    with pytest.raises(PeerFailed) as info:
+        _run(roles)
+    assert "passive1" in str(info.value)
+    assert "tampered" in str(info.value) or "key" in str(info.value)
+
+
+def test_fit_refuses_bad_labels_and_features(adult_small):
+    two, _, y = adult_small
+    with pytest.raises(ConfigError, match="0 or 1"):
+        fit(two, y * 3, small_cfg(512))
+    bad = two[0].copy()
+    bad[0, 0] = np.inf
+    with pytest.raises(ConfigError, match="infinite"):
+        fit([bad, two[1]], y, small_cfg(512))
