@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 DEFAULT_KEY_BITS = 2048
 MIN_SECURE_BITS = 2048
 MIN_INSECURE_BITS = 128  # below this even tests make no sense (plaintext space too small)
+_BLOCK = 1024  # values encrypted per block (bounds the temporary obfuscator list)
 _JSON_PUBLIC = "hefl.paillier.public"
 _JSON_PRIVATE = "hefl.paillier.private"
 
@@ -130,8 +131,12 @@ class PublicKey:
         check_method(method)
         ms = as_int_list(ints)
         check_signed_range(ms, int(self.max_int))
-        rs = self.obfuscators(len(ms), pool=pool, method=method)
-        return CipherVector._make(self, _encrypt_with(self.n, self.nsquare, ms, rs))
+        out: list[mpz] = []
+        for a in range(0, len(ms), _BLOCK):  # obfuscators made and used block by block
+            block = ms[a : a + _BLOCK]
+            rs = self.obfuscators(len(block), pool=pool, method=method)
+            out.extend(_encrypt_with(self.n, self.nsquare, block, rs))
+        return CipherVector._make(self, out)
 
     def obfuscators(
         self, count: int, *, pool: ObfuscatorPool | None = None, method: str = "djn"
@@ -290,8 +295,12 @@ class PrivateKey:
         check_method(method)
         ms = as_int_list(ints)
         check_signed_range(ms, int(pk.max_int))
-        rs = self.obfuscators(len(ms), method=method)
-        return CipherVector._make(pk, _encrypt_with(pk.n, pk.nsquare, ms, rs))
+        out: list[mpz] = []
+        for a in range(0, len(ms), _BLOCK):
+            block = ms[a : a + _BLOCK]
+            rs = self.obfuscators(len(block), method=method)
+            out.extend(_encrypt_with(pk.n, pk.nsquare, block, rs))
+        return CipherVector._make(pk, out)
 
     def obfuscators(self, count: int, *, method: str = "djn") -> list[mpz]:
         """Draw ``count`` fresh obfuscators with the CRT fast path."""

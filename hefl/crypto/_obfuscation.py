@@ -35,6 +35,7 @@ from hefl.errors import ConfigError
 
 METHODS = ("djn", "djn-short", "rn")
 SHORT_EXPONENT_BITS = 256  # 2λ for λ = 128
+_BLOCK = 1024  # obfuscators per batch of random digits (a digit list costs ~4 KB per value)
 
 
 def exponent_bits(n_bits: int, method: str) -> int:
@@ -224,8 +225,11 @@ def public_obfuscators(n: mpz, count: int, method: str) -> list[mpz]:
     if method == "rn":
         return [gmpy2.powmod(random_unit(n), n, nsq) for _ in range(count)]
     table = djn_table(n, method=method)
-    digits = table.random_digits(count, exponent_bits(n.bit_length(), method))
-    return table.powers(digits)
+    bits = exponent_bits(n.bit_length(), method)
+    out: list[mpz] = []
+    for start in range(0, count, _BLOCK):  # bounded memory for the digit lists
+        out.extend(table.powers(table.random_digits(min(_BLOCK, count - start), bits)))
+    return out
 
 
 class CrtObfuscator:
@@ -279,5 +283,9 @@ class CrtObfuscator:
                 rq.append(gmpy2.powmod(r % self.q, eq, self.qsq))
             return self.combine(rp, rq)
         tp, tq = self._tables()
-        digits = tp.random_digits(count, exponent_bits(self.n_bits, method))
-        return self.combine(tp.powers(digits), tq.powers(digits))
+        bits = exponent_bits(self.n_bits, method)
+        out: list[mpz] = []
+        for start in range(0, count, _BLOCK):
+            digits = tp.random_digits(min(_BLOCK, count - start), bits)
+            out.extend(self.combine(tp.powers(digits), tq.powers(digits)))
+        return out
