@@ -256,3 +256,10 @@ def test_numpy_on_the_left(keypair):
     assert sk.decrypt(np.array([2, 3, 4]) * cv) == [2, 6, 12]
     assert sk.decrypt(np.array([1, 1, 1]) + cv) == [2, 3, 4]
     assert sk.decrypt(np.array([10, 10, 10]) - cv) == [9, 8, 7]
+
+
+def test_vectors_longer_than_one_block(small_keypair):
+    pk, sk = small_keypair
+    xs = list(range(-1100, 1100))  # crosses the 1024-value encryption blocks
+    assert sk.decrypt(pk.encrypt(xs)) == xs
+    assert sk.decrypt(sk.encrypt(xs)) == xs
