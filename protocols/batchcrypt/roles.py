@@ -83,8 +83,9 @@ def _slices(total: int, parts: int) -> list[tuple[int, int]]:
 class RoundTiming:
     """Where the time and bytes of one round went, seen from one party.
 
-    Compute times are seconds of computation measured inside the worker (not the time a task
-    waited for a free worker). ``wall`` is the round's elapsed time at this party.
+    Compute times are CPU seconds (of the pool worker that did the work, or of the event-loop
+    thread for work done inline), not the time a task waited for a free worker or lost to other
+    processes. ``wall`` is the round's elapsed time at this party.
     """
 
     round: int
@@ -379,7 +380,7 @@ class ClientSession:
         alphas = self.alphas if daciq else np.full(len(layers), float(cfg.clipping))
         assert alphas is not None
         bounds = np.cumsum((0, *layers))
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         q = np.concatenate(
             [
                 quantize(x[a:b], float(al), cfg.bits, self.rng)
@@ -387,7 +388,7 @@ class ClientSession:
             ]
             or [np.zeros(0, dtype=np.int64)]
         )
-        timing.encrypt += time.perf_counter() - t0
+        timing.encrypt += time.thread_time() - t0
         # Stream chunks as soon as each is encrypted; the loop keeps sending meanwhile.
         per_chunk = cfg.chunk_size * self.layout.slots_per_plaintext
         jobs = [
@@ -415,7 +416,7 @@ class ClientSession:
             timing.encrypt += await self._exchange_stats(t, "stats", x, layers)
         n_ct = -(-len(q) // self.layout.slots_per_plaintext)
         plaintexts = await self._receive_and_decrypt(t, n_ct, timing)
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         lanes = self.layout.unpack(plaintexts, len(q), n_summands=m)
         total = np.concatenate(
             [
@@ -424,7 +425,7 @@ class ClientSession:
             ]
             or [np.zeros(0)]
         )
-        timing.decode += time.perf_counter() - t0
+        timing.decode += time.thread_time() - t0
         if daciq:
             self.alphas = self._alphas_from(await self._recv_stats_sum(t, "stats_sum"), layers, m)
         return total
@@ -453,9 +454,9 @@ class ClientSession:
             for job in jobs:
                 job.cancel()
         plaintexts = await self._receive_and_decrypt(t, len(ints), timing, phe=True)
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         total = np.array([v / scale for v in plaintexts], dtype=np.float64)
-        timing.decode += time.perf_counter() - t0
+        timing.decode += time.thread_time() - t0
         return total
 
     # download, (shared) decryption ---------------------------------------------------------
@@ -482,15 +483,15 @@ class ClientSession:
         if not shared:
             return plain
         # Shared decryption: my decrypted slice goes straight to every other client.
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         width = (self.pk.n_bits + 7) // 8
         n = int(self.pk.n)
         blob = b"".join((v % n).to_bytes(width, "big") for v in plain)
-        timing.decode += time.perf_counter() - t0
+        timing.decode += time.thread_time() - t0
         others = [c for c in self.clients if c != self.name]
         await party.broadcast(f"bc/{t}/share", blob, peers=others)
         shares = await party.gather(f"bc/{t}/share", peers=others)
-        t0 = time.perf_counter()  # waiting for the peers' shares is transfer, not decode
+        t0 = time.thread_time()  # waiting for the peers' shares is transfer, not decode
         out: list[int] = []
         half = int(self.pk.max_int)
         for j, (a, b) in enumerate(slices):
@@ -509,7 +510,7 @@ class ClientSession:
                 if v >= n:
                     raise ProtocolError(f"client {peer!r} sent a share value outside [0, n)")
                 out.append(v - n if v > half else v)
-        timing.decode += time.perf_counter() - t0
+        timing.decode += time.thread_time() - t0
         return out
 
     async def _decrypt_parallel(self, cv: Any, timing: RoundTiming, phe: bool) -> list[int]:
@@ -660,7 +661,7 @@ async def aggregator(party: Any, cfg: BatchCryptConfig) -> AggregatorReport:
         h = headers[clients[0]]
         if cfg.mode == "plain":
             arrays = await party.gather(f"bc/{t}/plain", peers=list(clients))
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             total = np.zeros(h.n, dtype=np.float64)
             for c in clients:
                 a = note(arrays[c])
@@ -669,7 +670,7 @@ async def aggregator(party: Any, cfg: BatchCryptConfig) -> AggregatorReport:
                 if not np.all(np.isfinite(a)):
                     raise ProtocolError(f"client {c!r} sent NaN or infinite values")
                 total += a
-            timing.aggregate += time.perf_counter() - t0
+            timing.aggregate += time.thread_time() - t0
             await party.broadcast(f"bc/{t}/plain_sum", total, peers=list(clients))
         else:
             n_ct = -(-h.n // layout.slots_per_plaintext) if layout is not None else h.n
@@ -767,14 +768,14 @@ async def _sum_streams(
                 )
             expected = min(chunk_size, n_ct - i * chunk_size)
             check_cv(chunk, c, expected)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             if acc[i] is None:
                 acc[i] = chunk
             else:
                 acc[i] = acc[i] + chunk
                 if not timing.first_sum_at:
                     timing.first_sum_at = t0 - origin
-            timing.aggregate += time.perf_counter() - t0
+            timing.aggregate += time.thread_time() - c0
             timing.last_chunk_at = max(timing.last_chunk_at, time.perf_counter() - origin)
             i += 1
         if i != n_chunks:

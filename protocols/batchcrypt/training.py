@@ -245,6 +245,8 @@ def train(
     processes: bool = False,
     progress: Callable[[int, float], None] | None = None,
     spec: TrainSpec | None = None,
+    executor: Any = None,
+    run_options: dict[str, Any] | None = None,
     **spec_options: Any,
 ) -> TrainResult:
     """Train a model with ``cfg.n_clients`` clients and one aggregator.
@@ -260,6 +262,9 @@ def train(
         progress: ``progress(round, test_accuracy)`` after every round (in one process: live;
             with ``processes=True``: replayed when the run ends).
         spec: full hyperparameters (overrides model/dataset/rounds/spec_options).
+        executor: where each party's crypto runs (``hefl.run``'s ``executor``: ``"process"``
+            pool by default, ``"thread"``, ``"inline"``).
+        run_options: further keyword arguments for :func:`hefl.run` (timeouts, CURVE, ...).
         **spec_options: other :class:`TrainSpec` fields (lr, local_steps, batch_size, ...).
 
     Returns:
@@ -282,7 +287,9 @@ def train(
         roles[name] = functools.partial(
             _client_role, cfg=cfg, spec=spec, index=i, progress=live if i == 0 else None
         )
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = dict(run_options or {})
+    if executor is not None:
+        options["executor"] = executor
     if transport != "inproc":
         options["transport"] = transport
     if processes:

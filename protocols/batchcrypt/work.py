@@ -2,8 +2,9 @@
 
 They run in the federation's executor (``party.offload``, a process pool by default), so they
 must be picklable and must not touch the network. Each returns its result together with the
-seconds it computed, so a round's time can be split into encrypt / decrypt / decode without
-counting the time a task waited in the pool's queue.
+CPU seconds it used (``time.process_time`` of the worker), so a round's time can be split into
+encrypt / decrypt / decode without counting the time a task waited in the pool's queue or lost
+to other processes on a shared machine.
 """
 
 from __future__ import annotations
@@ -37,24 +38,24 @@ def encrypt_packed(key: Any, layout: Any, q: np.ndarray, short_exponent: bool) -
     Returns:
         (CipherVector, seconds).
     """
-    start = time.perf_counter()
+    start = time.process_time()
     plaintexts = layout.pack(q)
     cv = _cached(key).encrypt(plaintexts, method=ENC_METHOD[short_exponent])
-    return cv, time.perf_counter() - start
+    return cv, time.process_time() - start
 
 
 def encrypt_plain(key: Any, ints: list[int], short_exponent: bool) -> tuple[Any, float]:
     """Encrypt integers one per ciphertext (small side messages). Returns (CipherVector, s)."""
-    start = time.perf_counter()
+    start = time.process_time()
     cv = _cached(key).encrypt(ints, method=ENC_METHOD[short_exponent])
-    return cv, time.perf_counter() - start
+    return cv, time.process_time() - start
 
 
 def decrypt_vector(sk: Any, cv: Any) -> tuple[list[int], float]:
     """Decrypt a CipherVector with the CRT fast path. Returns (signed ints, seconds)."""
-    start = time.perf_counter()
+    start = time.process_time()
     ints = _cached(sk).decrypt(cv)
-    return ints, time.perf_counter() - start
+    return ints, time.process_time() - start
 
 
 def phe_encrypt(phe_public_key: Any, ints: list[int]) -> tuple[list[int], float]:
@@ -62,9 +63,9 @@ def phe_encrypt(phe_public_key: Any, ints: list[int]) -> tuple[list[int], float]
 
     Returns the raw ciphertexts (phe ints, exponent 0) and the seconds spent.
     """
-    start = time.perf_counter()
+    start = time.process_time()
     raw = [phe_public_key.encrypt(int(v)).ciphertext(be_secure=False) for v in ints]
-    return raw, time.perf_counter() - start
+    return raw, time.process_time() - start
 
 
 def phe_decrypt(
@@ -73,6 +74,6 @@ def phe_decrypt(
     """The per-value baseline: one phe ``decrypt`` call per value. Returns (ints, seconds)."""
     from phe import EncryptedNumber
 
-    start = time.perf_counter()
+    start = time.process_time()
     out = [phe_private_key.decrypt(EncryptedNumber(phe_public_key, int(c), 0)) for c in raw]
-    return [int(v) for v in out], time.perf_counter() - start
+    return [int(v) for v in out], time.process_time() - start
