@@ -4,6 +4,11 @@ The public namespaces are ``hefl`` (runtime and errors), ``hefl.crypto``, ``hefl
 ``hefl.transports``, ``hefl.protocols.batchcrypt`` and ``hefl.protocols.vf2boost``.
 """
 
+from hefl._executor import Executor, InlineExecutor, LazyProcessPool
+from hefl._federation import RunResult, run, run_async
+from hefl._party import Party, RuntimeOptions
+from hefl._streams import StreamReceiver, StreamSender
+from hefl._tracing import Span, Trace, Tracer
 from hefl.errors import (
     CiphertextRangeError,
     CodecError,
@@ -27,14 +32,27 @@ __all__ = [
     "CodecError",
     "ConfigError",
     "CryptoError",
+    "Executor",
     "HeflError",
+    "InlineExecutor",
     "KeyMismatchError",
+    "LazyProcessPool",
     "PackingOverflowError",
+    "Party",
     "PeerFailed",
     "PlaintextRangeError",
     "ProtocolError",
+    "RunResult",
+    "RuntimeOptions",
+    "Span",
+    "StreamReceiver",
+    "StreamSender",
+    "Trace",
+    "Tracer",
     "TransportBroken",
     "TransportClosed",
     "TransportError",
     "__version__",
+    "run",
+    "run_async",
 ]

@@ -1,0 +1,631 @@
+"""The Party: the context a role coroutine gets, and the per-party message engine.
+
+Each party runs ONE reader task that takes messages off its transport, decodes them and puts
+them into tag-addressed buffers: a message that arrives before anyone waits for it waits in
+the buffer of its ``(peer, tag)``; waiters and messages are matched FIFO per ``(peer, tag)``;
+order across tags does not matter. A pending receive is never cancelled at the transport, so a
+role may time out or be cancelled without losing a message.
+
+Failure propagation: when a role raises, its party tells every peer (a FAIL notice naming the
+party where the failure started and why). Every other party then wakes all its waiters with
+:class:`hefl.PeerFailed`, and cancels its role if the role is blocked elsewhere (computing,
+sending into a full queue), so the whole federation stops within a bounded time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from hefl._streams import StreamReceiver, StreamSender
+from hefl._tracing import Tracer, now_us
+from hefl.codec import Codec
+from hefl.errors import (
+    CodecError,
+    ConfigError,
+    PeerFailed,
+    ProtocolError,
+    TransportClosed,
+    TransportError,
+)
+
+log = logging.getLogger("hefl.runtime")
+
+# Channels of the tag-addressed buffers.
+_MSG, _STREAM, _CREDIT = 0, 1, 2
+
+
+class Kind(IntEnum):
+    """What a wire message is (the first field of every envelope)."""
+
+    MSG = 0
+    CHUNK = 1
+    END = 2
+    ABORT = 3
+    CREDIT = 4
+    FAIL = 5
+    BYE = 6
+    HELLO = 7
+    PING = 8
+
+
+_DATA_KINDS = frozenset((Kind.MSG, Kind.CHUNK, Kind.END, Kind.ABORT))
+_KINDS = frozenset(int(k) for k in Kind)
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Tunables of the runtime shared by all parties of a federation.
+
+    Attributes:
+        stream_window: a stream producer waits when this many chunks are unconsumed.
+        connect_timeout: seconds to wait for every peer to come up before failing.
+        heartbeat_interval: seconds between heartbeats; None disables heartbeats.
+        peer_timeout: a peer silent this long is declared failed (needs heartbeats).
+        recv_timeout: default timeout of every receive; None waits as long as peers live.
+    """
+
+    stream_window: int = 32
+    connect_timeout: float = 30.0
+    heartbeat_interval: float | None = None
+    peer_timeout: float | None = None
+    recv_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if type(self.stream_window) is not int or self.stream_window < 1:
+            raise ConfigError(f"stream_window must be a positive int, got {self.stream_window!r}")
+        for name in ("connect_timeout", "heartbeat_interval", "peer_timeout", "recv_timeout"):
+            value = getattr(self, name)
+            if value is None and name != "connect_timeout":
+                continue
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        if (self.peer_timeout is None) != (self.heartbeat_interval is None):
+            raise ConfigError("peer_timeout and heartbeat_interval must be set together")
+        if self.peer_timeout is not None and self.peer_timeout <= 2 * self.heartbeat_interval:
+            raise ConfigError("peer_timeout must exceed twice the heartbeat_interval")
+
+
+class _Slot:
+    """The buffer of one ``(peer, channel, tag)``: queued items or queued waiters."""
+
+    __slots__ = ("items", "waiters")
+
+    def __init__(self) -> None:
+        self.items: deque[Any] = deque()
+        self.waiters: deque[asyncio.Future] = deque()
+
+
+def check_name(name: Any, what: str = "party name") -> str:
+    """Validate a party name (it is a ZeroMQ routing id and a TOML key).
+
+    Raises:
+        ConfigError: if the name is not a short non-empty printable string.
+    """
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name.encode()) > 200
+        or not name.isprintable()
+        or name != name.strip()
+    ):
+        raise ConfigError(
+            f"{what} must be a non-empty printable string without edge spaces, got {name!r}"
+        )
+    return name
+
+
+class Party:
+    """The context of one party: messaging, streams, offloading, spans and statistics.
+
+    A role is ``async def role(party): ...``; the runtime builds the Party. Attributes:
+
+    Attributes:
+        name: this party's name.
+        peers: the names of the other parties, in federation order.
+        tracer: the party's :class:`hefl.Tracer` (spans recorded so far).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        peers: Sequence[str],
+        transport: Any,
+        *,
+        codec: Codec | None = None,
+        executor: Any = None,
+        options: RuntimeOptions | None = None,
+    ) -> None:
+        self.name = check_name(name)
+        self.peers: tuple[str, ...] = tuple(check_name(p, "peer name") for p in peers)
+        if name in self.peers or len(set(self.peers)) != len(self.peers):
+            raise ConfigError(f"peers of {name!r} must be unique and exclude itself: {peers}")
+        self._peer_set = frozenset(self.peers)
+        self._transport = transport
+        self._codec = codec or Codec()
+        self._executor = executor
+        self._opts = options or RuntimeOptions()
+        self.tracer = Tracer(name)
+        self._slots: dict[tuple[str, int, str], _Slot] = {}
+        self._failure: tuple[str, str] | None = None
+        self._done_peers: set[str] = set()
+        self._hello: set[str] = set()
+        self._changed = asyncio.Event()
+        self._last_seen: dict[str, float] = {}
+        self._stream_out: dict[tuple[str, str], int] = {}
+        self._stream_in: dict[tuple[str, str], int] = {}
+        self._reader_task: asyncio.Task | None = None
+        self._heartbeat_task: asyncio.Task | None = None
+        self._role_task: asyncio.Future | None = None
+        self._waiting = 0
+        self._wait_start = 0.0
+        self._idle = 0.0
+        self._t_start: float | None = None
+        self._t_end: float | None = None
+        self.failed_at: float | None = None  # wall time when this party's role failed
+        self.error: BaseException | None = None
+        self._stats = {
+            "messages_sent": 0,
+            "bytes_sent": 0,
+            "messages_received": 0,
+            "bytes_received": 0,
+            "control_messages_sent": 0,
+            "control_messages_received": 0,
+            "rejected_messages": 0,
+        }
+
+    def __repr__(self) -> str:
+        return f"<Party {self.name!r} peers={list(self.peers)}>"
+
+    # ------------------------------------------------------------------ public API
+
+    async def send(self, peer: str, tag: str, obj: Any) -> None:
+        """Send ``obj`` to ``peer`` under ``tag``.
+
+        Args:
+            peer: one of :attr:`peers`.
+            tag: a string the receiver names in :meth:`recv`.
+            obj: None/bool/int/float/str/bytes/list/tuple/dict, numpy arrays, CipherVector,
+                PublicKey (encoded by :mod:`hefl.codec`, never pickled).
+
+        Raises:
+            ConfigError: unknown peer or bad tag.
+            CodecError: ``obj`` cannot be encoded or is too large.
+            PeerFailed: the federation has failed.
+            TransportError: the transport failed.
+        """
+        self._check(peer, tag)
+        await self._send_frames(peer, self._codec.encode([Kind.MSG, tag, obj]), Kind.MSG)
+
+    async def recv(self, peer: str, tag: str, *, timeout: float | None = None) -> Any:
+        """Wait for the next message from ``peer`` under ``tag`` (FIFO per peer and tag).
+
+        Args:
+            peer: one of :attr:`peers`.
+            tag: the tag the sender used.
+            timeout: seconds to wait; defaults to the federation's ``recv_timeout`` (None:
+                wait as long as the peer lives).
+
+        Raises:
+            PeerFailed: a party failed, or ``peer`` sent nothing within ``timeout``.
+            ProtocolError: ``peer`` finished its role without sending such a message.
+        """
+        self._check(peer, tag)
+        return await self._take((peer, _MSG, tag), timeout)
+
+    async def broadcast(self, tag: str, obj: Any, peers: Iterable[str] | None = None) -> None:
+        """Send the same ``obj`` to several peers (encoded once).
+
+        Args:
+            tag: the message tag.
+            obj: the object to send.
+            peers: the recipients; defaults to every peer.
+        """
+        targets = self.peers if peers is None else tuple(peers)
+        for peer in targets:
+            self._check(peer, tag)
+        frames = self._codec.encode([Kind.MSG, tag, obj])
+        for peer in targets:
+            await self._send_frames(peer, frames, Kind.MSG)
+
+    async def gather(
+        self, tag: str, peers: Iterable[str] | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Receive one message under ``tag`` from each of ``peers`` (default: every peer).
+
+        Returns:
+            ``{peer: obj}`` in the order of ``peers``.
+        """
+        sources = self.peers if peers is None else tuple(peers)
+        for peer in sources:
+            self._check(peer, tag)
+        # Sequential waits cost nothing extra (all messages must arrive anyway; early ones
+        # wait in their buffers) and never leave an orphan waiter behind on failure.
+        return {peer: await self._take((peer, _MSG, tag), timeout) for peer in sources}
+
+    def stream(self, peer: str, tag: str) -> StreamSender:
+        """Open a chunked stream to ``peer``: ``async with party.stream(p, t) as s: await
+        s.send(chunk)``. Leaving the block normally ends the stream; leaving it with an
+        exception aborts it (the receiver gets PeerFailed). The producer waits while the
+        federation's ``stream_window`` chunks are unconsumed (back-pressure).
+        """
+        self._check(peer, tag)
+        return StreamSender(self, peer, tag, self._opts.stream_window)
+
+    def stream_from(self, peer: str, tag: str) -> StreamReceiver:
+        """Iterate over the chunks of the next stream from ``peer`` under ``tag``:
+        ``async for chunk in party.stream_from(p, t): ...`` (chunk order is kept).
+        """
+        self._check(peer, tag)
+        return StreamReceiver(self, peer, tag, self._opts.stream_window)
+
+    async def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` in the federation's executor (a process pool by default).
+
+        ``fn`` and ``args`` must be picklable for a process pool (module-level functions).
+        The event loop keeps sending and receiving meanwhile.
+        """
+        if self._executor is None:
+            return fn(*args)
+        return await asyncio.wrap_future(self._executor.submit(fn, *args))
+
+    def span(self, name: str, **attrs: Any) -> AbstractContextManager[dict[str, Any]]:
+        """Time a block as a trace span: ``with party.span("encrypt", n=len(x)): ...``."""
+        return self.tracer.span(name, **attrs)
+
+    def statistics(self) -> dict[str, Any]:
+        """Counters of this party so far.
+
+        Returns:
+            messages/bytes sent and received (data messages), control messages, rejected
+            messages, ``wall_seconds`` (role running), ``idle_seconds`` (waiting for peers),
+            ``busy_seconds`` (the rest) and ``span_seconds`` (total time per span name).
+        """
+        stats: dict[str, Any] = dict(self._stats)
+        end = self._t_end if self._t_end is not None else time.perf_counter()
+        wall = 0.0 if self._t_start is None else end - self._t_start
+        idle = self._idle + (
+            time.perf_counter() - self._wait_start if self._waiting and self._t_end is None else 0
+        )
+        spans: dict[str, float] = {}
+        for s in self.tracer.spans:
+            if s.name != "idle":
+                spans[s.name] = spans.get(s.name, 0.0) + s.dur_us / 1e6
+        stats.update(
+            wall_seconds=wall,
+            idle_seconds=idle,
+            busy_seconds=max(0.0, wall - idle),
+            span_seconds=spans,
+        )
+        return stats
+
+    # ------------------------------------------------------------------ engine
+
+    def _check(self, peer: str, tag: str) -> None:
+        if peer not in self._peer_set:
+            if peer == self.name:
+                raise ConfigError(f"party {self.name!r} cannot send to or receive from itself")
+            raise ConfigError(
+                f"party {self.name!r} has no peer {peer!r}; its peers are {list(self.peers)}"
+            )
+        if type(tag) is not str:
+            raise ConfigError(f"message tags must be str, got {type(tag).__name__}")
+
+    def _peer_failed(self) -> PeerFailed:
+        origin, cause = self._failure  # type: ignore[misc]
+        return PeerFailed(origin, cause)
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise self._peer_failed()
+
+    async def _send_frames(self, peer: str, frames: list, kind: int) -> None:
+        self._raise_if_failed()
+        await self._transport.send(peer, frames)
+        if kind in _DATA_KINDS:
+            self._stats["messages_sent"] += 1
+            self._stats["bytes_sent"] += sum(len(f) for f in frames)
+        else:
+            self._stats["control_messages_sent"] += 1
+
+    async def _send_kind(self, peer: str, kind: int, tag: str, body: Any) -> None:
+        await self._send_frames(peer, self._codec.encode([kind, tag, body]), kind)
+
+    def _slot(self, key: tuple[str, int, str]) -> _Slot:
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _Slot()
+        return slot
+
+    def _deliver(self, key: tuple[str, int, str], item: Any) -> None:
+        slot = self._slot(key)
+        while slot.waiters:
+            waiter = slot.waiters.popleft()
+            if not waiter.done():  # a timed-out or cancelled waiter must not eat a message
+                waiter.set_result(item)
+                return
+        slot.items.append(item)
+
+    async def _take(self, key: tuple[str, int, str], timeout: float | None) -> Any:
+        slot = self._slot(key)
+        if slot.items:
+            return slot.items.popleft()
+        self._raise_if_failed()
+        peer = key[0]
+        if peer in self._done_peers:
+            raise self._finished_error(key)
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        slot.waiters.append(waiter)
+        timeout = self._opts.recv_timeout if timeout is None else timeout
+        timer = None
+        if timeout is not None:
+            what = "stream" if key[1] == _STREAM else "message"
+            timer = loop.call_later(
+                timeout,
+                _expire,
+                waiter,
+                PeerFailed(peer, f"sent no {what} with tag {key[2]!r} within {timeout:g} s"),
+            )
+        if self._waiting == 0:
+            self._wait_start = time.perf_counter()
+        self._waiting += 1
+        try:
+            return await waiter
+        finally:
+            self._waiting -= 1
+            if self._waiting == 0:
+                now = time.perf_counter()
+                idle = now - self._wait_start
+                self._idle += idle
+                if idle > 1e-4:
+                    self.tracer.add("idle", now_us() - idle * 1e6, idle * 1e6)
+            if timer is not None:
+                timer.cancel()
+
+    def _finished_error(self, key: tuple[str, int, str]) -> ProtocolError:
+        what = {_MSG: "message", _STREAM: "stream", _CREDIT: "stream credit"}[key[1]]
+        return ProtocolError(
+            f"party {key[0]!r} finished its role without sending the {what} with tag "
+            f"{key[2]!r} that party {self.name!r} waits for"
+        )
+
+    def _set_failure(self, origin: str, cause: str) -> None:
+        """Record the federation's failure once; wake every waiter; stop a busy role."""
+        if self._failure is not None:
+            return
+        self._failure = (origin, cause)
+        log.debug("%s: party %s failed: %s", self.name, origin, cause)
+        if origin in self._peer_set:
+            self._done_peers.add(origin)
+        for slot in self._slots.values():
+            while slot.waiters:
+                waiter = slot.waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(PeerFailed(origin, cause))
+        role = self._role_task
+        if role is not None and not role.done() and self._waiting == 0:
+            role.cancel()  # blocked outside the buffers (computing, sending): stop it
+        self._changed.set()
+
+    def _peer_finished(self, peer: str) -> None:
+        self._done_peers.add(peer)
+        for key, slot in self._slots.items():
+            if key[0] == peer:
+                while slot.waiters:
+                    waiter = slot.waiters.popleft()
+                    if not waiter.done():
+                        waiter.set_exception(self._finished_error(key))
+        self._changed.set()
+
+    def peer_lost(self, peer: str, cause: str) -> None:
+        """Declare ``peer`` dead (used by process supervision and heartbeats)."""
+        self._done_peers.add(peer)
+        self._set_failure(peer, cause)
+        self._changed.set()
+
+    async def _reader(self) -> None:
+        while True:
+            try:
+                sender, frames = await self._transport.recv()
+            except TransportClosed:
+                return
+            except TransportError as exc:
+                self._set_failure(self.name, f"transport failed: {exc}")
+                return
+            try:
+                self._dispatch(sender, frames)
+            except Exception as exc:  # a bug here must not kill the reader silently
+                log.exception("%s: error while dispatching a message from %r", self.name, sender)
+                self._set_failure(self.name, f"internal error dispatching a message: {exc!r}")
+
+    def _dispatch(self, sender: str, frames: list) -> None:
+        if sender not in self._peer_set:
+            self._stats["rejected_messages"] += 1
+            log.warning(
+                "%s: refused a message from unknown sender %r (not a party of this federation)",
+                self.name,
+                sender,
+            )
+            return
+        self._last_seen[sender] = time.monotonic()
+        try:
+            msg = self._codec.decode(frames)
+            if (
+                type(msg) is not list
+                or len(msg) != 3
+                or type(msg[0]) is not int
+                or msg[0] not in _KINDS
+                or type(msg[1]) is not str
+            ):
+                raise CodecError("not a hefl envelope [kind, tag, body]")
+        except CodecError as exc:
+            self._stats["rejected_messages"] += 1
+            self._set_failure(sender, f"sent a malformed message, refused by {self.name!r}: {exc}")
+            return
+        kind, tag, body = msg
+        if kind in _DATA_KINDS:
+            self._stats["messages_received"] += 1
+            self._stats["bytes_received"] += sum(len(f) for f in frames)
+        else:
+            self._stats["control_messages_received"] += 1
+        if kind == Kind.MSG:
+            self._deliver((sender, _MSG, tag), body)
+        elif kind == Kind.CHUNK or kind == Kind.END or kind == Kind.ABORT:
+            self._deliver((sender, _STREAM, tag), (kind, body))
+        elif kind == Kind.CREDIT:
+            self._deliver((sender, _CREDIT, tag), body)
+        elif kind == Kind.PING:
+            pass
+        elif kind == Kind.HELLO:
+            self._hello.add(sender)
+            self._changed.set()
+        elif kind == Kind.BYE:
+            self._peer_finished(sender)
+        elif kind == Kind.FAIL:
+            if (
+                type(body) is not list
+                or len(body) != 2
+                or not all(isinstance(x, str) for x in body)
+            ):
+                body = [sender, "failed (malformed failure notice)"]
+            self._done_peers.add(sender)
+            self._set_failure(body[0], body[1])
+
+    async def _wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not predicate():
+            self._changed.clear()
+            if predicate():
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return predicate()
+        return True
+
+    async def _handshake(self) -> None:
+        for peer in self.peers:
+            await self._send_kind(peer, Kind.HELLO, "", None)
+        timeout = self._opts.connect_timeout
+        ok = await self._wait_until(
+            lambda: self._failure is not None or self._hello >= self._peer_set, timeout
+        )
+        self._raise_if_failed()
+        if not ok:
+            missing = sorted(self._peer_set - self._hello)
+            raise PeerFailed(
+                missing[0],
+                f"did not come up within {timeout:g} s (no hello reached {self.name!r}; "
+                f"not reachable: {missing}). Check its address and that it is started",
+            )
+
+    async def _heartbeat(self, interval: float, peer_timeout: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for peer in self.peers:
+                if peer in self._done_peers:
+                    continue
+                silent = now - self._last_seen.get(peer, now)
+                if silent > peer_timeout:
+                    self.peer_lost(
+                        peer, f"silent for {silent:.1f} s (peer_timeout={peer_timeout:g} s)"
+                    )
+                    continue
+                # never block on a dead peer's full queue
+                with suppress(TimeoutError, TransportError, PeerFailed):
+                    await asyncio.wait_for(self._send_kind(peer, Kind.PING, "", None), interval)
+
+    async def _notify_failure(self, origin: str, cause: str) -> None:
+        frames = self._codec.encode([Kind.FAIL, "", [origin, cause]])
+        # Every peer, also those that said BYE: they wait in their close barrier for us.
+        for peer in self.peers:
+            try:
+                await asyncio.wait_for(self._transport.send(peer, frames), 2.0)
+                self._stats["control_messages_sent"] += 1
+            except (TimeoutError, TransportError) as exc:
+                log.debug("%s: could not tell %s about the failure: %s", self.name, peer, exc)
+
+    async def run_role(self, role: Callable[[Party], Awaitable[Any]]) -> Any:
+        """Run ``role(self)`` with handshake, failure propagation and the close barrier.
+
+        Returns:
+            the role's return value.
+
+        Raises:
+            PeerFailed: another party failed (or this one, for a role raising PeerFailed).
+            BaseException: whatever the role raised (after telling the peers).
+        """
+        now = time.monotonic()
+        self._last_seen = dict.fromkeys(self.peers, now)
+        self._reader_task = asyncio.create_task(self._reader(), name=f"hefl-reader-{self.name}")
+        opts = self._opts
+        try:
+            try:
+                await self._handshake()
+                if opts.heartbeat_interval is not None:
+                    self._heartbeat_task = asyncio.create_task(
+                        self._heartbeat(opts.heartbeat_interval, opts.peer_timeout)  # type: ignore[arg-type]
+                    )
+                self._t_start = time.perf_counter()
+                self._role_task = asyncio.ensure_future(role(self))
+                try:
+                    value = await self._role_task
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if self._failure is None or (current is not None and current.cancelling()):
+                        raise
+                    raise self._peer_failed() from None
+                finally:
+                    self._t_end = time.perf_counter()
+            except BaseException as exc:
+                self.failed_at = time.time()
+                self.error = exc
+                if isinstance(exc, PeerFailed):
+                    origin, cause = exc.peer, exc.cause
+                elif isinstance(exc, asyncio.CancelledError):
+                    origin, cause = self.name, "cancelled"
+                else:
+                    origin, cause = self.name, f"{type(exc).__name__}: {exc}"
+                if self._failure is None:
+                    self._failure = (origin, cause)
+                await asyncio.shield(self._notify_failure(origin, cause))
+                raise
+            # Close barrier: say BYE, then wait until every peer has finished or failed, so
+            # nothing a peer still sends to us is lost and our last messages are flushed.
+            # (a peer that already said BYE still waits for ours.)
+            for peer in self.peers:
+                with suppress(TransportError, PeerFailed):
+                    await self._send_frames(
+                        peer, self._codec.encode([Kind.BYE, "", None]), Kind.BYE
+                    )
+            await self._wait_until(lambda: self._done_peers >= self._peer_set, None)
+            return value
+        finally:
+            for task in (self._heartbeat_task, self._reader_task):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(
+                *(t for t in (self._heartbeat_task, self._reader_task) if t is not None),
+                return_exceptions=True,
+            )
+            await self._transport.close()
+
+
+def _expire(waiter: asyncio.Future, exc: BaseException) -> None:
+    if not waiter.done():
+        waiter.set_exception(exc)
+
+
+__all__ = ["Kind", "Party", "RuntimeOptions", "check_name"]

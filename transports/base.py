@@ -1,0 +1,63 @@
+"""The Transport protocol: how one party moves frames to and from its peers.
+
+A transport knows nothing about tags, streams or objects: it moves *messages*, each a list of
+frames (bytes-like buffers), between named parties. The runtime encodes objects with
+:mod:`hefl.codec`, sends the frames, and runs ONE reader task per party that calls
+:meth:`Transport.recv` in a loop and feeds the tag-addressed buffers (so a pending receive is
+never cancelled and no message is lost).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+Buffer = bytes | bytearray | memoryview
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """What the runtime needs from a transport (one instance per party).
+
+    Attributes:
+        name: the name of the party this transport belongs to.
+    """
+
+    name: str
+
+    async def start(self) -> None:
+        """Bind and connect. After it returns, :meth:`send` and :meth:`recv` may be used.
+
+        Raises:
+            TransportBroken: if the transport cannot bind or connect.
+        """
+        ...
+
+    async def send(self, peer: str, frames: Sequence[Buffer]) -> None:
+        """Send one message (a list of frames) to ``peer``; may wait for back-pressure.
+
+        The transport may keep references to the frames until they are sent, so callers must not
+        mutate them afterwards.
+
+        Raises:
+            TransportError: if ``peer`` is unknown, or the transport is closed or broken.
+        """
+        ...
+
+    async def recv(self) -> tuple[str, list[Buffer]]:
+        """Wait for the next message from any peer and return ``(sender, frames)``.
+
+        The sender is the authenticated identity where the transport can authenticate.
+
+        Raises:
+            TransportClosed: after :meth:`close`.
+            TransportBroken: if the transport failed underneath.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Flush what is queued (bounded by the transport's linger) and release resources."""
+        ...
+
+
+__all__ = ["Buffer", "Transport"]
