@@ -220,6 +220,25 @@ class TrainResult:
             return {}
         return {k: float(np.mean([r[k] for r in self.rounds])) for k in self.rounds[0]}
 
+    def summary(self) -> dict[str, Any]:
+        """The headline figures, for a one-screen report (the CLI prints these)."""
+        mean = self.mean_round()
+        return {
+            "mode": self.mode,
+            "dataset": self.dataset,
+            "model": self.model,
+            "clients": self.n_clients,
+            "rounds": len(self.rounds),
+            "final_accuracy": self.final_accuracy,
+            "seconds": self.seconds,
+            "mean_round_seconds": {
+                k: mean.get(k, 0.0)
+                for k in ("encrypt", "transfer", "aggregate", "decrypt", "decode", "wall")
+            },
+            "bytes_per_round": mean.get("bytes", 0.0),
+            "bytes_on_wire": self.bytes_on_wire,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

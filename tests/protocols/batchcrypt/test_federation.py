@@ -82,13 +82,15 @@ def test_aggregator_never_receives_the_private_key(monkeypatch):
         return keys["pair"]
 
     monkeypatch.setattr(crypto, "generate_keypair", capture)
-    cfg = BatchCryptConfig(n_clients=3, clipping=1.0, **SMALL)
+    cfg = BatchCryptConfig(n_clients=3, **SMALL)  # dACIQ: encrypted statistics too
     roles = {"aggregator": functools.partial(aggregator, cfg=cfg)}
     for i, x in enumerate(vectors(3, 50)):
         roles[f"client{i}"] = functools.partial(client, cfg=cfg, work_=x)
     out = hefl.run(roles, executor="inline")
     assert "PublicKey" in out["aggregator"].received_types
     assert "PrivateKey" not in out["aggregator"].received_types
+    # headers, the public key and ciphertexts only: no statistic in the clear (dACIQ included)
+    assert set(out["aggregator"].received_types) <= {"PublicKey", "dict", "CipherVector"}
     pk, sk = keys["pair"]
     blob = b"\n".join(seen)
     assert blob  # the spy saw the aggregator's traffic
