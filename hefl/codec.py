@@ -145,7 +145,8 @@ class _Encoder:
                 f"cannot send a numpy array of dtype {arr.dtype}: only bool, int, uint, float "
                 "and complex arrays cross the wire (convert object arrays, e.g. with astype)"
             )
-        arr = np.ascontiguousarray(arr)
+        if not arr.flags.c_contiguous:  # (ascontiguousarray would turn 0-d into 1-d)
+            arr = arr.copy(order="C")
         data = memoryview(arr).cast("B") if arr.size else b""
         return msgpack.ExtType(
             EXT_NDARRAY, self.pack([arr.dtype.str, list(arr.shape), self.body(data)])
@@ -256,7 +257,7 @@ class _Decoder:
                 f"got {len(data)}"
             )
         # A private, writable copy: the receiver owns its arrays (no aliasing of frame memory).
-        return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+        return np.frombuffer(data, dtype=dtype).reshape(tuple(shape)).copy()
 
     def _public_key(self, payload: bytes) -> Any:
         n = int.from_bytes(payload, "big", signed=True)
@@ -268,14 +269,14 @@ class _Decoder:
             raise CodecError("CipherVector extension has a bad key or count")
         pk = self.codec.public_key(int.from_bytes(n_bytes, "big", signed=True))
         data = self.body(ref, "CipherVector")
-        width = 2 * ((pk.n_bits + 7) // 8)
+        width = pk.ciphertext_bytes
         if len(data) != count * width:
             raise CodecError(
                 f"CipherVector of {count} ciphertexts needs {count * width} bytes for a "
                 f"{pk.n_bits}-bit key, got {len(data)}"
             )
-        try:
-            return _crypto().CipherVector.from_bytes(pk, bytes(data))
+        try:  # from_bytes checks 0 < c < n² and gcd(c, n) = 1 for every ciphertext
+            return _crypto().CipherVector.from_bytes(pk, data)
         except CryptoError as exc:
             raise CodecError(f"invalid ciphertexts in message: {exc}") from exc
 
