@@ -48,7 +48,9 @@ class BatchCryptConfig:
         mode: ``"batchcrypt"`` (packed Paillier), ``"phe"`` (the per-value Paillier baseline,
             one phe ciphertext per value, as FATE does) or ``"plain"`` (no encryption).
         phe_frac_bits: fixed-point fraction bits for the per-value ``"phe"`` baseline.
-        round_timeout: seconds a party waits for one message of a round before giving up.
+        round_timeout: seconds a party waits for any one message before giving up (passed
+            as ``recv_timeout`` to :func:`hefl.run` by :func:`train` and
+            :func:`aggregate_local`; pass it yourself when running the roles directly).
     """
 
     bits: int = 16

@@ -81,5 +81,6 @@ def aggregate_local(
     roles: dict[str, Any] = {AGGREGATOR: functools.partial(aggregator, cfg=cfg)}
     for i, a in enumerate(arrays):
         roles[client_name(i)] = functools.partial(client, cfg=cfg, work_=OneShot(a, layer_sizes))
+    run_options.setdefault("recv_timeout", cfg.round_timeout)
     results = hefl.run(roles, **run_options)
     return np.asarray(results[client_name(0)], dtype=np.float64)

@@ -10,7 +10,7 @@ import functools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -213,6 +213,7 @@ class TrainResult:
     model: str
     n_clients: int
     spec: dict[str, Any] = field(default_factory=dict)
+    trace: Any = field(default=None, repr=False)  # hefl.Trace of every party's spans
 
     def mean_round(self) -> dict[str, float]:
         """The per-round figures averaged over rounds."""
@@ -240,7 +241,10 @@ class TrainResult:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Everything but the trace, as plain data (for ``--json``)."""
+        out = asdict(replace(self, trace=None))
+        out.pop("trace")
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), default=_jsonable)
@@ -307,6 +311,7 @@ def train(
             _client_role, cfg=cfg, spec=spec, index=i, progress=live if i == 0 else None
         )
     options: dict[str, Any] = dict(run_options or {})
+    options.setdefault("recv_timeout", cfg.round_timeout)
     if executor is not None:
         options["executor"] = executor
     if transport != "inproc":
@@ -335,6 +340,7 @@ def train(
         model=spec.model,
         n_clients=k,
         spec=asdict(spec),
+        trace=getattr(results, "trace", None),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import pytest
 from hefl.protocols.batchcrypt import BatchCryptConfig, TrainSpec, train
@@ -32,6 +33,10 @@ def test_batchcrypt_training_matches_plaintext_fedavg():
     assert row["encrypt"] > 0 and row["decrypt"] > 0 and row["bytes"] > 0
     assert set(enc.statistics) == {"aggregator", "client0", "client1", "client2"}
     assert enc.bytes_on_wire == sum(r["bytes"] for r in enc.rounds)
+    assert enc.trace is not None
+    data = json.loads(enc.to_json())
+    assert data["final_accuracy"] == enc.final_accuracy and "trace" not in data
+    assert enc.summary()["rounds"] == 4
 
 
 def test_train_refuses_bad_options():
