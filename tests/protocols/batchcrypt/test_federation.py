@@ -183,6 +183,15 @@ async def _wrong_key_client(party, cfg, work_):
     await session.aggregate(work_)
 
 
+async def _foreign_ciphertext_client(party, cfg, work_):
+    from hefl.crypto import generate_keypair
+
+    session = ClientSession(party, cfg)
+    await session.open()
+    _, session.sk = generate_keypair(512, allow_insecure=True)  # header says the right key
+    await session.aggregate(work_)
+
+
 async def _dropout_client(party, cfg, work_):
     session = ClientSession(party, cfg)
     await session.open()
@@ -211,7 +220,8 @@ async def _garbage_client(party, cfg, work_):
 @pytest.mark.parametrize(
     ("role", "expected"),
     [
-        (_wrong_key_client, "key"),
+        (_wrong_key_client, "encrypts under key"),
+        (_foreign_ciphertext_client, "sent ciphertexts under key"),
         (_dropout_client, "dropped out"),
         (_garbage_client, "bytes where ciphertexts belong"),
     ],
