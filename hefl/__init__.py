@@ -4,6 +4,12 @@ The public namespaces are ``hefl`` (runtime and errors), ``hefl.crypto``, ``hefl
 ``hefl.transports``, ``hefl.protocols.batchcrypt`` and ``hefl.protocols.vf2boost``.
 """
 
+from hefl._curve import (
+    CurveKeyPair,
+    generate_curve_keypair,
+    load_curve_keypair,
+    save_curve_keypair,
+)
 from hefl._executor import Executor, InlineExecutor, LazyProcessPool
 from hefl._federation import RunResult, run, run_async
 from hefl._party import Party, RuntimeOptions
@@ -32,6 +38,7 @@ __all__ = [
     "CodecError",
     "ConfigError",
     "CryptoError",
+    "CurveKeyPair",
     "Executor",
     "HeflError",
     "InlineExecutor",
@@ -53,6 +60,9 @@ __all__ = [
     "TransportClosed",
     "TransportError",
     "__version__",
+    "generate_curve_keypair",
+    "load_curve_keypair",
     "run",
     "run_async",
+    "save_curve_keypair",
 ]

@@ -156,6 +156,7 @@ class Party:
         self._slots: dict[tuple[str, int, str], _Slot] = {}
         self._failure: tuple[str, str] | None = None
         self._done_peers: set[str] = set()
+        self._lost_peers: set[str] = set()  # failed or dead: they wait for nothing from us
         self._hello: set[str] = set()
         self._changed = asyncio.Event()
         self._last_seen: dict[str, float] = {}
@@ -405,6 +406,7 @@ class Party:
         log.debug("%s: party %s failed: %s", self.name, origin, cause)
         if origin in self._peer_set:
             self._done_peers.add(origin)
+            self._lost_peers.add(origin)
         for slot in self._slots.values():
             while slot.waiters:
                 waiter = slot.waiters.popleft()
@@ -428,6 +430,7 @@ class Party:
     def peer_lost(self, peer: str, cause: str) -> None:
         """Declare ``peer`` dead (used by process supervision and heartbeats)."""
         self._done_peers.add(peer)
+        self._lost_peers.add(peer)
         self._set_failure(peer, cause)
         self._changed.set()
 
@@ -497,6 +500,7 @@ class Party:
             ):
                 body = [sender, "failed (malformed failure notice)"]
             self._done_peers.add(sender)
+            self._lost_peers.add(sender)
             self._set_failure(body[0], body[1])
 
     async def _wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
@@ -524,10 +528,17 @@ class Party:
         self._raise_if_failed()
         if not ok:
             missing = sorted(self._peer_set - self._hello)
+            refused = getattr(self._transport, "refused_keys", None)
+            extra = (
+                f"; {self.name!r} refused CURVE connections from unenrolled keys {refused}"
+                if refused
+                else ""
+            )
             raise PeerFailed(
                 missing[0],
                 f"did not come up within {timeout:g} s (no hello reached {self.name!r}; "
-                f"not reachable: {missing}). Check its address and that it is started",
+                f"not reachable: {missing}). Check its address, its CURVE key and that it is "
+                f"started{extra}",
             )
 
     async def _heartbeat(self, interval: float, peer_timeout: float) -> None:
@@ -549,8 +560,11 @@ class Party:
 
     async def _notify_failure(self, origin: str, cause: str) -> None:
         frames = self._codec.encode([Kind.FAIL, "", [origin, cause]])
-        # Every peer, also those that said BYE: they wait in their close barrier for us.
+        # Every peer, also those that said BYE (they wait in their close barrier for us),
+        # but not those that failed or died (the notice would only sit in a queue).
         for peer in self.peers:
+            if peer in self._lost_peers:
+                continue
             try:
                 await asyncio.wait_for(self._transport.send(peer, frames), 2.0)
                 self._stats["control_messages_sent"] += 1
@@ -620,7 +634,8 @@ class Party:
                 *(t for t in (self._heartbeat_task, self._reader_task) if t is not None),
                 return_exceptions=True,
             )
-            await self._transport.close()
+            # after a failure peers may be gone: flush briefly instead of lingering on them
+            await self._transport.close(linger=None if self.error is None else 1.0)
 
 
 def _expire(waiter: asyncio.Future, exc: BaseException) -> None:

@@ -55,8 +55,10 @@ class Transport(Protocol):
         """
         ...
 
-    async def close(self) -> None:
-        """Flush what is queued (bounded by the transport's linger) and release resources."""
+    async def close(self, linger: float | None = None) -> None:
+        """Flush what is queued (for at most ``linger`` seconds, default: the transport's own
+        setting) and release resources. The runtime passes a short linger after a failure,
+        when peers may already be gone."""
         ...
 
 

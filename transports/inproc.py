@@ -70,8 +70,8 @@ class InprocTransport:
             raise TransportClosed(f"party {self.name!r}: transport closed")
         return item
 
-    async def close(self) -> None:
-        """Stop this endpoint; a pending :meth:`recv` raises TransportClosed."""
+    async def close(self, linger: float | None = None) -> None:
+        """Stop this endpoint (``linger`` is accepted for symmetry; nothing is queued); a pending :meth:`recv` raises TransportClosed."""
         if not self._closed:
             self._closed = True
             self._network._queues[self.name].put_nowait(_CLOSED)

@@ -12,7 +12,7 @@ import pytest
 
 import hefl
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(30, method="thread")
 
 
 def test_contract_example():

@@ -1,0 +1,338 @@
+"""The ZeroMQ transport (pyzmq asyncio): one bound ROUTER in, one DEALER per peer out.
+
+Why this shape: the ROUTER gives one inbound socket whose messages carry the sender, and a
+DEALER per peer gives each outbound link its own queue, so a slow peer back-pressures only the
+sends addressed to it (DEALERs block at the high-water mark instead of dropping). The ROUTER
+never sends, so it cannot silently drop outbound messages; ``ROUTER_MANDATORY`` is set anyway
+so a future send to an unknown identity fails loudly. HWMs count messages, not bytes: the
+default 1000 bounds a queue of 2 MB chunks to 2 GB, and hefl's streams add their own credit
+window on top.
+
+Shutdown: DEALERs close with ``linger > 0`` so queued messages are flushed; the runtime's close
+barrier (every party says BYE and waits for every peer's BYE) makes sure a peer is still
+receiving while we flush. ``Context.term()`` blocks until that is done, so it runs in a thread.
+
+One reader (the runtime's reader task) calls :meth:`ZmqTransport.recv` in a loop; a pending
+receive is never cancelled mid-message. With CURVE, the sender is the authenticated party name
+that our ZAP handler attached to the connection (the frame's ``User-Id``), never the routing
+id the peer declared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from hefl.errors import ConfigError, TransportBroken, TransportClosed, TransportError
+
+from .base import Buffer
+
+log = logging.getLogger("hefl.transports.zmq")
+
+DEFAULT_HWM = 1000
+DEFAULT_LINGER_MS = 10_000
+
+
+class _ZapHandler:
+    """A ZAP (RFC 27) handler: accept only enrolled CURVE keys; name the connection after the
+    party that owns the key (libzmq then stamps that name on every frame as ``User-Id``).
+
+    The REP socket is bound synchronously BEFORE the ROUTER binds: with no handler bound,
+    libzmq would accept CURVE clients without asking anyone.
+    """
+
+    def __init__(self, context: zmq.asyncio.Context, enrolled: Mapping[str, str]) -> None:
+        import zmq.utils.z85 as z85
+
+        self.names = {z85.decode(key): name for name, key in enrolled.items()}
+        self.refused: list[str] = []
+        self.socket = context.socket(zmq.REP)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind("inproc://zeromq.zap.01")
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._serve())
+
+    async def _serve(self) -> None:
+        import zmq.utils.z85 as z85
+
+        while True:
+            msg = await self.socket.recv_multipart()
+            if len(msg) < 6:
+                request_id = msg[1] if len(msg) > 1 else b""
+                await self.socket.send_multipart([b"1.0", request_id, b"400", b"bad", b"", b""])
+                continue
+            request_id, mechanism, credentials = msg[1], msg[5], msg[6:]
+            name = None
+            if mechanism == b"CURVE" and len(credentials) == 1:
+                name = self.names.get(credentials[0])
+                if name is None:
+                    text = z85.encode(credentials[0]).decode("ascii")
+                    if len(self.refused) < 100:
+                        self.refused.append(text)
+                    log.warning("refused a CURVE connection from unenrolled public key %s", text)
+            if name is None:
+                await self.socket.send_multipart(
+                    [b"1.0", request_id, b"400", b"key not enrolled", b"", b""]
+                )
+            else:
+                await self.socket.send_multipart(
+                    [b"1.0", request_id, b"200", b"OK", name.encode(), b""]
+                )
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.socket.close(linger=0)
+
+
+class ZmqTransport:
+    """One party's ZeroMQ endpoint.
+
+    Args:
+        name: this party's name (also its DEALERs' routing id).
+        bind: where the ROUTER binds: ``tcp://host:port`` (port ``*`` or ``0`` = pick a free
+            one), or ``ipc:///path``.
+        peers: ``{peer name: address}`` to connect to (may also be given later via
+            :meth:`connect`).
+        curve: this party's :class:`hefl.CurveKeyPair` to enable CURVE, or None.
+        peer_keys: ``{peer name: Z85 public key}`` of every peer (required with ``curve``).
+        hwm: send/receive high-water marks (messages).
+        linger_ms: how long close() may spend flushing queued messages.
+
+    Raises:
+        ConfigError: inconsistent CURVE settings or bad addresses.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        bind: str = "tcp://127.0.0.1:*",
+        peers: Mapping[str, str] | None = None,
+        *,
+        curve: Any = None,
+        peer_keys: Mapping[str, str] | None = None,
+        hwm: int = DEFAULT_HWM,
+        linger_ms: int = DEFAULT_LINGER_MS,
+    ) -> None:
+        self.name = name
+        self._bind_addr = _check_address(bind, f"bind address of {name!r}")
+        self._peer_addrs: dict[str, str] = {}
+        self._curve = curve
+        self._peer_keys = dict(peer_keys or {})
+        if curve is not None:
+            if not zmq.has("curve"):
+                raise ConfigError("this libzmq has no CURVE support")
+            for key in self._peer_keys.values():
+                from hefl._curve import check_curve_key
+
+                check_curve_key(key, "peer public key")
+        elif self._peer_keys:
+            raise ConfigError(f"peer_keys given for {name!r} but no CURVE keypair")
+        self._hwm = hwm
+        self._linger = linger_ms
+        self._ctx = zmq.asyncio.Context()
+        self._auth: _ZapHandler | None = None
+        self._router: zmq.asyncio.Socket | None = None
+        self._dealers: dict[str, zmq.asyncio.Socket] = {}
+        self._closed = False
+        self.address: str | None = None
+        self.rejected = 0
+        if peers:
+            self._peer_addrs.update(peers)
+
+    # ------------------------------------------------------------------ set-up
+
+    @property
+    def refused_keys(self) -> list[str]:
+        """Public keys whose CURVE connections this party's ZAP handler refused."""
+        return list(self._auth.refused) if self._auth is not None else []
+
+    def bind(self) -> str:
+        """Bind the ROUTER; returns the actual address (with the port picked for ``*``).
+
+        Raises:
+            TransportBroken: the address is in use or cannot be bound.
+        """
+        if self._router is not None:
+            return self.address  # type: ignore[return-value]
+        if self._curve is not None:
+            self._auth = _ZapHandler(self._ctx, self._peer_keys)
+        router = self._ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.RCVHWM, self._hwm)
+        router.setsockopt(zmq.SNDHWM, self._hwm)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.setsockopt(zmq.LINGER, 0)  # inbound only: nothing of ours to flush
+        router.setsockopt(zmq.MAXMSGSIZE, -1)
+        if self._curve is not None:
+            router.curve_server = True
+            router.curve_secretkey = self._curve.secret.encode("ascii")
+            router.curve_publickey = self._curve.public.encode("ascii")
+            router.zap_domain = b"hefl"
+        addr = (
+            self._bind_addr.replace(":0", ":*")
+            if self._bind_addr.endswith(":0")
+            else (self._bind_addr)
+        )
+        try:
+            router.bind(addr)
+        except zmq.ZMQError as exc:
+            router.close(linger=0)
+            hint = (
+                "the address is already in use: stop the process using it or choose another port"
+                if exc.errno == errno.EADDRINUSE
+                else "check the address"
+            )
+            raise TransportBroken(
+                f"party {self.name!r} cannot bind {self._bind_addr}: {exc.strerror} ({hint})"
+            ) from exc
+        self._router = router
+        self.address = router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        return self.address
+
+    def connect(self, peers: Mapping[str, str]) -> None:
+        """Create one DEALER per peer and connect it (ZeroMQ reconnects until it is up)."""
+        for peer, addr in peers.items():
+            _check_address(addr, f"address of peer {peer!r}")
+            if peer in self._dealers:
+                continue
+            if self._curve is not None and peer not in self._peer_keys:
+                raise ConfigError(f"no CURVE public key enrolled for peer {peer!r}")
+            dealer = self._ctx.socket(zmq.DEALER)
+            dealer.setsockopt(zmq.ROUTING_ID, self.name.encode())
+            dealer.setsockopt(zmq.SNDHWM, self._hwm)
+            dealer.setsockopt(zmq.RCVHWM, self._hwm)
+            dealer.setsockopt(zmq.LINGER, self._linger)
+            if self._curve is not None:
+                dealer.curve_secretkey = self._curve.secret.encode("ascii")
+                dealer.curve_publickey = self._curve.public.encode("ascii")
+                dealer.curve_serverkey = self._peer_keys[peer].encode("ascii")
+            dealer.connect(addr)
+            self._dealers[peer] = dealer
+            self._peer_addrs[peer] = addr
+
+    async def start(self) -> None:
+        """Bind (if not yet bound) and connect to the peers given at construction."""
+        self.bind()
+        if self._auth is not None:
+            self._auth.start()
+        self.connect(self._peer_addrs)
+
+    # ------------------------------------------------------------------ messaging
+
+    async def send(self, peer: str, frames: Sequence[Buffer]) -> None:
+        """Send one multipart message to ``peer`` (large frames without copying)."""
+        if self._closed:
+            raise TransportClosed(f"party {self.name!r} cannot send: its transport is closed")
+        dealer = self._dealers.get(peer)
+        if dealer is None:
+            raise TransportError(f"party {self.name!r} has no connection to peer {peer!r}")
+        try:
+            # copy=False: pyzmq still copies frames under its copy_threshold (64 KiB), where
+            # copying is cheaper than tracking; big bodies go out without a copy.
+            await dealer.send_multipart(frames, copy=False)
+        except zmq.ZMQError as exc:
+            raise TransportBroken(f"party {self.name!r} failed to send to {peer!r}: {exc}") from exc
+
+    async def recv(self) -> tuple[str, list[Buffer]]:
+        """Return the next ``(sender, frames)`` from the ROUTER.
+
+        The sender is the CURVE-authenticated party name with CURVE, else the routing id.
+        """
+        if self._closed or self._router is None:
+            raise TransportClosed(f"party {self.name!r}: transport closed")
+        while True:
+            try:
+                parts = await self._router.recv_multipart(copy=False)
+            except zmq.ZMQError as exc:
+                if self._closed or exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
+                    raise TransportClosed(f"party {self.name!r}: transport closed") from exc
+                raise TransportBroken(f"party {self.name!r} failed to receive: {exc}") from exc
+            if len(parts) < 2:
+                self.rejected += 1
+                continue
+            if self._curve is not None:
+                try:
+                    sender = parts[1].get("User-Id")
+                except zmq.ZMQError:
+                    sender = None
+                if not sender:
+                    self.rejected += 1
+                    log.warning("%s: dropped a message without an authenticated sender", self.name)
+                    continue
+            else:
+                try:
+                    sender = parts[0].bytes.decode()
+                except UnicodeDecodeError:
+                    self.rejected += 1
+                    continue
+            return sender, [p.buffer for p in parts[1:]]
+
+    async def close(self, linger: float | None = None) -> None:
+        """Close the sockets and the context; DEALERs flush queued messages for up to
+        ``linger`` seconds (default: the transport's ``linger_ms``)."""
+        if self._closed:
+            return
+        self._closed = True
+        linger_ms = self._linger if linger is None else max(1, int(linger * 1000))
+        for dealer in self._dealers.values():
+            dealer.close(linger=linger_ms)
+        if self._router is not None:
+            self._router.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
+        # term() blocks until queued messages are flushed (or linger expires): not on the loop.
+        await asyncio.to_thread(self._ctx.term)
+
+
+def _check_address(addr: Any, what: str) -> str:
+    if not isinstance(addr, str) or not addr.startswith(("tcp://", "ipc://", "inproc://")):
+        raise ConfigError(f"{what} must be a tcp://, ipc:// or inproc:// address, got {addr!r}")
+    return addr
+
+
+async def local_zmq_transports(
+    names: Sequence[str], *, curve: bool = False, address: str = "tcp://127.0.0.1:*"
+) -> dict[str, ZmqTransport]:
+    """Bind one ZmqTransport per party on free local ports and connect them all.
+
+    Args:
+        names: the party names.
+        curve: generate a CURVE keypair per party and enrol all of them.
+        address: the bind address template (``*`` port: picked by the OS).
+    """
+    keys: dict[str, Any] = {}
+    if curve:
+        from hefl._curve import generate_curve_keypair
+
+        keys = {name: generate_curve_keypair() for name in names}
+    transports = {
+        name: ZmqTransport(
+            name,
+            address,
+            curve=keys.get(name),
+            peer_keys={p: keys[p].public for p in names if p != name} if curve else None,
+        )
+        for name in names
+    }
+    try:
+        book = {name: t.bind() for name, t in transports.items()}
+        for name, t in transports.items():
+            t.connect({p: a for p, a in book.items() if p != name})
+            await t.start()
+    except BaseException:
+        for t in transports.values():
+            await t.close()
+        raise
+    return transports
+
+
+__all__ = ["DEFAULT_HWM", "DEFAULT_LINGER_MS", "ZmqTransport", "local_zmq_transports"]
