@@ -1,0 +1,48 @@
+"""processes=True: one spawned OS process per party, supervised by the caller."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+
+import hefl_test_roles as R
+import pytest
+
+import hefl
+
+pytestmark = pytest.mark.timeout(60, method="thread")
+
+
+def test_same_roles_in_processes_with_curve():
+    out = hefl.run({"hub": R.hub, "s1": R.spoke, "s22": R.spoke}, processes=True, curve=True)
+    assert out["hub"] == 117
+    assert len({out["s1"], out["s22"], os.getpid()}) == 3  # really separate processes
+    assert out.statistics["hub"]["messages_received"] == 2
+    assert {s.party for s in out.trace.spans} >= {"s1", "s22"}
+    assert not multiprocessing.active_children()
+
+
+def test_sigkilled_party_is_reported_to_everyone_quickly():
+    t0 = time.monotonic()
+    with pytest.raises(hefl.PeerFailed) as info:
+        hefl.run({"suicide": R.suicide, "w": R.waiter, "s": R.sleeper}, processes=True)
+    assert info.value.peer == "suicide" and "SIGKILL" in info.value.cause
+    assert time.monotonic() - t0 < 10
+    assert not multiprocessing.active_children()
+
+
+def test_raising_party_process():
+    with pytest.raises(hefl.PeerFailed) as info:
+        hefl.run({"raiser": R.raiser, "w": R.waiter}, processes=True)
+    assert info.value.peer == "raiser"
+    assert isinstance(info.value.__cause__, ValueError)
+    assert not multiprocessing.active_children()
+
+
+def test_unpicklable_role_is_refused_up_front():
+    async def local_role(party):
+        return 1
+
+    with pytest.raises(hefl.ConfigError, match="module-level"):
+        hefl.run({"a": local_role, "b": R.sleeper}, processes=True)
