@@ -172,3 +172,17 @@ def test_fit_refuses_bad_labels_and_features(adult_small):
     bad[0, 0] = np.inf
     with pytest.raises(ConfigError, match="infinite"):
         fit([bad, two[1]], y, small_cfg(512))
+
+
+def test_federated_prediction_matches_local(adult_small, adult):
+    from hefl.protocols.vf2boost import predict
+
+    from hefl.data import ADULT_ACTIVE_COLUMNS, ADULT_PASSIVE_COLUMNS
+
+    two, _, y = adult_small
+    model = plaintext_reference(two, y, VF2BoostConfig(n_estimators=3, max_depth=3))
+    _, test = adult
+    tparts = [test.select(ADULT_ACTIVE_COLUMNS)[:3000], test.select(ADULT_PASSIVE_COLUMNS)[:3000]]
+    np.testing.assert_array_equal(predict(tparts, model), model.predict_proba(tparts))
+    with pytest.raises(PeerFailed, match="rows"):
+        predict([tparts[0], tparts[1][:10]], model)
