@@ -4,6 +4,7 @@ The public namespaces are ``hefl`` (runtime and errors), ``hefl.crypto``, ``hefl
 ``hefl.transports``, ``hefl.protocols.batchcrypt`` and ``hefl.protocols.vf2boost``.
 """
 
+from hefl._config import FederationConfig, PartySpec, load_federation, run_party, run_party_async
 from hefl._curve import (
     CurveKeyPair,
     generate_curve_keypair,
@@ -40,12 +41,14 @@ __all__ = [
     "CryptoError",
     "CurveKeyPair",
     "Executor",
+    "FederationConfig",
     "HeflError",
     "InlineExecutor",
     "KeyMismatchError",
     "LazyProcessPool",
     "PackingOverflowError",
     "Party",
+    "PartySpec",
     "PeerFailed",
     "PlaintextRangeError",
     "ProtocolError",
@@ -62,7 +65,10 @@ __all__ = [
     "__version__",
     "generate_curve_keypair",
     "load_curve_keypair",
+    "load_federation",
     "run",
     "run_async",
+    "run_party",
+    "run_party_async",
     "save_curve_keypair",
 ]

@@ -1,0 +1,318 @@
+"""Multi-host federations: a TOML description and a function to run ONE party of it.
+
+Every host gets the same TOML file and runs its own party::
+
+    [federation]
+    heartbeat_interval = 2.0     # seconds between heartbeats (default 2; 0 = off)
+    peer_timeout = 30.0          # a peer silent this long fails the federation (default 30)
+    connect_timeout = 120.0      # how long to wait for every peer to come up
+    max_message_bytes = 1073741824
+    stream_window = 32
+    curve = true                 # encrypt + authenticate (needs every party's public_key)
+
+    [parties.alice]
+    address = "tcp://10.0.0.1:7001"   # where the peers reach alice
+    bind = "tcp://0.0.0.0:7001"       # optional: where alice binds (default: address)
+    public_key = "Z85 public key of alice (hefl keygen)"
+    secret_key_file = "keys/alice.key_secret"  # optional, only on alice's host
+
+    [parties.bob]
+    address = "tcp://10.0.0.2:7001"
+    public_key = "..."
+
+``hefl.run_party("federation.toml", "alice", role)`` then runs alice's role; relative key paths
+are resolved against the TOML file's folder. Party names are the TOML keys; the order of the
+``[parties.*]`` tables is the federation order (``party.peers``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hefl._curve import CurveKeyPair, check_curve_key, load_curve_key
+from hefl._executor import make_executor
+from hefl._federation import RunResult, loop_factory
+from hefl._party import Party, RuntimeOptions, check_name
+from hefl.codec import DEFAULT_MAX_MESSAGE_BYTES, Codec
+from hefl.errors import ConfigError
+
+_FEDERATION_KEYS = {
+    "heartbeat_interval",
+    "peer_timeout",
+    "connect_timeout",
+    "recv_timeout",
+    "max_message_bytes",
+    "stream_window",
+    "curve",
+}
+_PARTY_KEYS = {"address", "bind", "public_key", "secret_key_file"}
+
+
+@dataclass(frozen=True)
+class PartySpec:
+    """One party of a TOML federation.
+
+    Attributes:
+        name: the party's name (its TOML key).
+        address: where peers connect to it.
+        bind: where it binds its ROUTER.
+        public_key: its CURVE public key (Z85), or None.
+        secret_key_file: path of its CURVE secret key file (only meaningful on its host).
+    """
+
+    name: str
+    address: str
+    bind: str
+    public_key: str | None = None
+    secret_key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """A federation loaded from TOML (see the module docstring for the format).
+
+    Attributes:
+        parties: ``{name: PartySpec}`` in file order.
+        options: the runtime options (heartbeats on by default for multi-host).
+        max_message_bytes: the message size limit.
+        curve: whether connections use CURVE.
+    """
+
+    parties: dict[str, PartySpec]
+    options: RuntimeOptions = field(default_factory=RuntimeOptions)
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    curve: bool = False
+
+    @property
+    def names(self) -> list[str]:
+        """Party names in federation order."""
+        return list(self.parties)
+
+
+def load_federation(source: str | Path | Mapping[str, Any]) -> FederationConfig:
+    """Load and validate a federation description.
+
+    Args:
+        source: a path to a TOML file, TOML text (containing a newline), or an already
+            parsed mapping.
+
+    Returns:
+        the validated :class:`FederationConfig`.
+
+    Raises:
+        ConfigError: the file is missing or malformed, or a value is invalid (the message names
+            the key).
+    """
+    base = Path.cwd()
+    if isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        text = str(source)
+        if isinstance(source, Path) or "\n" not in text:
+            path = Path(source)
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise ConfigError(f"cannot read federation file {path}: {exc}") from exc
+            base = path.resolve().parent
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"federation TOML is malformed: {exc}") from exc
+    unknown = set(data) - {"federation", "parties"}
+    if unknown:
+        raise ConfigError(f"unknown top-level TOML tables {sorted(unknown)}")
+    fed = data.get("federation", {})
+    if not isinstance(fed, dict):
+        raise ConfigError("[federation] must be a table")
+    bad = set(fed) - _FEDERATION_KEYS
+    if bad:
+        raise ConfigError(
+            f"unknown [federation] keys {sorted(bad)}; known: {sorted(_FEDERATION_KEYS)}"
+        )
+    curve = fed.get("curve", False)
+    if not isinstance(curve, bool):
+        raise ConfigError(f"[federation] curve must be true or false, got {curve!r}")
+    parties_raw = data.get("parties")
+    if not isinstance(parties_raw, dict) or len(parties_raw) < 2:
+        raise ConfigError("a federation needs a [parties.<name>] table for at least two parties")
+    parties: dict[str, PartySpec] = {}
+    for name, spec in parties_raw.items():
+        check_name(name)
+        if not isinstance(spec, dict):
+            raise ConfigError(f"[parties.{name}] must be a table")
+        bad = set(spec) - _PARTY_KEYS
+        if bad:
+            raise ConfigError(f"unknown keys {sorted(bad)} in [parties.{name}]")
+        address = spec.get("address")
+        if not isinstance(address, str) or not address.startswith(("tcp://", "ipc://")):
+            raise ConfigError(
+                f"[parties.{name}] address must be a tcp:// or ipc:// address, got {address!r}"
+            )
+        bind = spec.get("bind", address)
+        if not isinstance(bind, str) or not bind.startswith(("tcp://", "ipc://")):
+            raise ConfigError(f"[parties.{name}] bind must be a tcp:// or ipc:// address")
+        public_key = spec.get("public_key")
+        if public_key is not None:
+            check_curve_key(public_key, f"public_key of party {name!r}")
+        elif curve:
+            raise ConfigError(f"curve = true but [parties.{name}] has no public_key")
+        secret = spec.get("secret_key_file")
+        secret_path = None
+        if secret is not None:
+            if not isinstance(secret, str):
+                raise ConfigError(f"[parties.{name}] secret_key_file must be a path string")
+            secret_path = Path(secret) if Path(secret).is_absolute() else base / secret
+        parties[name] = PartySpec(name, address, bind, public_key, secret_path)
+    heartbeat = fed.get("heartbeat_interval", 2.0)
+    if heartbeat == 0:  # TOML has no null: 0 switches heartbeats off
+        heartbeat = None
+    peer_timeout = fed.get("peer_timeout", 30.0) if heartbeat is not None else None
+    options = RuntimeOptions(
+        stream_window=fed.get("stream_window", 32),
+        connect_timeout=fed.get("connect_timeout", 120.0),
+        heartbeat_interval=heartbeat,
+        peer_timeout=peer_timeout,
+        recv_timeout=fed.get("recv_timeout"),
+    )
+    max_bytes = fed.get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)
+    if type(max_bytes) is not int or max_bytes <= 0:
+        raise ConfigError(f"max_message_bytes must be a positive integer, got {max_bytes!r}")
+    return FederationConfig(parties, options, max_bytes, curve)
+
+
+def _resolve_keys(
+    config: FederationConfig, name: str, secret_key: str | CurveKeyPair | Path | None
+) -> CurveKeyPair | None:
+    if not config.curve:
+        if secret_key is not None:
+            raise ConfigError("a secret_key was given but the federation has curve = false")
+        return None
+    spec = config.parties[name]
+    if isinstance(secret_key, CurveKeyPair):
+        keys = secret_key
+    else:
+        if secret_key is None:
+            if spec.secret_key_file is None:
+                raise ConfigError(
+                    f"party {name!r} needs its CURVE secret key: pass secret_key= or set "
+                    f"secret_key_file in [parties.{name}]"
+                )
+            secret = load_curve_key(spec.secret_key_file, "secret key")
+        elif isinstance(secret_key, Path):
+            secret = load_curve_key(secret_key, "secret key")
+        else:
+            secret = check_curve_key(secret_key, "secret key")
+        keys = CurveKeyPair(spec.public_key, secret)  # type: ignore[arg-type]
+    import zmq
+
+    derived = zmq.curve_public(keys.secret.encode("ascii")).decode("ascii")
+    if derived != spec.public_key:
+        raise ConfigError(
+            f"the secret key given for {name!r} does not match its public_key in the federation "
+            "file (wrong key file?)"
+        )
+    return keys
+
+
+async def run_party_async(
+    config: FederationConfig | str | Path | Mapping[str, Any],
+    name: str,
+    role: Callable[[Party], Any],
+    *,
+    secret_key: str | CurveKeyPair | Path | None = None,
+    executor: Any = "process",
+    max_workers: int | None = None,
+) -> RunResult:
+    """Run party ``name`` of a TOML federation inside a running loop; see :func:`run_party`."""
+    if not isinstance(config, FederationConfig):
+        config = load_federation(config)
+    if name not in config.parties:
+        raise ConfigError(f"party {name!r} is not in the federation {config.names}")
+    if not callable(role):
+        raise ConfigError(f"role must be an async function taking a Party, got {role!r}")
+    from hefl.transports.zmq import ZmqTransport
+
+    keys = _resolve_keys(config, name, secret_key)
+    peers = [p for p in config.names if p != name]
+    me = config.parties[name]
+    transport = ZmqTransport(
+        name,
+        me.bind,
+        {p: config.parties[p].address for p in peers},
+        curve=keys,
+        peer_keys={p: config.parties[p].public_key for p in peers} if keys else None,  # type: ignore[misc]
+    )
+    try:
+        await transport.start()
+    except BaseException:
+        await transport.close(linger=0)
+        raise
+    pool, owned = make_executor(executor, max_workers)
+    party = Party(
+        name,
+        peers,
+        transport,
+        codec=Codec(max_message_bytes=config.max_message_bytes),
+        executor=pool,
+        options=config.options,
+    )
+    try:
+        value = await party.run_role(role)
+    finally:
+        if owned:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if party.error is not None:  # pragma: no cover - run_role raises in that case
+        raise party.error
+    return RunResult({name: value}, {name: party.statistics()}, list(party.tracer.spans))
+
+
+def run_party(
+    config: FederationConfig | str | Path | Mapping[str, Any],
+    name: str,
+    role: Callable[[Party], Any],
+    *,
+    secret_key: str | CurveKeyPair | Path | None = None,
+    executor: Any = "process",
+    max_workers: int | None = None,
+    use_uvloop: bool = True,
+) -> RunResult:
+    """Run ONE party of a federation described in TOML (multi-host use).
+
+    Args:
+        config: a :class:`FederationConfig`, a TOML path or text, or a parsed mapping.
+        name: which party this process is.
+        role: its role, ``async def role(party)``.
+        secret_key: this party's CURVE secret key (Z85 text, a key file Path, or a
+            :class:`CurveKeyPair`); defaults to ``secret_key_file`` from the TOML.
+        executor / max_workers: where :meth:`Party.offload` runs (see :func:`hefl.run`).
+        use_uvloop: run on uvloop when installed.
+
+    Returns:
+        a :class:`RunResult` ``{name: return value}`` with this party's statistics and trace.
+
+    Raises:
+        ConfigError: invalid file, unknown party, missing or mismatched keys.
+        TransportBroken: the bind address is in use.
+        PeerFailed: another party failed, died or went silent past ``peer_timeout``, or did not
+            come up within ``connect_timeout``.
+    """
+    with asyncio.Runner(loop_factory=loop_factory(use_uvloop)) as runner:
+        return runner.run(
+            run_party_async(
+                config,
+                name,
+                role,
+                secret_key=secret_key,
+                executor=executor,
+                max_workers=max_workers,
+            )
+        )
+
+
+__all__ = ["FederationConfig", "PartySpec", "load_federation", "run_party", "run_party_async"]
