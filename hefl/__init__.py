@@ -15,7 +15,7 @@ from hefl._executor import Executor, InlineExecutor, LazyProcessPool
 from hefl._federation import RunResult, run, run_async
 from hefl._party import Party, RuntimeOptions
 from hefl._streams import StreamReceiver, StreamSender
-from hefl._tracing import Span, Trace, Tracer
+from hefl._tracing import Span, Trace, Tracer, merge_statistics
 from hefl.errors import (
     CiphertextRangeError,
     CodecError,
@@ -66,6 +66,7 @@ __all__ = [
     "generate_curve_keypair",
     "load_curve_keypair",
     "load_federation",
+    "merge_statistics",
     "run",
     "run_async",
     "run_party",

@@ -159,9 +159,17 @@ class Trace:
                 )
         ax.set_yticks(range(len(parties)), labels=parties)
         ax.set_xlabel("seconds")
-        ax.set_title(title)
+        ax.set_title(title, loc="left")
         handles = [plt.Rectangle((0, 0), 1, 1, color=colours[n]) for n in [*names, "idle"]]
-        ax.legend(handles, [*names, "idle"], loc="upper right", fontsize="small", ncol=3)
+        ax.legend(
+            handles,
+            [*names, "idle"],
+            loc="lower right",
+            bbox_to_anchor=(1.0, 1.0),
+            fontsize="small",
+            ncol=min(8, len(names) + 1),
+            frameon=False,
+        )
         ax.invert_yaxis()
         fig.tight_layout()
         fig.savefig(path, dpi=120)
