@@ -35,7 +35,7 @@ from hefl.protocols.vf2boost.tree import (
     score_cumulative,
 )
 
-from hefl.crypto import PrivateKey, PublicKey, generate_keypair
+from hefl.crypto import ObfuscatorPool, PrivateKey, PublicKey, generate_keypair
 from hefl.errors import ConfigError, HeflError, ProtocolError
 
 
@@ -69,6 +69,7 @@ async def active_party(
     passives: list[str] | None = None,
     keypair: tuple[PublicKey, PrivateKey] | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    prefill: bool = False,
 ) -> dict[str, Any]:
     """Run the active party of a VF2Boost training.
 
@@ -80,6 +81,8 @@ async def active_party(
         passives: the passive parties' names in party-index order (default: sorted peers).
         keypair: an existing Paillier keypair (default: a fresh one of ``cfg.key_bits``).
         progress: called as ``progress(trees_done, n_trees, seconds_of_last_tree)``.
+        prefill: with ``cfg.precompute``, fill the obfuscator pool with one tree's worth
+            before the first tree (offline phase; tree times are then online times).
 
     Returns:
         ``{"model": <PartyModel JSON>, "statistics": ..., "tree_seconds": [...],
@@ -120,6 +123,16 @@ async def active_party(
         await party.send(name, "vf2/setup", {"public_key": pk, "index": i, "n_rows": n})
     layout = layout_of(cfg.pack_gh, cfg.encoding)
     horner = plan.slots > 1 and layout != "phe"
+    per_row = 1 if layout == "packed" else 2
+    pool = None
+    if cfg.precompute and cfg.blaster:
+        # one tree's worth of obfuscators, refilled in the background by one process
+        pool = ObfuscatorPool(pk, capacity=per_row * n, chunk=256, workers=1,
+                              method=cfg.obfuscation, private_key=sk)  # fmt: skip
+        if prefill:
+            with party.span("prefill-obfuscators"):
+                while not pool.wait(per_row * n, timeout=0.05):
+                    await asyncio.sleep(0.05)
     # the serial baseline encrypts like phe (public key, textbook obfuscators); otherwise the
     # key holder's CRT fast path
     enc_key: PublicKey | PrivateKey = sk if cfg.blaster or cfg.encoding == "fixed" else pk
@@ -144,23 +157,45 @@ async def active_party(
                 for name in passives:
                     await party.send(name, f"vf2/gh/{t}", wire)
             return
-        # Blaster: every chunk is encrypted on the pool while earlier ones are on the wire
-        starts = range(0, n, cfg.chunk_size)
-        jobs = [asyncio.ensure_future(party.offload(
-            encrypt_gh, enc_key, gi[s : s + cfg.chunk_size], hi[s : s + cfg.chunk_size], plan,
-            layout, cfg.obfuscation, cfg.reorder)) for s in starts]  # fmt: skip
+        # Blaster: chunks are encrypted while earlier ones are on the wire. Chunks covered by
+        # precomputed obfuscators are encrypted here (a multiplication per value); the others
+        # on the executor's processes, all started at once.
+        starts = list(range(0, n, cfg.chunk_size))
+        per_chunk = 1 if layout == "packed" else 2
+        ready = pool.available if pool is not None else 0
+        n_warm = 0
+        while n_warm < len(starts) and ready >= per_chunk * cfg.chunk_size:
+            ready -= per_chunk * cfg.chunk_size
+            n_warm += 1
+
+        def chunk(s: int) -> tuple[np.ndarray, np.ndarray]:
+            return gi[s : s + cfg.chunk_size], hi[s : s + cfg.chunk_size]
+
+        jobs: list[Any] = [None] * n_warm + [
+            asyncio.ensure_future(party.offload(encrypt_gh, enc_key, *chunk(s), plan, layout,
+                                                cfg.obfuscation, cfg.reorder))
+            for s in starts[n_warm:]
+        ]  # fmt: skip
         streams = [party.stream(name, f"vf2/gh/{t}") for name in passives]
         for s in streams:
             await s.__aenter__()
         try:
             for i, job in enumerate(jobs):
-                with party.span("encrypt-wait", tree=t, chunk=i):
-                    wire = (await job).to_wire()
+                if job is None:
+                    with party.span("encrypt-warm", tree=t, chunk=i):
+                        enc = encrypt_gh(pk, *chunk(starts[i]), plan, layout, cfg.obfuscation,
+                                         cfg.reorder, pool)  # fmt: skip
+                    wire = enc.to_wire()
+                    await asyncio.sleep(0)  # let the wire and peers make progress
+                else:
+                    with party.span("encrypt-wait", tree=t, chunk=i):
+                        wire = (await job).to_wire()
                 for s in streams:
                     await s.send(wire)
         except BaseException as exc:
             for job in jobs:
-                job.cancel()
+                if job is not None:
+                    job.cancel()
             for s in streams:
                 await s.__aexit__(type(exc), exc, None)
             raise
@@ -176,104 +211,108 @@ async def active_party(
         gain, pos = best_position(gains)
         return Candidate(gain, 0, pos), GLc, HLc
 
-    for t in range(cfg.n_estimators):
-        t0 = time.perf_counter()
-        g, h = logistic_gradients(margin, yf)
-        gi, hi = encode_fixed(g, fb), encode_fixed(h, fb)
-        sender = asyncio.ensure_future(send_gh(t, gi, hi))
-        root = _Node(0, 0, np.arange(n), _exact_sum(gi), _exact_sum(hi))
-        nodes: list[dict[str, int]] = [{}]
-        leaf_values: list[float] = []
-        layer = [root]
-        splits_msg: list[list[Any]] = []
-        tree_out = np.zeros(n)  # this tree's output on the training rows, leaf by leaf
-        d = 0
-        try:
-            while True:
-                open_nodes = [nd for nd in layer if _splittable(nd, cfg, fb)]
-                if not open_nodes:
-                    for nd in layer:
-                        _make_leaf(nd, nodes, leaf_values, tree_out, cfg)
+    try:
+        for t in range(cfg.n_estimators):
+            t0 = time.perf_counter()
+            g, h = logistic_gradients(margin, yf)
+            gi, hi = encode_fixed(g, fb), encode_fixed(h, fb)
+            sender = asyncio.ensure_future(send_gh(t, gi, hi))
+            root = _Node(0, 0, np.arange(n), _exact_sum(gi), _exact_sum(hi))
+            nodes: list[dict[str, int]] = [{}]
+            leaf_values: list[float] = []
+            layer = [root]
+            splits_msg: list[list[Any]] = []
+            tree_out = np.zeros(n)  # this tree's output on the training rows, leaf by leaf
+            d = 0
+            try:
+                while True:
+                    open_nodes = [nd for nd in layer if _splittable(nd, cfg, fb)]
+                    if not open_nodes:
+                        for nd in layer:
+                            _make_leaf(nd, nodes, leaf_values, tree_out, cfg)
+                        for name in passives:
+                            await party.send(name, f"vf2/layer/{t}/{d}",
+                                             {"splits": splits_msg, "open": [], "nodes": nodes})  # fmt: skip
+                        break
+                    open_ids = [nd.index for nd in open_nodes]
                     for name in passives:
                         await party.send(name, f"vf2/layer/{t}/{d}",
-                                         {"splits": splits_msg, "open": [], "nodes": nodes})  # fmt: skip
-                    break
-                open_ids = [nd.index for nd in open_nodes]
-                for name in passives:
-                    await party.send(name, f"vf2/layer/{t}/{d}",
-                                     {"splits": splits_msg, "open": open_ids})  # fmt: skip
-                with party.span("own-histograms", tree=t, layer=d):
-                    _own_histograms(open_nodes, bins, width, gi, hi)
-                    own = {nd.index: own_candidate(nd) for nd in open_nodes}
-                if d == 0:
-                    await sender  # surface encryption/sending errors before waiting on peers
-                replies = await party.gather(f"vf2/hist/{t}/{d}", peers=passives)
-                with party.span("decrypt", tree=t, layer=d):
-                    theirs = await _decode_passive(party, replies, passives, n_features,
-                                                   open_nodes, sk, plan, cfg, horner)  # fmt: skip
-                with party.span("score", tree=t, layer=d):
-                    winners: dict[int, tuple[Candidate, Any]] = {}
-                    for nd in open_nodes:
-                        cands = [own[nd.index][0]]
-                        extra = {}
-                        for p, name in enumerate(passives, start=1):
-                            gains, ids, GL, HL = theirs[name][nd.index]
-                            best = float(gains.max()) if gains.size else -np.inf
-                            tied = ids[gains == best] if np.isfinite(best) else ids[:0]
-                            cands.append(Candidate(best, p, 0 if tied.size else -1))
-                            extra[p] = (tied, {(int(a), int(b)) for a, b in
-                                               zip(GL[gains == best], HL[gains == best],
-                                                   strict=True)})  # fmt: skip
-                        win = pick_winner(cands)
-                        if win is not None:
-                            winners[nd.index] = (win, extra.get(win.party))
-                for p, name in enumerate(passives, start=1):
-                    mine = [[i, w[1][0]] for i, w in winners.items() if w[0].party == p]
-                    await party.send(name, f"vf2/win/{t}/{d}", mine)
-                placed = await party.gather(f"vf2/place/{t}/{d}", peers=passives)
-                placements = _check_placements(placed, passives, winners, layer, gi, hi)
-                next_layer: list[_Node] = []
-                splits_msg = []
-                for nd in layer:
-                    w = winners.get(nd.index)
-                    if w is None:
-                        _make_leaf(nd, nodes, leaf_values, tree_out, cfg)
-                        continue
-                    cand = w[0]
-                    if cand.party == 0:
-                        f, k = divmod(cand.position, width)
-                        split_id = len(model.splits)
-                        model.splits[split_id] = (f, k)
-                        left_mask = bins[nd.rows, f] <= k
-                        _, GLc, HLc = own[nd.index]
-                        GL, HL = int(GLc[f, k]), int(HLc[f, k])
-                    else:
-                        split_id, left_mask, GL, HL = placements[nd.index]
-                    left = _Node(len(nodes), nd.depth + 1, nd.rows[left_mask], GL, HL)
-                    right = _Node(len(nodes) + 1, nd.depth + 1, nd.rows[~left_mask],
-                                  nd.G - GL, nd.H - HL)  # fmt: skip
-                    left.parent = right.parent = nd
-                    left.sibling, right.sibling = right, left
-                    nodes[nd.index] = {"owner": cand.party, "split": split_id,
-                                       "left": left.index, "right": right.index}  # fmt: skip
-                    nodes.extend([{}, {}])
-                    splits_msg.append([nd.index, left.index, right.index,
-                                       np.packbits(left_mask)])  # fmt: skip
-                    next_layer.extend([left, right])
-                for nd in layer:  # free parents' histograms
-                    if nd.parent is not None:
-                        nd.parent.hist = None
-                layer = next_layer
-                d += 1
-        finally:
-            if not sender.done():
-                sender.cancel()
-        await sender
-        model.trees.append(TreeStructure(nodes=nodes, leaf_values=leaf_values))
-        margin = margin + tree_out
-        tree_seconds.append(time.perf_counter() - t0)
-        if progress is not None:
-            progress(t + 1, cfg.n_estimators, tree_seconds[-1])
+                                         {"splits": splits_msg, "open": open_ids})  # fmt: skip
+                    with party.span("own-histograms", tree=t, layer=d):
+                        _own_histograms(open_nodes, bins, width, gi, hi)
+                        own = {nd.index: own_candidate(nd) for nd in open_nodes}
+                    if d == 0:
+                        await sender  # surface encryption/sending errors before waiting on peers
+                    replies = await party.gather(f"vf2/hist/{t}/{d}", peers=passives)
+                    with party.span("decrypt", tree=t, layer=d):
+                        theirs = await _decode_passive(party, replies, passives, n_features,
+                                                       open_nodes, sk, plan, cfg, horner)  # fmt: skip
+                    with party.span("score", tree=t, layer=d):
+                        winners: dict[int, tuple[Candidate, Any]] = {}
+                        for nd in open_nodes:
+                            cands = [own[nd.index][0]]
+                            extra = {}
+                            for p, name in enumerate(passives, start=1):
+                                gains, ids, GL, HL = theirs[name][nd.index]
+                                best = float(gains.max()) if gains.size else -np.inf
+                                tied = ids[gains == best] if np.isfinite(best) else ids[:0]
+                                cands.append(Candidate(best, p, 0 if tied.size else -1))
+                                extra[p] = (tied, {(int(a), int(b)) for a, b in
+                                                   zip(GL[gains == best], HL[gains == best],
+                                                       strict=True)})  # fmt: skip
+                            win = pick_winner(cands)
+                            if win is not None:
+                                winners[nd.index] = (win, extra.get(win.party))
+                    for p, name in enumerate(passives, start=1):
+                        mine = [[i, w[1][0]] for i, w in winners.items() if w[0].party == p]
+                        await party.send(name, f"vf2/win/{t}/{d}", mine)
+                    placed = await party.gather(f"vf2/place/{t}/{d}", peers=passives)
+                    placements = _check_placements(placed, passives, winners, layer, gi, hi)
+                    next_layer: list[_Node] = []
+                    splits_msg = []
+                    for nd in layer:
+                        w = winners.get(nd.index)
+                        if w is None:
+                            _make_leaf(nd, nodes, leaf_values, tree_out, cfg)
+                            continue
+                        cand = w[0]
+                        if cand.party == 0:
+                            f, k = divmod(cand.position, width)
+                            split_id = len(model.splits)
+                            model.splits[split_id] = (f, k)
+                            left_mask = bins[nd.rows, f] <= k
+                            _, GLc, HLc = own[nd.index]
+                            GL, HL = int(GLc[f, k]), int(HLc[f, k])
+                        else:
+                            split_id, left_mask, GL, HL = placements[nd.index]
+                        left = _Node(len(nodes), nd.depth + 1, nd.rows[left_mask], GL, HL)
+                        right = _Node(len(nodes) + 1, nd.depth + 1, nd.rows[~left_mask],
+                                      nd.G - GL, nd.H - HL)  # fmt: skip
+                        left.parent = right.parent = nd
+                        left.sibling, right.sibling = right, left
+                        nodes[nd.index] = {"owner": cand.party, "split": split_id,
+                                           "left": left.index, "right": right.index}  # fmt: skip
+                        nodes.extend([{}, {}])
+                        splits_msg.append([nd.index, left.index, right.index,
+                                           np.packbits(left_mask)])  # fmt: skip
+                        next_layer.extend([left, right])
+                    for nd in layer:  # free parents' histograms
+                        if nd.parent is not None:
+                            nd.parent.hist = None
+                    layer = next_layer
+                    d += 1
+            finally:
+                if not sender.done():
+                    sender.cancel()
+            await sender
+            model.trees.append(TreeStructure(nodes=nodes, leaf_values=leaf_values))
+            margin = margin + tree_out
+            tree_seconds.append(time.perf_counter() - t0)
+            if progress is not None:
+                progress(t + 1, cfg.n_estimators, tree_seconds[-1])
+    finally:
+        if pool is not None:
+            pool.close()
     return {
         "model": model.to_json(),
         "statistics": party.statistics(),

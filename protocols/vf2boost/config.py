@@ -56,6 +56,9 @@ class VF2BoostConfig:
         pack_gh: pack g and h into one plaintext before encryption (halves the work).
         pack_histograms: Horner-pack several histogram bins into one ciphertext before
             sending them to the active party (fewer decryptions, fewer bytes).
+        precompute: the active party keeps a pool of Paillier obfuscators filled in the
+            background (one process), so idle time makes next tree's randomness and
+            encryption on the critical path is a multiplication per value.
         encoding: ``"fixed"`` (one global fixed-point scale) or ``"phe"`` (phe-compatible
             per-value base-16 exponents; needs rescaling when adding).
         obfuscation: how the active party draws Paillier obfuscators: ``"djn"`` (default),
@@ -82,6 +85,7 @@ class VF2BoostConfig:
     pack_histograms: bool = True
     encoding: str = "fixed"
     obfuscation: str = "djn"
+    precompute: bool = True
     workers: int | None = None
 
     def __post_init__(self) -> None:
@@ -120,7 +124,7 @@ class VF2BoostConfig:
                 "allow_insecure=True to use them in tests or demos",
             )
         for name in ("allow_insecure", "blaster", "optimistic", "reorder", "pack_gh",
-                     "pack_histograms"):  # fmt: skip
+                     "pack_histograms", "precompute"):  # fmt: skip
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
         if self.encoding not in ENCODINGS:
@@ -153,8 +157,9 @@ class VF2BoostConfig:
     def serial_baseline(cls, **overrides: Any) -> VF2BoostConfig:
         """The protocol as FATE-style SecureBoost runs it: the peer VF2Boost is measured against.
 
-        One phe-style ciphertext per g and per h (``encoding="phe"``, no re-ordering), no
-        pipelining (encrypt all, then send, then build), no optimistic splitting, no packing.
+        One phe-style ciphertext per g and per h (``encoding="phe"``, no re-ordering), textbook
+        rⁿ obfuscators made on demand with the public key (as phe does), no pipelining
+        (encrypt all, then send, then build), no optimistic splitting, no packing.
 
         Args:
             overrides: any other fields (e.g. ``n_estimators``, ``key_bits``).
@@ -169,6 +174,8 @@ class VF2BoostConfig:
             "pack_gh": False,
             "pack_histograms": False,
             "encoding": "phe",
+            "obfuscation": "rn",
+            "precompute": False,
         }
         base.update(overrides)
         return cls(**base)

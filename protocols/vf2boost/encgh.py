@@ -151,22 +151,28 @@ def encrypt_gh(
     layout: str,
     method: str,
     reorder: bool = True,
+    pool: Any = None,
 ) -> EncGH:
-    """Encrypt one chunk of g/h encodings (runs in a process pool).
+    """Encrypt one chunk of g/h encodings (runs in a process pool, or in-process with a warm
+    :class:`~hefl.crypto.ObfuscatorPool`).
 
     ``key`` is the private key for the key holder's CRT fast path, or the public key (the
-    serial baseline encrypts like phe, without it).
+    serial baseline encrypts like phe, without it). With ``pool`` the public key encrypts
+    with precomputed obfuscators.
     """
+    if pool is not None:
+        key = key if isinstance(key, PublicKey) else key.public_key
+    kw = {"method": method} if pool is None else {"method": method, "pool": pool}
     g = [int(v) for v in gi.tolist()]
     h = [int(v) for v in hi.tolist()]
     if layout == "packed":
-        return EncGH(layout, [key.encrypt(plan.join_gh(g, h), method=method)])
+        return EncGH(layout, [key.encrypt(plan.join_gh(g, h), **kw)])
     if layout == "pair":
-        return EncGH(layout, [key.encrypt(g, method=method), key.encrypt(h, method=method)])
+        return EncGH(layout, [key.encrypt(g, **kw), key.encrypt(h, **kw)])
     pk = key if isinstance(key, PublicKey) else key.public_key
     scale = 2.0**-plan.frac_bits  # exact: |g_int| <= 2^53, so g_int·2^-F is a float
-    parts = [EncryptedExpVector.encrypt(pk, np.asarray(v, dtype=np.float64) * scale,
-                                        method=method) for v in (g, h)]  # fmt: skip
+    parts = [EncryptedExpVector.encrypt(pk, np.asarray(v, dtype=np.float64) * scale, **kw)
+             for v in (g, h)]  # fmt: skip
     return EncGH(layout, parts, reorder)
 
 

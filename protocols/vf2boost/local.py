@@ -74,6 +74,7 @@ def fit(
     max_workers: int | None = None,
     timeout: float | None = None,
     executor: Any = "process",
+    prefill: bool = False,
 ) -> FitResult:
     """Train VF2Boost with every party run by this call.
 
@@ -90,6 +91,8 @@ def fit(
         max_workers: processes of each party's crypto pool.
         timeout: fail if the run takes longer (seconds).
         executor: where crypto work is offloaded (see :func:`hefl.run`).
+        prefill: fill the active party's obfuscator pool before the first tree, so the tree
+            times are online times (needs ``cfg.precompute``).
 
     Returns:
         A :class:`FitResult`.
@@ -117,6 +120,7 @@ def fit(
             passives=names[1:],
             keypair=keypair,
             progress=None if processes else progress,
+            prefill=prefill,
         )
     }
     for name, X in zip(names[1:], parts[1:], strict=True):

@@ -149,8 +149,10 @@ def test_tampered_or_wrong_key_histograms_are_refused(adult_small, kp512, monkey
         cv = parts[0]
         if attack == "wrong-key":
             bad = other_pk.encrypt([1] * len(cv))
-        else:  # add 1 to the first packed plaintext
-            bad = cv + ([1] + [0] * (len(cv) - 1))
+        else:  # corrupt the first ciphertext, as a bit flip on the wire would
+            cs = cv.ciphertexts
+            cs[0] = cs[0] * 12345 % cv.public_key.nsquare
+            bad = type(cv).from_ciphertexts(cv.public_key, cs)
         return [layout, [bad, *parts[1:]]]
 
     monkeypatch.setattr(passive, "_seal_job", evil)
