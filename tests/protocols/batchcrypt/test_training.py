@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -52,9 +51,6 @@ def test_train_refuses_bad_options():
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.skipif(
-    importlib.util.find_spec("hefl._processes") is None, reason="multi-process runtime not yet here"
-)
 def test_multiprocess_zeromq_run_with_three_clients():
     cfg = BatchCryptConfig(n_clients=3, **SMALL)
     res = train(cfg, model="logreg", dataset="adult", rounds=2, lr=0.5, transport="zmq",
