@@ -234,6 +234,26 @@ def test_misbehaving_client_is_named(role, expected):
     assert "client1" in text and expected in text
 
 
+async def _crash_mid_round_client(party, cfg, work_):
+    session = ClientSession(party, cfg)
+    await session.open()
+    await party.send("aggregator", "bc/0/hdr", {
+        "round": 0, "n": len(work_), "dtype": work_.dtype.str, "layers": [len(work_)],
+        "mode": "batchcrypt", "key": session.pk.key_id.hex(), "pre": False, "done": False,
+    })  # fmt: skip
+    async with party.stream("aggregator", "bc/0/up") as s:
+        q = np.zeros(session.layout.slots_per_plaintext * cfg.chunk_size, dtype=np.int64)
+        await s.send(session.sk.encrypt(session.layout.pack(q)))
+        raise OSError("connection reset")  # dies with the upload half done
+
+
+def test_client_dying_mid_upload_fails_everyone_naming_it():
+    cfg = BatchCryptConfig(n_clients=3, clipping=1.0, chunk_size=1, **SMALL)
+    with pytest.raises(PeerFailed) as info:
+        hefl.run(_federation(cfg, vectors(3, 300), client_role={1: _crash_mid_round_client}))
+    assert info.value.peer == "client1" and "connection reset" in info.value.cause
+
+
 def test_peer_failure_is_reported():
     async def crashing(party, cfg, work_):
         raise RuntimeError("disk full")
