@@ -27,7 +27,13 @@ from hefl.protocols.batchcrypt.roles import (
     aggregator,
     client,
 )
-from hefl.protocols.batchcrypt.training import FedTrainer, TrainResult, TrainSpec, train
+from hefl.protocols.batchcrypt.training import (
+    FedTrainer,
+    TrainResult,
+    TrainSpec,
+    party_role,
+    train,
+)
 
 __all__ = [
     "AGGREGATOR",
@@ -53,6 +59,7 @@ __all__ = [
     "load_fmnist",
     "load_task",
     "make_model",
+    "party_role",
     "quantize",
     "split_horizontal",
     "train",

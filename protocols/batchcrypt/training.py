@@ -177,6 +177,30 @@ async def _aggregator_role(party: Any, cfg: BatchCryptConfig) -> dict[str, Any]:
     }
 
 
+def party_role(name: str, cfg: BatchCryptConfig, spec: TrainSpec) -> Callable[[Any], Any]:
+    """The training role of one party, for running a federation one party at a time
+    (``hefl party`` on several hosts: every host passes the same cfg and spec).
+
+    Args:
+        name: ``"aggregator"`` or one of ``cfg.clients``.
+        cfg: the federation's configuration.
+        spec: the training hyperparameters.
+
+    Returns:
+        A picklable ``async def role(party)``. Client ``client0`` returns
+        ``{"result": {"accuracy": [...], "loss": [...]}, "timings": [...], "statistics": {...}}``;
+        the aggregator ``{"timings": [...], "received_types": [...], "statistics": {...}}``.
+
+    Raises:
+        ConfigError: an unknown party name.
+    """
+    if name == AGGREGATOR:
+        return functools.partial(_aggregator_role, cfg=cfg)
+    if name not in cfg.clients:
+        raise ConfigError(f"{name!r} is not a party of this federation; parties: {cfg.parties}")
+    return functools.partial(_client_role, cfg=cfg, spec=spec, index=cfg.clients.index(name))
+
+
 def _n_clients(party: Any) -> int:
     return sum(1 for n in (party.name, *party.peers) if n != AGGREGATOR)
 
@@ -305,11 +329,9 @@ def train(
     spec = spec or TrainSpec(dataset=dataset, model=model, rounds=rounds, **spec_options)
     k = cfg.n_clients
     live = None if processes else progress
-    roles: dict[str, Any] = {AGGREGATOR: functools.partial(_aggregator_role, cfg=cfg)}
-    for i, name in enumerate(cfg.clients):
-        roles[name] = functools.partial(
-            _client_role, cfg=cfg, spec=spec, index=i, progress=live if i == 0 else None
-        )
+    roles: dict[str, Any] = {name: party_role(name, cfg, spec) for name in cfg.parties}
+    if live is not None:
+        roles[cfg.clients[0]] = functools.partial(roles[cfg.clients[0]], progress=live)
     options: dict[str, Any] = dict(run_options or {})
     options.setdefault("recv_timeout", cfg.round_timeout)
     if executor is not None:

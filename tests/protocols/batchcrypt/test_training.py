@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hefl.protocols.batchcrypt import BatchCryptConfig, TrainSpec, train
+from hefl.protocols.batchcrypt import BatchCryptConfig, TrainSpec, party_role, train
 
 import hefl
 from hefl.errors import ConfigError
@@ -48,6 +48,8 @@ def test_train_refuses_bad_options():
         train(cfg, processes=True)  # needs zmq
     with pytest.raises(ConfigError):
         TrainSpec(rounds=0)
+    with pytest.raises(ConfigError):
+        party_role("client7", cfg, TrainSpec())
 
 
 @pytest.mark.timeout(120)
