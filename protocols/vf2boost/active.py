@@ -133,9 +133,9 @@ async def active_party(
             with party.span("prefill-obfuscators"):
                 while not pool.wait(per_row * n, timeout=0.05):
                     await asyncio.sleep(0.05)
-    # the serial baseline encrypts like phe (public key, textbook obfuscators); otherwise the
+    # textbook rⁿ (the serial baseline) encrypts like phe, with the public key; otherwise the
     # key holder's CRT fast path
-    enc_key: PublicKey | PrivateKey = sk if cfg.blaster or cfg.encoding == "fixed" else pk
+    enc_key: PublicKey | PrivateKey = pk if cfg.obfuscation == "rn" else sk
     binner = Binner.fit(X, cfg.max_bin, who=party.name)
     bins = binner.transform(X)
     width = int(binner.n_bins.max()) if binner.n_features else 1
