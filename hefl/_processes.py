@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import pickle
 import signal
 import time
@@ -82,8 +83,18 @@ async def _recv_pipe(conn: Connection) -> Any:
     try:
         await future
     finally:
-        loop.remove_reader(conn.fileno())
+        _unwatch(loop, conn)
     return conn.recv()
+
+
+def _unwatch(loop: asyncio.AbstractEventLoop, conn: Connection) -> None:
+    """Stop watching the pipe and make it blocking again: uvloop's add_reader switches the fd
+    to non-blocking, and Connection.send on a non-blocking fd can fail halfway through a large
+    message, corrupting the pipe's framing."""
+    with contextlib.suppress(Exception):
+        loop.remove_reader(conn.fileno())
+    with contextlib.suppress(OSError):
+        os.set_blocking(conn.fileno(), True)
 
 
 async def _child_async(name: str, role: Any, names: list[str], conn: Connection, cfg: dict) -> None:
@@ -123,9 +134,10 @@ async def _child_async(name: str, role: Any, names: list[str], conn: Connection,
     def on_pipe() -> None:
         # The parent tells us about dead peers; EOF means the parent itself is gone.
         try:
+            os.set_blocking(conn.fileno(), True)  # read whole messages (see _unwatch)
             msg = conn.recv()
         except (EOFError, OSError):
-            loop.remove_reader(conn.fileno())
+            _unwatch(loop, conn)
             party._set_failure(_SUPERVISOR, "the supervising process exited")
             return
         if msg[0] == "lost":
@@ -145,8 +157,7 @@ async def _child_async(name: str, role: Any, names: list[str], conn: Connection,
         else:
             outcome = ("done", value)
     finally:
-        with contextlib.suppress(Exception):
-            loop.remove_reader(conn.fileno())
+        _unwatch(loop, conn)
         if owned:
             pool.shutdown(wait=True, cancel_futures=True)
     stats = party.statistics()

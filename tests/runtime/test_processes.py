@@ -46,3 +46,21 @@ def test_unpicklable_role_is_refused_up_front():
 
     with pytest.raises(hefl.ConfigError, match="module-level"):
         hefl.run({"a": local_role, "b": R.sleeper}, processes=True)
+
+
+MODES = {
+    "inproc": {},
+    "zmq": {"transport": "zmq"},
+    "processes": {"processes": True},
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_same_stream_roles_in_all_three_modes(mode):
+    """The same role functions, unchanged, in every mode; the consumer gets the first chunk
+    long before the producer sends the last one (time.monotonic is system-wide on Linux, so
+    the stamps compare across processes)."""
+    out = hefl.run({"producer": R.producer, "consumer": R.consumer}, **MODES[mode])
+    assert out["consumer"]["values"] == list(range(20))
+    assert out["consumer"]["stamps"][0] < out["producer"][-1] - 0.05
+    assert hefl.run({"alice": R.alice, "bob": R.bob}, **MODES[mode]) == {"alice": 2, "bob": None}
