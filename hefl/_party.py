@@ -354,7 +354,9 @@ class Party:
                 return
         slot.items.append(item)
 
-    async def _take(self, key: tuple[str, int, str], timeout: float | None) -> Any:
+    async def _take(
+        self, key: tuple[str, int, str], timeout: float | None, *, default_timeout: bool = True
+    ) -> Any:
         slot = self._slot(key)
         if slot.items:
             return slot.items.popleft()
@@ -365,7 +367,8 @@ class Party:
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         slot.waiters.append(waiter)
-        timeout = self._opts.recv_timeout if timeout is None else timeout
+        if timeout is None and default_timeout:
+            timeout = self._opts.recv_timeout
         timer = None
         if timeout is not None:
             what = "stream" if key[1] == _STREAM else "message"

@@ -59,7 +59,11 @@ class StreamSender:
         from hefl._party import _CREDIT
 
         while self._sent >= self._allowed:
-            credit = await self._party._take((self.peer, _CREDIT, self.tag), None)
+            # No recv_timeout here: a busy consumer is alive, just slow (liveness is the
+            # heartbeats' and the supervisor's job).
+            credit = await self._party._take(
+                (self.peer, _CREDIT, self.tag), None, default_timeout=False
+            )
             if (
                 type(credit) is list
                 and len(credit) == 2

@@ -184,3 +184,20 @@ def test_partial_roles_and_timeout():
     assert hefl.run(roles)["consumer"]["values"] == [0, 1, 2]
     with pytest.raises(hefl.ProtocolError):
         hefl.run({"a": R.sleeper, "b": R.sleeper}, timeout=0.3)
+
+
+def test_slow_consumer_does_not_trip_recv_timeout_of_producer():
+    async def fast(party):
+        async with party.stream("slow", "s") as s:
+            for i in range(6):
+                await s.send(i)
+
+    async def slow(party):
+        out = []
+        async for chunk in party.stream_from("fast", "s"):
+            await asyncio.sleep(0.1)  # busy with each chunk, but alive
+            out.append(chunk)
+        return out
+
+    out = hefl.run({"fast": fast, "slow": slow}, stream_window=2, recv_timeout=0.15)
+    assert out["slow"] == list(range(6))
