@@ -195,9 +195,9 @@ def test_slow_consumer_does_not_trip_recv_timeout_of_producer():
     async def slow(party):
         out = []
         async for chunk in party.stream_from("fast", "s"):
-            await asyncio.sleep(0.1)  # busy with each chunk, but alive
+            await asyncio.sleep(0.3)  # busy with each chunk, but alive
             out.append(chunk)
         return out
 
-    out = hefl.run({"fast": fast, "slow": slow}, stream_window=2, recv_timeout=0.15)
+    out = hefl.run({"fast": fast, "slow": slow}, stream_window=2, recv_timeout=0.2)
     assert out["slow"] == list(range(6))
