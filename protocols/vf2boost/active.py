@@ -23,6 +23,7 @@ from hefl.protocols.vf2boost.encgh import EncGH, decrypt_entries, encrypt_gh, la
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
 from hefl.protocols.vf2boost.reference import check_labels, party_histogram
 from hefl.protocols.vf2boost.tree import (
+    MIN_GAIN,
     Candidate,
     base_margin,
     best_position,
@@ -81,8 +82,8 @@ async def active_party(
         passives: the passive parties' names in party-index order (default: sorted peers).
         keypair: an existing Paillier keypair (default: a fresh one of ``cfg.key_bits``).
         progress: called as ``progress(trees_done, n_trees, seconds_of_last_tree)``.
-        prefill: with ``cfg.precompute``, fill the obfuscator pool with one tree's worth
-            before the first tree (offline phase; tree times are then online times).
+        prefill: with ``cfg.precompute``, make every tree's obfuscators before the first
+            tree (an offline phase; tree times are then online times).
 
     Returns:
         ``{"model": <PartyModel JSON>, "statistics": ..., "tree_seconds": [...],
@@ -127,11 +128,14 @@ async def active_party(
     pool = None
     if cfg.precompute and cfg.blaster:
         # one tree's worth of obfuscators, refilled in the background by one process
-        pool = ObfuscatorPool(pk, capacity=per_row * n, chunk=256, workers=1,
+        # one tree's worth, refilled by one background process; with prefill, every tree's
+        # worth made up front by two (the offline phase may use every core)
+        need = per_row * n * (cfg.n_estimators if prefill else 1)
+        pool = ObfuscatorPool(pk, capacity=need, chunk=256, workers=2 if prefill else 1,
                               method=cfg.obfuscation, private_key=sk)  # fmt: skip
         if prefill:
             with party.span("prefill-obfuscators"):
-                while not pool.wait(per_row * n, timeout=0.05):
+                while not pool.wait(need, timeout=0.05):
                     await asyncio.sleep(0.05)
     # textbook rⁿ (the serial baseline) encrypts like phe, with the public key; otherwise the
     # key holder's CRT fast path
@@ -146,6 +150,7 @@ async def active_party(
     margin = np.full(n, margin0)
     fb = cfg.frac_bits
     tree_seconds: list[float] = []
+    speculated = hits = 0
 
     async def send_gh(t: int, gi: np.ndarray, hi: np.ndarray) -> None:
         if not cfg.blaster:
@@ -241,6 +246,20 @@ async def active_party(
                     with party.span("own-histograms", tree=t, layer=d):
                         _own_histograms(open_nodes, bins, width, gi, hi)
                         own = {nd.index: own_candidate(nd) for nd in open_nodes}
+                    if cfg.optimistic:
+                        # Optimistic splitting: assume our own best split wins and tell the
+                        # passive parties now, so they build the children's histograms while
+                        # we wait for, decrypt and score theirs. A miss is discarded.
+                        spec = []
+                        for nd in open_nodes:
+                            cand = own[nd.index][0]
+                            useful = nd.depth + 1 < cfg.max_depth  # children get split
+                            if useful and cand.position >= 0 and cand.gain > MIN_GAIN:
+                                f, k = divmod(cand.position, width)
+                                spec.append([nd.index, np.packbits(bins[nd.rows, f] <= k)])
+                        for name in passives:
+                            await party.send(name, f"vf2/spec/{t}/{d}", spec)
+                        spec_nodes = {int(it[0]) for it in spec}
                     if d == 0:
                         await sender  # surface encryption/sending errors before waiting on peers
                     replies = await party.gather(f"vf2/hist/{t}/{d}", peers=passives)
@@ -263,6 +282,9 @@ async def active_party(
                             win = pick_winner(cands)
                             if win is not None:
                                 winners[nd.index] = (win, extra.get(win.party))
+                            if cfg.optimistic and nd.index in spec_nodes:
+                                speculated += 1
+                                hits += int(win is not None and win.party == 0)
                     for p, name in enumerate(passives, start=1):
                         mine = [[i, w[1][0]] for i, w in winners.items() if w[0].party == p]
                         await party.send(name, f"vf2/win/{t}/{d}", mine)
@@ -317,7 +339,7 @@ async def active_party(
         "model": model.to_json(),
         "statistics": party.statistics(),
         "tree_seconds": tree_seconds,
-        "hit_rate": None,
+        "hit_rate": (hits / speculated if speculated else None) if cfg.optimistic else None,
     }
 
 

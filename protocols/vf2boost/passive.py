@@ -111,6 +111,7 @@ async def passive_party(
 
     for t in range(cfg.n_estimators):
         st = _PassiveState(n_rows)
+        spec_task: asyncio.Future | None = None
         with party.span("receive-gh", tree=t):
             if cfg.blaster:
                 pieces, jobs, start = [], [], 0
@@ -138,6 +139,16 @@ async def passive_party(
         d = 0
         while True:
             msg = await party.recv(active, f"vf2/layer/{t}/{d}")
+            if spec_task is not None:
+                # reuse speculative children whose partition turned out to be the real one;
+                # histograms of a missed speculation are dropped
+                spec = await spec_task
+                spec_task = None
+                for item in msg.get("splits", []):
+                    node, left, right, bits = int(item[0]), int(item[1]), int(item[2]), item[3]
+                    got = spec.get(node)
+                    if got is not None and np.array_equal(got[0], np.asarray(bits, np.uint8)):
+                        st.hists[left], st.hists[right] = got[1], got[2]
             _apply_splits(st, msg.get("splits", []), active)
             open_nodes = [int(v) for v in msg.get("open", [])]
             if not open_nodes:
@@ -163,6 +174,11 @@ async def passive_party(
                 sealed = await asyncio.gather(*jobs)
             await party.send(active, f"vf2/hist/{t}/{d}",
                              [[n, ids, w] for (n, ids), w in zip(out, sealed, strict=True)])  # fmt: skip
+            if cfg.optimistic:
+                tentative = await party.recv(active, f"vf2/spec/{t}/{d}")
+                spec_task = asyncio.ensure_future(
+                    _speculate(st, tentative, enc_all, bins, histogram, active)
+                )
             wins = await party.recv(active, f"vf2/win/{t}/{d}")
             placements = []
             for item in wins:
@@ -236,3 +252,26 @@ async def _layer_histograms(
         st.hists[big] = st.hists[parent] - st.hists[small]
     for node in open_nodes:  # parents are not needed any more
         st.hists.pop(st.parent.get(node, -1), None)
+
+
+async def _speculate(
+    st: _PassiveState, tentative: Any, enc_all: EncGH, bins: np.ndarray, histogram, active: str
+) -> dict[int, tuple[np.ndarray, EncGH, EncGH]]:
+    """Histograms of the children of the active party's tentative splits (smaller child
+    directly, the other by subtraction), built while the active party scores this layer."""
+    out: dict[int, tuple[np.ndarray, EncGH, EncGH]] = {}
+    for item in tentative:
+        try:
+            node, bits = int(item[0]), np.asarray(item[1], dtype=np.uint8)
+            rows = st.rows[node]
+            mask = np.unpackbits(bits, count=len(rows)).astype(bool)
+            parent = st.hists[node]
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ProtocolError(f"malformed tentative split from {active!r}: {exc!r}") from None
+        left_rows, right_rows = rows[mask], rows[~mask]
+        small = left_rows if len(left_rows) <= len(right_rows) else right_rows
+        h_small = await histogram(enc_all.take(small), bins[small])
+        h_big = parent - h_small
+        hl, hr = (h_small, h_big) if small is left_rows else (h_big, h_small)
+        out[node] = (bits, hl, hr)
+    return out

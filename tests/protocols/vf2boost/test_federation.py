@@ -48,6 +48,8 @@ def test_identical_to_reference_all_on(adult_small, kp1024, n_parties):
     res = fit(X_parts, y, cfg, keypair=kp1024)
     assert_lossless(res.model, plaintext_reference(X_parts, y, cfg), X_parts)
     assert len(res.tree_seconds) == 2 and res.bytes_sent["active"] > 0
+    # optimistic splitting both hit and missed here, and no speculative branch leaked
+    assert res.hit_rate is not None and 0 < res.hit_rate < 1
     # the passive parties kept their thresholds: the active party's share has none of them
     owners = {n["owner"] for t in res.model.active.trees for n in t.nodes if "owner" in n}
     assert owners - {0}, "the test data should give passive parties some splits"
