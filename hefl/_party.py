@@ -438,7 +438,15 @@ class Party:
         self._changed.set()
 
     async def _reader(self) -> None:
+        # Awaiting a receive that is already complete does not yield to the loop, so without
+        # the explicit yields below the reader would decode everything queued in the socket
+        # before any consumer runs: many chunks alive at once (cold memory, page faults)
+        # instead of each chunk consumed while it is hot in the cache.
+        since_yield = 0
         while True:
+            if since_yield >= 1 << 20:
+                since_yield = 0
+                await asyncio.sleep(0)
             try:
                 sender, frames = await self._transport.recv()
             except TransportClosed:
@@ -446,6 +454,7 @@ class Party:
             except TransportError as exc:
                 self._set_failure(self.name, f"transport failed: {exc}")
                 return
+            since_yield += 4096 + sum(len(f) for f in frames)
             try:
                 self._dispatch(sender, frames)
             except Exception as exc:  # a bug here must not kill the reader silently
