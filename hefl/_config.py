@@ -247,6 +247,7 @@ async def run_party_async(
         {p: config.parties[p].address for p in peers},
         curve=keys,
         peer_keys={p: config.parties[p].public_key for p in peers} if keys else None,  # type: ignore[misc]
+        max_message_bytes=config.max_message_bytes,
     )
     try:
         await transport.start()

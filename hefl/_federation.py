@@ -147,7 +147,7 @@ async def run_async(
     if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
     names = list(roles)
-    transports = await _make_transports(names, transport, curve)
+    transports = await _make_transports(names, transport, curve, max_message_bytes)
     pool, owned = make_executor(executor, max_workers)
     parties = {
         name: Party(
@@ -192,7 +192,7 @@ async def run_async(
 
 
 async def _make_transports(
-    names: list[str], transport: str | Mapping[str, Any], curve: bool
+    names: list[str], transport: str | Mapping[str, Any], curve: bool, max_message_bytes: int
 ) -> dict[str, Any]:
     if isinstance(transport, Mapping):
         if set(transport) != set(names):
@@ -213,7 +213,7 @@ async def _make_transports(
     if transport == "zmq":
         from hefl.transports.zmq import local_zmq_transports
 
-        return await local_zmq_transports(names, curve=curve)
+        return await local_zmq_transports(names, curve=curve, max_message_bytes=max_message_bytes)
     raise ConfigError(f"unknown transport {transport!r}; use 'inproc', 'zmq' or a mapping")
 
 

@@ -106,6 +106,7 @@ async def _child_async(name: str, role: Any, names: list[str], conn: Connection,
         cfg["address"],
         curve=keys[name] if keys else None,
         peer_keys={p: keys[p].public for p in names if p != name} if keys else None,
+        max_message_bytes=cfg["max_message_bytes"],
     )
     try:
         address = transport.bind()

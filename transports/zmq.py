@@ -107,6 +107,8 @@ class ZmqTransport:
         peer_keys: ``{peer name: Z85 public key}`` of every peer (required with ``curve``).
         hwm: send/receive high-water marks (messages).
         linger_ms: how long close() may spend flushing queued messages.
+        max_message_bytes: libzmq drops (and disconnects) an inbound frame larger than this
+            before it is buffered in memory; the codec still checks whole messages.
 
     Raises:
         ConfigError: inconsistent CURVE settings or bad addresses.
@@ -122,6 +124,7 @@ class ZmqTransport:
         peer_keys: Mapping[str, str] | None = None,
         hwm: int = DEFAULT_HWM,
         linger_ms: int = DEFAULT_LINGER_MS,
+        max_message_bytes: int | None = None,
     ) -> None:
         self.name = name
         self._bind_addr = _check_address(bind, f"bind address of {name!r}")
@@ -139,6 +142,7 @@ class ZmqTransport:
             raise ConfigError(f"peer_keys given for {name!r} but no CURVE keypair")
         self._hwm = hwm
         self._linger = linger_ms
+        self._max_frame = -1 if max_message_bytes is None else int(max_message_bytes)
         self._ctx = zmq.asyncio.Context()
         self._auth: _ZapHandler | None = None
         self._router: zmq.asyncio.Socket | None = None
@@ -171,7 +175,7 @@ class ZmqTransport:
         router.setsockopt(zmq.SNDHWM, self._hwm)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.LINGER, 0)  # inbound only: nothing of ours to flush
-        router.setsockopt(zmq.MAXMSGSIZE, -1)
+        router.setsockopt(zmq.MAXMSGSIZE, self._max_frame)
         if self._curve is not None:
             router.curve_server = True
             router.curve_secretkey = self._curve.secret.encode("ascii")
@@ -300,7 +304,11 @@ def _check_address(addr: Any, what: str) -> str:
 
 
 async def local_zmq_transports(
-    names: Sequence[str], *, curve: bool = False, address: str = "tcp://127.0.0.1:*"
+    names: Sequence[str],
+    *,
+    curve: bool = False,
+    address: str = "tcp://127.0.0.1:*",
+    max_message_bytes: int | None = None,
 ) -> dict[str, ZmqTransport]:
     """Bind one ZmqTransport per party on free local ports and connect them all.
 
@@ -320,6 +328,7 @@ async def local_zmq_transports(
             address,
             curve=keys.get(name),
             peer_keys={p: keys[p].public for p in names if p != name} if curve else None,
+            max_message_bytes=max_message_bytes,
         )
         for name in names
     }

@@ -204,3 +204,26 @@ def test_ipc_addresses(tmp_path):
         "alice": 2,
         "bob": None,
     }
+
+
+def test_oversized_frame_is_dropped_by_libzmq_before_buffering():
+    a = ZmqTransport("a", max_message_bytes=4096)
+    a_addr = a.bind()
+    a.connect({"b": "tcp://127.0.0.1:1"})
+    hello = [hefl.codec.dumps([7, "", None])]
+    huge = [hefl.codec.dumps([0, "big", b"x" * 100_000])]
+
+    async def victim(party):
+        await party.recv("b", "big", timeout=1.0)
+
+    async def main():
+        party = hefl.Party("a", ["b"], a, options=hefl.RuntimeOptions(connect_timeout=5))
+        hostile = asyncio.create_task(_hostile(a_addr, b"b", [hello, huge]))
+        try:
+            return await party.run_role(victim)
+        finally:
+            await hostile
+
+    with pytest.raises(hefl.PeerFailed) as info:
+        asyncio.run(main())
+    assert "sent no message with tag 'big'" in info.value.cause
