@@ -89,7 +89,9 @@ class RuntimeOptions:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
         if (self.peer_timeout is None) != (self.heartbeat_interval is None):
             raise ConfigError("peer_timeout and heartbeat_interval must be set together")
-        if self.peer_timeout is not None and self.peer_timeout <= 2 * self.heartbeat_interval:
+        if self.peer_timeout is not None and self.peer_timeout <= 2 * (
+            self.heartbeat_interval or 0
+        ):
             raise ConfigError("peer_timeout must exceed twice the heartbeat_interval")
 
 

@@ -145,6 +145,7 @@ async def _child_async(name: str, role: Any, names: list[str], conn: Connection,
             party.peer_lost(msg[1], msg[2])
 
     loop.add_reader(conn.fileno(), on_pipe)
+    outcome: tuple
     try:
         try:
             value = await party.run_role(role)

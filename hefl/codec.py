@@ -147,7 +147,8 @@ class _Encoder:
             )
         if not arr.flags.c_contiguous:  # (ascontiguousarray would turn 0-d into 1-d)
             arr = arr.copy(order="C")
-        data = memoryview(arr).cast("B") if arr.size else b""
+        view: Any = memoryview(arr)  # type: ignore[arg-type]
+        data = view.cast("B") if arr.size else b""
         return msgpack.ExtType(
             EXT_NDARRAY, self.pack([arr.dtype.str, list(arr.shape), self.body(data)])
         )

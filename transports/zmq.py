@@ -199,7 +199,7 @@ class ZmqTransport:
                 f"party {self.name!r} cannot bind {self._bind_addr}: {exc.strerror} ({hint})"
             ) from exc
         self._router = router
-        self.address = router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.address = router.getsockopt_string(zmq.LAST_ENDPOINT)
         return self.address
 
     def connect(self, peers: Mapping[str, str]) -> None:
@@ -265,7 +265,7 @@ class ZmqTransport:
                 continue
             if self._curve is not None:
                 try:
-                    sender = parts[1].get("User-Id")
+                    sender = str(parts[1].get("User-Id") or "")
                 except zmq.ZMQError:
                     sender = None
                 if not sender:
