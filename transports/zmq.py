@@ -255,7 +255,10 @@ class ZmqTransport:
             raise TransportClosed(f"party {self.name!r}: transport closed")
         while True:
             try:
-                parts = await self._router.recv_multipart(copy=False)
+                # Without CURVE, receive plain bytes: for small frames that is cheaper than
+                # Frame objects, and for large ones it is the single copy the codec needs
+                # anyway (it hands out bytes). With CURVE the Frame carries the User-Id.
+                parts = await self._router.recv_multipart(copy=self._curve is None)
             except zmq.ZMQError as exc:
                 if self._closed or exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
                     raise TransportClosed(f"party {self.name!r}: transport closed") from exc
@@ -272,13 +275,13 @@ class ZmqTransport:
                     self.rejected += 1
                     log.warning("%s: dropped a message without an authenticated sender", self.name)
                     continue
-            else:
-                try:
-                    sender = parts[0].bytes.decode()
-                except UnicodeDecodeError:
-                    self.rejected += 1
-                    continue
-            return sender, [p.buffer for p in parts[1:]]
+                return sender, [p.buffer for p in parts[1:]]
+            try:
+                sender = parts[0].decode()
+            except UnicodeDecodeError:
+                self.rejected += 1
+                continue
+            return sender, parts[1:]
 
     async def close(self, linger: float | None = None) -> None:
         """Close the sockets and the context; DEALERs flush queued messages for up to
