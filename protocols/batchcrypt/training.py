@@ -306,8 +306,9 @@ def train(
         rounds: federated rounds.
         transport: ``"inproc"`` (one process, asyncio queues) or ``"zmq"``.
         processes: one OS process per party (needs ``transport="zmq"``).
-        progress: ``progress(round, test_accuracy)`` after every round (in one process: live;
-            with ``processes=True``: replayed when the run ends).
+        progress: ``progress(round, test_accuracy)`` after every round, called by the first
+            client (with ``processes=True`` it must be picklable and runs in that client's
+            process, so it reports live from there).
         spec: full hyperparameters (overrides model/dataset/rounds/spec_options).
         executor: where each party's crypto runs (``hefl.run``'s ``executor``: ``"process"``
             pool by default, ``"thread"``, ``"inline"``).
@@ -328,10 +329,9 @@ def train(
         raise ConfigError("processes=True needs transport='zmq' (parties talk over sockets)")
     spec = spec or TrainSpec(dataset=dataset, model=model, rounds=rounds, **spec_options)
     k = cfg.n_clients
-    live = None if processes else progress
     roles: dict[str, Any] = {name: party_role(name, cfg, spec) for name in cfg.parties}
-    if live is not None:
-        roles[cfg.clients[0]] = functools.partial(roles[cfg.clients[0]], progress=live)
+    if progress is not None:
+        roles[cfg.clients[0]] = functools.partial(roles[cfg.clients[0]], progress=progress)
     options: dict[str, Any] = dict(run_options or {})
     options.setdefault("recv_timeout", cfg.round_timeout)
     if executor is not None:
@@ -344,9 +344,6 @@ def train(
     results = hefl.run(roles, **options)
     seconds = time.perf_counter() - start
     first = results[cfg.clients[0]]["result"]
-    if processes and progress is not None:
-        for t, acc in enumerate(first["accuracy"]):
-            progress(t, acc)
     per_round = _round_table(results, cfg)
     return TrainResult(
         accuracy=list(first["accuracy"]),

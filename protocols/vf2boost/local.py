@@ -86,8 +86,9 @@ def fit(
         processes: one OS process per party.
         names: party names (default "active", "passive1", ...).
         keypair: an existing (PublicKey, PrivateKey) for the active party (tests reuse one).
-        progress: ``progress(trees_done, n_trees, seconds_of_last_tree)``; called in the
-            active party's process (so only visible here when ``processes=False``).
+        progress: ``progress(trees_done, n_trees, seconds_of_last_tree)``, called in the
+            active party's process after every tree (with ``processes=True`` it must be
+            picklable; its output then comes from the active party's process).
         max_workers: processes of each party's crypto pool.
         timeout: fail if the run takes longer (seconds).
         executor: where crypto work is offloaded (see :func:`hefl.run`).
@@ -119,7 +120,7 @@ def fit(
             cfg=cfg,
             passives=names[1:],
             keypair=keypair,
-            progress=None if processes else progress,
+            progress=progress,
             prefill=prefill,
         )
     }

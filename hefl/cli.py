@@ -1,0 +1,312 @@
+"""The ``hefl`` command: ``hefl demo``, ``hefl party`` and ``hefl keygen``.
+
+User mistakes (bad flags, missing files, invalid configs, ports in use, a party that never
+comes up) end with one line on stderr and a non-zero exit code, never a traceback:
+2 for bad command-line usage, 1 for anything hefl refused or that failed while running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from hefl.errors import ConfigError, HeflError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the command to ask for help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--trace", metavar="FILE.json", type=Path,
+                   help="write a Chrome trace (open in https://ui.perfetto.dev)")  # fmt: skip
+    p.add_argument("--gantt", metavar="FILE.png", type=Path,
+                   help="draw a Gantt chart of every party's spans (needs matplotlib)")  # fmt: skip
+
+
+def _add_key_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bits", type=int, default=2048, help="Paillier key size (default 2048)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow keys below 2048 bits (quick trials only)")  # fmt: skip
+    p.add_argument("--short-exponent", action="store_true",
+                   help="opt in to short-exponent obfuscators (faster; extra assumption)")  # fmt: skip
+
+
+def _add_vf2boost_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trees", type=_positive(int), default=10, help="trees (default 10)")
+    p.add_argument("--depth", type=_positive(int), default=5, help="tree depth (default 5)")
+    p.add_argument("--learning-rate", type=_positive(float), default=0.3)
+    p.add_argument("--bins", type=_positive(int), default=32, help="max bins per feature")
+    p.add_argument("--rows", type=int, default=0,
+                   help="train on a fixed random subsample of this many rows (default: all)")  # fmt: skip
+
+
+def _add_batchcrypt_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rounds", type=_positive(int), default=10, help="rounds (default 10)")
+    p.add_argument("--quant-bits", type=_positive(int), default=16,
+                   help="quantization bits r per value (default 16)")  # fmt: skip
+    p.add_argument("--model", choices=("logreg", "mlp"), default="logreg")
+    p.add_argument("--no-shared-decryption", action="store_true",
+                   help="every client decrypts the whole aggregate")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``hefl`` argument parser."""
+    parser = _Parser(prog="hefl", description="Homomorphic-encryption federated learning.")
+    from hefl import __version__
+
+    parser.add_argument("--version", action="version", version=f"hefl {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    demo = commands.add_parser("demo", help="run a protocol end to end on the bundled UCI Adult")
+    demos = demo.add_subparsers(dest="protocol", required=True, parser_class=_Parser)
+    vf = demos.add_parser("vf2boost", help="vertical federated gradient boosting")
+    vf.add_argument("--parties", type=int, choices=range(2, 9), default=2, metavar="{2..8}",
+                    help="active party + passive parties (default 2)")  # fmt: skip
+    _add_vf2boost_flags(vf)
+    bc = demos.add_parser("batchcrypt", help="packed Paillier aggregation (horizontal FL)")
+    bc.add_argument("--clients", type=_positive(int), default=3, help="clients (default 3)")
+    _add_batchcrypt_flags(bc)
+    for p in (vf, bc):
+        _add_key_flags(p)
+        p.add_argument("--inproc", action="store_true",
+                       help="every party in this process (default: one process per party)")  # fmt: skip
+        _add_output_flags(p)
+
+    party = commands.add_parser("party", help="run one party of a multi-host federation")
+    party.add_argument("--config", required=True, type=Path, help="the federation TOML file")
+    party.add_argument("--name", required=True, help="which party of the file this is")
+    party.add_argument("--protocol", required=True, choices=("vf2boost", "batchcrypt"))
+    party.add_argument("--paillier-key", type=Path, metavar="FILE",
+                       help="VF2Boost active party: use this private key (hefl keygen paillier)")  # fmt: skip
+    party.add_argument("--out", type=Path, metavar="DIR",
+                       help="write this party's result (and VF2Boost model share) here")  # fmt: skip
+    _add_vf2boost_flags(party)
+    _add_batchcrypt_flags(party)
+    _add_key_flags(party)
+    _add_output_flags(party)
+
+    keygen = commands.add_parser("keygen", help="make Paillier or CURVE key files")
+    kinds = keygen.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    pail = kinds.add_parser("paillier", help="a Paillier keypair (JSON files)")
+    pail.add_argument("--bits", type=int, default=2048)
+    pail.add_argument("--insecure", action="store_true", help="allow keys below 2048 bits")
+    pail.add_argument("--name", default="paillier", help="file name stem (default paillier)")
+    pail.add_argument("--out", type=Path, default=Path("."), help="directory (default .)")
+    curve = kinds.add_parser("curve", help="a CURVE keypair for one party (ZeroMQ encryption)")
+    curve.add_argument("--name", required=True, help="the party's name (file name stem)")
+    curve.add_argument("--out", type=Path, default=Path("."), help="directory (default .)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``hefl`` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "party":
+            return _party(args)
+        return _keygen(args)
+    except HeflError as exc:
+        print(f"hefl: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # unreadable or unwritable files
+        print(f"hefl: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("hefl: interrupted", file=sys.stderr)
+        return 130
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse unusable output options before any work starts."""
+    if args.gantt is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ConfigError("--gantt needs matplotlib: pip install 'hefl[plot]'") from None
+    for path in (args.trace, args.gantt):
+        if path is not None and not path.resolve().parent.is_dir():
+            raise ConfigError(f"cannot write {path}: the folder {path.parent} does not exist")
+
+
+def _emit(args: argparse.Namespace, report: dict[str, Any], trace: Any, text: str) -> None:
+    if trace is not None and args.trace is not None:
+        trace.save_chrome(args.trace)
+        report["trace"] = str(args.trace)
+    if trace is not None and args.gantt is not None:
+        trace.save_gantt(args.gantt, title=f"hefl {report['protocol']}")
+        report["gantt"] = str(args.gantt)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(text)
+        for key in ("trace", "gantt"):
+            if key in report:
+                print(f"  {key} written to {report[key]}")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from hefl import _demos
+
+    _check_outputs(args)
+    progress = sys.stderr.isatty() and not args.json
+    common = {"key_bits": args.bits, "insecure": args.insecure,
+              "short_exponent": args.short_exponent, "processes": not args.inproc,
+              "progress": progress}  # fmt: skip
+    if args.protocol == "vf2boost":
+        report, trace = _demos.run_vf2boost(
+            parties=args.parties, trees=args.trees, depth=args.depth,
+            learning_rate=args.learning_rate, bins=args.bins, rows=args.rows, **common,
+        )  # fmt: skip
+        ok = report["identical_to_plaintext_reference"]
+    else:
+        report, trace = _demos.run_batchcrypt(
+            clients=args.clients, rounds=args.rounds, quant_bits=args.quant_bits,
+            model=args.model, shared_decryption=not args.no_shared_decryption, **common,
+        )  # fmt: skip
+        ok = True
+    _emit(args, report, trace, _demos.format_report(report))
+    if not ok:
+        print("hefl: error: the federated trees differ from the plaintext reference",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+def _party(args: argparse.Namespace) -> int:
+    import hefl
+    from hefl import _demos
+
+    _check_outputs(args)
+    federation = hefl.load_federation(args.config)
+    names = federation.names
+    if args.name not in names:
+        raise ConfigError(f"party {args.name!r} is not in {args.config}; its parties: {names}")
+    if args.protocol == "vf2boost":
+        from hefl.protocols.vf2boost import VF2BoostConfig
+
+        cfg = VF2BoostConfig(
+            n_estimators=args.trees, max_depth=args.depth, learning_rate=args.learning_rate,
+            max_bin=args.bins, key_bits=args.bits, allow_insecure=args.insecure,
+            obfuscation="djn-short" if args.short_exponent else "djn",
+        )  # fmt: skip
+        keypair = None
+        if args.paillier_key is not None:
+            if args.name != names[0]:
+                raise ConfigError("--paillier-key is for the active party (the first in the file)")
+            keypair = _load_paillier(args.paillier_key, cfg.key_bits)
+        role = _demos.vf2boost_party_role(names, args.name, cfg, rows=args.rows, keypair=keypair)
+    else:
+        from hefl.protocols.batchcrypt import AGGREGATOR, BatchCryptConfig, TrainSpec, party_role
+
+        clients = [n for n in names if n != AGGREGATOR]
+        cfg = BatchCryptConfig(
+            bits=args.quant_bits, n_clients=len(clients), key_bits=args.bits,
+            allow_insecure=args.insecure, short_exponent=args.short_exponent,
+            shared_decryption=not args.no_shared_decryption,
+        )  # fmt: skip
+        if AGGREGATOR not in names or sorted(clients) != sorted(cfg.clients):
+            raise ConfigError(
+                f"a BatchCrypt federation names its parties {list(cfg.parties)}; "
+                f"{args.config} has {names}"
+            )
+        spec = TrainSpec(dataset="adult", model=args.model, rounds=args.rounds)
+        role = party_role(args.name, cfg, spec)
+    result = hefl.run_party(federation, args.name, role)
+    value = result[args.name] or {}
+    report = {
+        "protocol": args.protocol,
+        "party": args.name,
+        "statistics": _demos.party_table(result.statistics)[args.name],
+    }
+    for key in ("test_auc", "tree_seconds"):
+        if key in value:
+            report[key] = value[key]
+    if "result" in value:  # a BatchCrypt client
+        report["test_accuracy"] = value["result"]["accuracy"]
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        if "model" in value:
+            (args.out / f"{args.name}.model.json").write_text(value["model"])
+        (args.out / f"{args.name}.report.json").write_text(json.dumps(report, default=str))
+    _emit(args, report, result.trace, _format_party(report))
+    return 0
+
+
+def _format_party(report: dict[str, Any]) -> str:
+    s = report["statistics"]
+    lines = [
+        f"hefl party {report['party']} ({report['protocol']}): done in {s['wall_seconds']:.1f} s, "
+        f"sent {s['bytes_sent']:,} B, received {s['bytes_received']:,} B, "
+        f"idle {s['idle_share']:.0%}"
+    ]
+    if "test_auc" in report:
+        lines.append(f"  test AUC {report['test_auc']:.5f}")
+    if report.get("test_accuracy"):
+        lines.append(f"  test accuracy {report['test_accuracy'][-1]:.4f}")
+    return "\n".join(lines)
+
+
+def _load_paillier(path: Path, key_bits: int) -> Any:
+    from hefl.crypto import PrivateKey
+
+    sk = PrivateKey.from_json(path.read_text())
+    if sk.public_key.n_bits != key_bits:
+        raise ConfigError(
+            f"{path} holds a {sk.public_key.n_bits}-bit key but --bits is {key_bits}; "
+            "pass the same --bits on every host"
+        )
+    return sk.public_key, sk
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    if args.kind == "curve":
+        from hefl import generate_curve_keypair, save_curve_keypair
+
+        keys = generate_curve_keypair()
+        public, secret = save_curve_keypair(keys, args.out, args.name)
+        print(f"public key (put it in the federation TOML as public_key): {keys.public}")
+        print(f"wrote {public} and {secret} (keep the secret file on {args.name}'s host only)")
+        return 0
+    from hefl.crypto import generate_keypair
+
+    pk, sk = generate_keypair(args.bits, allow_insecure=args.insecure)
+    args.out.mkdir(parents=True, exist_ok=True)
+    public_path = args.out / f"{args.name}.pub.json"
+    secret_path = args.out / f"{args.name}.key.json"
+    public_path.write_text(pk.to_json())
+    import os
+
+    fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(sk.to_json())
+    print(f"wrote {public_path} and {secret_path} ({pk.n_bits}-bit Paillier; keep the private "
+          "key file secret)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The ``hefl`` command as a user runs it: real subprocesses, real ZeroMQ sockets, real keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hefl.cli import main
+
+SMALL = ["--bits", "512", "--insecure"]
+
+
+def hefl_cmd(*args: str, timeout: float = 120, cwd: Path | None = None):
+    """Run ``hefl ARGS`` in a fresh interpreter; return the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "hefl.cli", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd,
+    )  # fmt: skip
+
+
+def start_party(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hefl.cli", "party", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+    )  # fmt: skip
+
+
+def free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def assert_one_line_error(stderr: str, *needles: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.timeout(180)
+def test_demo_vf2boost_one_process_per_party(tmp_path):
+    trace, gantt = tmp_path / "trace.json", tmp_path / "gantt.png"
+    proc = hefl_cmd("demo", "vf2boost", "--rows", "1500", "--trees", "2", "--depth", "3",
+                    *SMALL, "--json", "--trace", str(trace), "--gantt", str(gantt))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["identical_to_plaintext_reference"] is True
+    assert "process per party" in report["mode"]
+    assert 0.8 < report["test_auc"] < 1.0
+    stats = report["party_statistics"]
+    assert set(stats) == {"active", "passive1"}
+    assert stats["active"]["bytes_sent"] > 0 and stats["passive1"]["bytes_sent"] > 0
+    assert stats["active"]["bytes_sent"] == stats["passive1"]["bytes_received"]
+    assert json.loads(trace.read_text())["traceEvents"]
+    assert gantt.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(120)
+def test_demo_batchcrypt_inproc_three_clients(capsys):
+    code = main(["demo", "batchcrypt", "--rounds", "2", "--inproc", *SMALL, "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["clients"] == 3 and report["rounds"] == 2
+    assert abs(report["accuracy_gap_points"]) < 0.5
+    assert report["aggregator_received"] == ["CipherVector", "PublicKey", "dict"]
+    assert set(report["party_statistics"]) == {"aggregator", "client0", "client1", "client2"}
+
+
+def test_summary_is_one_screen(capsys):
+    assert main(["demo", "batchcrypt", "--rounds", "1", "--clients", "2", "--inproc", *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "aggregator" in out
+    assert len(out.splitlines()) <= 24
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "needles"),
+    [
+        (["demo", "vf2boost", "--frobnicate"], 2, ["unrecognized arguments: --frobnicate"]),
+        (["demo", "vf2boost", "--trees", "zero"], 2, ["--trees"]),
+        (["demo", "quantum"], 2, ["invalid choice"]),
+        (["demo", "vf2boost", "--bits", "1024"], 1, ["allow_insecure"]),
+        (["demo", "batchcrypt", "--quant-bits", "40", "--inproc"], 1, ["bits must be between"]),
+        (["party", "--config", "nowhere.toml", "--name", "a", "--protocol", "vf2boost"], 1,
+         ["nowhere.toml"]),
+        (["demo", "vf2boost", "--gantt", "/no/such/folder/g.png"], 1, ["does not exist"]),
+    ],
+)
+def test_user_mistakes_are_one_line_and_nonzero(argv, code, needles, tmp_path):
+    proc = hefl_cmd(*argv, cwd=tmp_path, timeout=60)
+    assert proc.returncode == code, proc.stderr
+    assert_one_line_error(proc.stderr, *needles)
+
+
+def test_keygen_writes_key_files(tmp_path):
+    proc = hefl_cmd("keygen", "paillier", "--bits", "512", "--insecure", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    from hefl.crypto import PrivateKey, PublicKey
+
+    sk = PrivateKey.from_json((tmp_path / "paillier.key.json").read_text())
+    pk = PublicKey.from_json((tmp_path / "paillier.pub.json").read_text())
+    assert sk.public_key == pk and pk.n_bits == 512
+    assert os.stat(tmp_path / "paillier.key.json").st_mode & 0o077 == 0
+    proc = hefl_cmd("keygen", "curve", "--name", "alice", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    public = (tmp_path / "alice.key").read_text().strip()
+    assert public in proc.stdout and len(public) == 40
+    assert os.stat(tmp_path / "alice.key_secret").st_mode & 0o077 == 0
+    # the default is 2048 bits; smaller keys are refused without the opt-in
+    proc = hefl_cmd("keygen", "paillier", "--bits", "1024", "--out", str(tmp_path))
+    assert proc.returncode == 1
+    assert_one_line_error(proc.stderr, "2048")
+
+
+def write_federation(tmp_path: Path, names: list[str], curve: bool, **federation) -> Path:
+    lines = ["[federation]"]
+    lines += [f"{k} = {v}" for k, v in federation.items()]
+    if curve:
+        lines.append("curve = true")
+    for name, port in zip(names, free_ports(len(names)), strict=True):
+        lines += [f"[parties.{name}]", f'address = "tcp://127.0.0.1:{port}"']
+        if curve:
+            assert hefl_cmd("keygen", "curve", "--name", name, "--out", "keys",
+                            cwd=tmp_path).returncode == 0  # fmt: skip
+            public = (tmp_path / "keys" / f"{name}.key").read_text().strip()
+            lines += [f'public_key = "{public}"', f'secret_key_file = "keys/{name}.key_secret"']
+    path = tmp_path / "federation.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.timeout(180)
+def test_party_vf2boost_over_curve_with_a_paillier_key_file(tmp_path):
+    toml = write_federation(tmp_path, ["bank", "shop"], curve=True)
+    assert hefl_cmd("keygen", "paillier", *SMALL, "--out", str(tmp_path)).returncode == 0
+    flags = ["--config", str(toml), "--protocol", "vf2boost", "--rows", "1200", "--trees", "2",
+             "--depth", "2", *SMALL]  # fmt: skip
+    procs = {
+        "bank": start_party(*flags, "--name", "bank", "--out", "out",
+                            "--paillier-key", str(tmp_path / "paillier.key.json"),
+                            cwd=tmp_path),  # fmt: skip
+        "shop": start_party(*flags, "--name", "shop", "--out", "out", cwd=tmp_path),
+    }
+    outs = {n: p.communicate(timeout=150) for n, p in procs.items()}
+    for name, p in procs.items():
+        assert p.returncode == 0, outs[name][1]
+    assert "test AUC" in outs["bank"][0]
+    from hefl.protocols.vf2boost import PartyModel
+
+    bank = PartyModel.from_json((tmp_path / "out" / "bank.model.json").read_text())
+    shop = PartyModel.from_json((tmp_path / "out" / "shop.model.json").read_text())
+    assert bank.is_active and not shop.is_active and len(bank.trees) == 2
+
+
+@pytest.mark.timeout(180)
+def test_party_batchcrypt_three_hosts(tmp_path):
+    names = ["aggregator", "client0", "client1"]
+    toml = write_federation(tmp_path, names, curve=False)
+    flags = ["--config", str(toml), "--protocol", "batchcrypt", "--rounds", "2", *SMALL, "--json"]
+    procs = {n: start_party(*flags, "--name", n, cwd=tmp_path) for n in names}
+    outs = {n: p.communicate(timeout=150) for n, p in procs.items()}
+    for name, p in procs.items():
+        assert p.returncode == 0, outs[name][1]
+    report = json.loads(outs["client0"][0])
+    assert len(report["test_accuracy"]) == 2 and report["test_accuracy"][-1] > 0.7
+    assert json.loads(outs["aggregator"][0])["statistics"]["bytes_received"] > 0
+
+
+@pytest.mark.timeout(60)
+def test_party_whose_peer_never_starts(tmp_path):
+    toml = write_federation(tmp_path, ["bank", "shop"], curve=False, connect_timeout=3)
+    start = time.monotonic()
+    proc = hefl_cmd("party", "--config", str(toml), "--name", "bank", "--protocol", "vf2boost",
+                    *SMALL, cwd=tmp_path, timeout=50)  # fmt: skip
+    assert proc.returncode == 1
+    assert_one_line_error(proc.stderr, "shop", "did not come up")
+    assert time.monotonic() - start < 30
+
+
+@pytest.mark.timeout(60)
+def test_party_port_in_use_and_unknown_party(tmp_path):
+    toml = write_federation(tmp_path, ["bank", "shop"], curve=False)
+    port = int(toml.read_text().split("127.0.0.1:")[1].split('"')[0])
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", port))
+    blocker.listen()
+    try:
+        proc = hefl_cmd("party", "--config", str(toml), "--name", "bank", "--protocol",
+                        "vf2boost", *SMALL, cwd=tmp_path, timeout=50)  # fmt: skip
+    finally:
+        blocker.close()
+    assert proc.returncode == 1
+    assert_one_line_error(proc.stderr, "already in use")
+    proc = hefl_cmd("party", "--config", str(toml), "--name", "mallory", "--protocol",
+                    "vf2boost", cwd=tmp_path, timeout=50)  # fmt: skip
+    assert proc.returncode == 1
+    assert_one_line_error(proc.stderr, "mallory", "bank")
+    proc = hefl_cmd("party", "--config", str(toml), "--name", "bank", "--protocol",
+                    "batchcrypt", *SMALL, cwd=tmp_path, timeout=50)  # fmt: skip
+    assert proc.returncode == 1
+    assert_one_line_error(proc.stderr, "aggregator")
