@@ -94,8 +94,11 @@ def test_summary_is_one_screen(capsys):
         (["demo", "quantum"], 2, ["invalid choice"]),
         (["demo", "vf2boost", "--bits", "1024"], 1, ["allow_insecure"]),
         (["demo", "batchcrypt", "--quant-bits", "40", "--inproc"], 1, ["bits must be between"]),
-        (["party", "--config", "nowhere.toml", "--name", "a", "--protocol", "vf2boost"], 1,
-         ["nowhere.toml"]),
+        (
+            ["party", "--config", "nowhere.toml", "--name", "a", "--protocol", "vf2boost"],
+            1,
+            ["nowhere.toml"],
+        ),
         (["demo", "vf2boost", "--gantt", "/no/such/folder/g.png"], 1, ["does not exist"]),
     ],
 )
@@ -148,10 +151,9 @@ def test_party_vf2boost_over_curve_with_a_paillier_key_file(tmp_path):
     assert hefl_cmd("keygen", "paillier", *SMALL, "--out", str(tmp_path)).returncode == 0
     flags = ["--config", str(toml), "--protocol", "vf2boost", "--rows", "1200", "--trees", "2",
              "--depth", "2", *SMALL]  # fmt: skip
+    key = ["--paillier-key", str(tmp_path / "paillier.key.json")]
     procs = {
-        "bank": start_party(*flags, "--name", "bank", "--out", "out",
-                            "--paillier-key", str(tmp_path / "paillier.key.json"),
-                            cwd=tmp_path),  # fmt: skip
+        "bank": start_party(*flags, "--name", "bank", "--out", "out", *key, cwd=tmp_path),
         "shop": start_party(*flags, "--name", "shop", "--out", "out", cwd=tmp_path),
     }
     outs = {n: p.communicate(timeout=150) for n, p in procs.items()}
