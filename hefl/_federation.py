@@ -114,6 +114,8 @@ async def run_async(
     heartbeat_interval: float | None = None,
     peer_timeout: float | None = None,
     recv_timeout: float | None = None,
+    max_buffered_messages: int | None = None,
+    max_buffered_bytes: int | None = None,
 ) -> RunResult:
     """Run a federation inside a running event loop; see :func:`run` for the arguments."""
     roles = validate_roles(roles)
@@ -135,6 +137,8 @@ async def run_async(
                 heartbeat_interval=heartbeat_interval,
                 peer_timeout=peer_timeout,
                 recv_timeout=recv_timeout,
+                max_buffered_messages=max_buffered_messages,
+                max_buffered_bytes=max_buffered_bytes,
             ),
         )
     options = make_options(
@@ -143,6 +147,8 @@ async def run_async(
         heartbeat_interval=heartbeat_interval,
         peer_timeout=peer_timeout,
         recv_timeout=recv_timeout,
+        max_buffered_messages=max_buffered_messages,
+        max_buffered_bytes=max_buffered_bytes,
     )
     if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -233,6 +239,8 @@ def run(
     heartbeat_interval: float | None = None,
     peer_timeout: float | None = None,
     recv_timeout: float | None = None,
+    max_buffered_messages: int | None = None,
+    max_buffered_bytes: int | None = None,
 ) -> RunResult:
     """Run a federation of roles and return their results.
 
@@ -257,6 +265,9 @@ def run(
             seconds fails the federation (process mode watches child processes instead and
             reports a killed party within about a second regardless).
         recv_timeout: default timeout of every receive (default: none).
+        max_buffered_messages / max_buffered_bytes: how much one peer may have waiting
+            unreceived in a party's buffers (default 100,000 messages, 2 GiB); more fails the
+            federation with PeerFailed naming the peer (a flood, or an unknown tag).
 
     Returns:
         :class:`RunResult`, a dict ``{party: role return value}`` with ``.statistics`` and
@@ -282,6 +293,8 @@ def run(
         heartbeat_interval=heartbeat_interval,
         peer_timeout=peer_timeout,
         recv_timeout=recv_timeout,
+        max_buffered_messages=max_buffered_messages,
+        max_buffered_bytes=max_buffered_bytes,
     )
     roles = validate_roles(roles)
     if processes:
@@ -303,6 +316,8 @@ def run(
                 heartbeat_interval=heartbeat_interval,
                 peer_timeout=peer_timeout,
                 recv_timeout=recv_timeout,
+                max_buffered_messages=max_buffered_messages,
+                max_buffered_bytes=max_buffered_bytes,
             ),
         )
     with asyncio.Runner(loop_factory=loop_factory(use_uvloop)) as runner:

@@ -70,6 +70,10 @@ class RuntimeOptions:
         heartbeat_interval: seconds between heartbeats; None disables heartbeats.
         peer_timeout: a peer silent this long is declared failed (needs heartbeats).
         recv_timeout: default timeout of every receive; None waits as long as peers live.
+        max_buffered_messages / max_buffered_bytes: how much one peer may have waiting in this
+            party's buffers (delivered, not yet received by the role). More fails the
+            federation naming that peer: a flood, or messages under a tag nobody receives, must
+            not grow memory without bound. Streams stay far below it (their credit window).
     """
 
     stream_window: int = 32
@@ -77,10 +81,14 @@ class RuntimeOptions:
     heartbeat_interval: float | None = None
     peer_timeout: float | None = None
     recv_timeout: float | None = None
+    max_buffered_messages: int = 100_000
+    max_buffered_bytes: int = 1 << 31
 
     def __post_init__(self) -> None:
-        if type(self.stream_window) is not int or self.stream_window < 1:
-            raise ConfigError(f"stream_window must be a positive int, got {self.stream_window!r}")
+        for name in ("stream_window", "max_buffered_messages", "max_buffered_bytes"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
         for name in ("connect_timeout", "heartbeat_interval", "peer_timeout", "recv_timeout"):
             value = getattr(self, name)
             if value is None and name != "connect_timeout":
@@ -98,10 +106,11 @@ class RuntimeOptions:
 class _Slot:
     """The buffer of one ``(peer, channel, tag)``: queued items or queued waiters."""
 
-    __slots__ = ("items", "waiters")
+    __slots__ = ("items", "sizes", "waiters")
 
     def __init__(self) -> None:
         self.items: deque[Any] = deque()
+        self.sizes: deque[int] = deque()  # wire size of each queued item (buffer limits)
         self.waiters: deque[asyncio.Future] = deque()
 
 
@@ -164,6 +173,9 @@ class Party:
         self._last_seen: dict[str, float] = {}
         self._stream_out: dict[tuple[str, str], int] = {}
         self._stream_in: dict[tuple[str, str], int] = {}
+        self._open_out: set[tuple[str, str, int]] = set()  # (peer, tag, seq) of open streams
+        self._buffered: dict[str, list[int]] = {}  # peer -> [messages, bytes] buffered
+        self._retired: set[str] = set()
         self._reader_task: asyncio.Task | None = None
         self._heartbeat_task: asyncio.Task | None = None
         self._role_task: asyncio.Future | None = None
@@ -283,6 +295,52 @@ class Party:
         """Time a block as a trace span: ``with party.span("encrypt", n=len(x)): ...``."""
         return self.tracer.span(name, **attrs)
 
+    def retire(self, *prefixes: str) -> None:
+        """Declare exchanges finished: from now on a message from any peer under a tag
+        ``prefix`` or ``prefix/...`` is refused, and so is one already waiting unreceived.
+
+        Protocols put the round in their tags (``bc/3/up``); retiring a round's prefix when
+        it ends turns a replayed or duplicated message of that round, which nobody would ever
+        receive, into a failure naming the sender instead of a silent leftover.
+
+        Raises:
+            PeerFailed: a peer had already sent a message under a retired tag.
+        """
+        for prefix in prefixes:
+            if type(prefix) is not str or not prefix:
+                raise ConfigError(f"retire() takes non-empty str tag prefixes, got {prefix!r}")
+            self._retired.add(prefix)
+        for key in list(self._slots):
+            if not self._is_retired(key[2]):
+                continue
+            slot = self._slots[key]
+            if slot.waiters:
+                continue
+            if slot.items and key[1] != _CREDIT:
+                self._refuse_retired(key[0], key[2])
+                break
+            for size in slot.sizes:  # stale stream credits: drop them
+                self._unbuffer(key[0], size)
+            del self._slots[key]
+        self._raise_if_failed()
+
+    def _is_retired(self, tag: str) -> bool:
+        retired = self._retired
+        if not retired:
+            return False
+        if tag in retired:
+            return True
+        parts = tag.split("/")
+        return any("/".join(parts[:i]) in retired for i in range(1, len(parts)))
+
+    def _refuse_retired(self, sender: str, tag: str) -> None:
+        self._stats["rejected_messages"] += 1
+        self._set_failure(
+            sender,
+            f"sent a message under tag {tag!r} after party {self.name!r} finished that exchange "
+            "(a replayed or duplicated message)",
+        )
+
     def statistics(self) -> dict[str, Any]:
         """Counters of this party so far.
 
@@ -347,21 +405,68 @@ class Party:
             slot = self._slots[key] = _Slot()
         return slot
 
-    def _deliver(self, key: tuple[str, int, str], item: Any) -> None:
+    def _deliver(self, key: tuple[str, int, str], item: Any, size: int = 0) -> None:
         slot = self._slot(key)
         while slot.waiters:
             waiter = slot.waiters.popleft()
             if not waiter.done():  # a timed-out or cancelled waiter must not eat a message
                 waiter.set_result(item)
+                if not slot.waiters and not slot.items:
+                    del self._slots[key]
                 return
+        peer = key[0]
+        counts = self._buffered.setdefault(peer, [0, 0])
+        opts = self._opts
+        if counts[0] + 1 > opts.max_buffered_messages or counts[1] + size > opts.max_buffered_bytes:
+            self._stats["rejected_messages"] += 1
+            self._set_failure(
+                peer,
+                f"sent more than party {self.name!r} buffers for it ({counts[0]} messages, "
+                f"{counts[1]} bytes waiting unreceived; limits max_buffered_messages="
+                f"{opts.max_buffered_messages}, max_buffered_bytes={opts.max_buffered_bytes}; "
+                f"the last under tag {key[2]!r}): a flood, or messages under a tag nobody "
+                "receives",
+            )
+            return
+        counts[0] += 1
+        counts[1] += size
         slot.items.append(item)
+        slot.sizes.append(size)
+
+    def _drop_credits(self, peer: str, tag: str, seq: int) -> None:
+        """Forget the credits a finished stream was sent but never needed."""
+        self._open_out.discard((peer, tag, seq))
+        key = (peer, _CREDIT, tag)
+        slot = self._slots.get(key)
+        if slot is None or slot.waiters:
+            return
+        keep: list[tuple[Any, int]] = []
+        for item, size in zip(slot.items, slot.sizes, strict=True):
+            if type(item) is list and item and item[0] == seq:
+                self._unbuffer(peer, size)
+            else:
+                keep.append((item, size))
+        if keep:
+            slot.items = deque(i for i, _ in keep)
+            slot.sizes = deque(z for _, z in keep)
+        else:
+            del self._slots[key]
+
+    def _unbuffer(self, peer: str, size: int) -> None:
+        counts = self._buffered[peer]
+        counts[0] -= 1
+        counts[1] -= size
 
     async def _take(
         self, key: tuple[str, int, str], timeout: float | None, *, default_timeout: bool = True
     ) -> Any:
         slot = self._slot(key)
         if slot.items:
-            return slot.items.popleft()
+            self._unbuffer(key[0], slot.sizes.popleft())
+            item = slot.items.popleft()
+            if not slot.items and not slot.waiters:
+                del self._slots[key]  # tags are per round: do not keep one slot per tag forever
+            return item
         self._raise_if_failed()
         peer = key[0]
         if peer in self._done_peers:
@@ -488,17 +593,23 @@ class Party:
             self._set_failure(sender, f"sent a malformed message, refused by {self.name!r}: {exc}")
             return
         kind, tag, body = msg
+        size = sum(len(f) for f in frames)
         if kind in _DATA_KINDS:
             self._stats["messages_received"] += 1
-            self._stats["bytes_received"] += sum(len(f) for f in frames)
+            self._stats["bytes_received"] += size
+            if self._retired and self._is_retired(tag):
+                self._refuse_retired(sender, tag)
+                return
         else:
             self._stats["control_messages_received"] += 1
         if kind == Kind.MSG:
-            self._deliver((sender, _MSG, tag), body)
+            self._deliver((sender, _MSG, tag), body, size)
         elif kind == Kind.CHUNK or kind == Kind.END or kind == Kind.ABORT:
-            self._deliver((sender, _STREAM, tag), (kind, body))
+            self._deliver((sender, _STREAM, tag), (kind, body), size)
         elif kind == Kind.CREDIT:
-            self._deliver((sender, _CREDIT, tag), body)
+            # only for a stream still open: late credits of a finished one would pile up
+            if type(body) is list and body and (sender, tag, body[0]) in self._open_out:
+                self._deliver((sender, _CREDIT, tag), body, size)
         elif kind == Kind.PING:
             pass
         elif kind == Kind.HELLO:

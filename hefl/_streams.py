@@ -42,6 +42,7 @@ class StreamSender:
         key = (self.peer, self.tag)
         self._seq = self._party._stream_out.get(key, 0)
         self._party._stream_out[key] = self._seq + 1
+        self._party._open_out.add((self.peer, self.tag, self._seq))
         return self
 
     async def send(self, chunk: Any) -> None:
@@ -84,6 +85,8 @@ class StreamSender:
         if self._closed:
             return
         self._closed = True
+        if self._seq is not None:
+            self._party._drop_credits(self.peer, self.tag, self._seq)
         kind = _kinds()
         if exc is None:
             await self._party._send_kind(self.peer, kind.END, self.tag, self._sent)

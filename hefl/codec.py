@@ -45,6 +45,11 @@ EXT_BYTES = 6
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 30
 #: Bodies at least this large travel as separate frames (ZeroMQ copies smaller frames anyway).
 DEFAULT_OOB_THRESHOLD = 1 << 16
+#: The default limit on msgpack items (array elements and map entries) in one message. A byte
+#: of msgpack can become a 64-byte Python object (``0x90`` is an empty list), so without a
+#: count a 20 MB message made 1.4 GB of lists; bulk data travels as ndarray/CipherVector/bytes
+#: bodies, which count as one item each.
+DEFAULT_MAX_ITEMS = 1 << 22
 
 # Only plain numeric dtypes cross the wire: object arrays could smuggle arbitrary objects.
 _DTYPE_KINDS = frozenset("biufc")
@@ -165,22 +170,58 @@ class _Encoder:
 class _Decoder:
     """One decoding: resolves frame references and validates every extension value."""
 
-    __slots__ = ("codec", "depth", "frames", "keys", "used")
+    __slots__ = ("codec", "depth", "frames", "items", "keys", "used")
 
     def __init__(self, codec: Codec, frames: Sequence[Buffer]) -> None:
         self.codec = codec
         self.frames = frames
         self.used = [False] * len(frames)
         self.depth = 0
+        self.items = 0
 
     def unpack(self, data: Buffer) -> Any:
-        return msgpack.unpackb(
+        # msgpack bounds each container by the buffer length; the hooks bound the total, so
+        # at most one container of ``left`` items is built before the message is refused.
+        left = max(0, self.codec.max_items - self.items)
+        obj = msgpack.unpackb(
             data,
             ext_hook=self.ext_hook,
+            list_hook=self.list_hook,
+            object_hook=self.object_hook,
             raw=False,
             strict_map_key=False,
             use_list=True,
+            max_array_len=min(len(data), left),
+            max_map_len=min(len(data), left),
         )
+        if type(obj) is msgpack.Timestamp:
+            raise _timestamp_refused()
+        return obj
+
+    def _count(self, n: int) -> None:
+        self.items += n
+        if self.items > self.codec.max_items:
+            raise CodecError(
+                f"message holds more than {self.codec.max_items} msgpack items; send bulk data "
+                "as numpy arrays or bytes, or raise the codec's max_items"
+            )
+
+    def list_hook(self, items: list) -> list:
+        self._count(len(items) + 1)
+        # msgpack decodes its timestamp extension (-1) itself, bypassing ext_hook: refuse it
+        # here, so a peer can only produce the types this module documents.
+        if items and msgpack.Timestamp in set(map(type, items)):
+            raise _timestamp_refused()
+        return items
+
+    def object_hook(self, mapping: dict) -> dict:
+        self._count(len(mapping) + 1)
+        if mapping and (
+            msgpack.Timestamp in set(map(type, mapping))
+            or msgpack.Timestamp in set(map(type, mapping.values()))
+        ):
+            raise _timestamp_refused()
+        return mapping
 
     def body(self, ref: Any, what: str) -> Buffer:
         if isinstance(ref, bytes):
@@ -282,6 +323,10 @@ class _Decoder:
             raise CodecError(f"invalid ciphertexts in message: {exc}") from exc
 
 
+def _timestamp_refused() -> CodecError:
+    return CodecError("msgpack timestamps (extension type -1) are not part of hefl's wire format")
+
+
 class Codec:
     """Encode and decode hefl messages (msgpack + extension types; never pickle).
 
@@ -289,6 +334,8 @@ class Codec:
         max_message_bytes: refuse to encode or decode a message larger than this (all frames).
         oob_threshold: in the framed form, bodies at least this large get their own frame.
         max_key_bits: refuse public keys (and ciphertexts under them) with a larger modulus.
+        max_items: refuse to decode a message with more msgpack items (array elements and map
+            entries, over all containers); bounds the memory a small message can expand into.
 
     Raises:
         ConfigError: if a limit is not a positive int.
@@ -299,6 +346,7 @@ class Codec:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         oob_threshold: int = DEFAULT_OOB_THRESHOLD,
         max_key_bits: int = 16384,
+        max_items: int = DEFAULT_MAX_ITEMS,
     ) -> None:
         from hefl.errors import ConfigError
 
@@ -306,12 +354,14 @@ class Codec:
             ("max_message_bytes", max_message_bytes),
             ("oob_threshold", oob_threshold),
             ("max_key_bits", max_key_bits),
+            ("max_items", max_items),
         ):
             if type(value) is not int or value <= 0:
                 raise ConfigError(f"{name} must be a positive int, got {value!r}")
         self.max_message_bytes = max_message_bytes
         self.oob_threshold = oob_threshold
         self.max_key_bits = max_key_bits
+        self.max_items = max_items
         self._keys: dict[int, Any] = {}
 
     def public_key(self, n: int) -> Any:
@@ -426,4 +476,11 @@ def loads(data: Buffer) -> Any:
     return _DEFAULT.loads(data)
 
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_OOB_THRESHOLD", "Codec", "dumps", "loads"]
+__all__ = [
+    "DEFAULT_MAX_ITEMS",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_OOB_THRESHOLD",
+    "Codec",
+    "dumps",
+    "loads",
+]

@@ -15,7 +15,8 @@ receiving while we flush. ``Context.term()`` blocks until that is done, so it ru
 One reader (the runtime's reader task) calls :meth:`ZmqTransport.recv` in a loop; a pending
 receive is never cancelled mid-message. With CURVE, the sender is the authenticated party name
 that our ZAP handler attached to the connection (the frame's ``User-Id``), never the routing
-id the peer declared.
+id the peer declared (with CURVE, hefl's DEALERs declare no routing id at all, so a peer that
+claims another party's id cannot block that party's connection).
 """
 
 from __future__ import annotations
@@ -211,7 +212,14 @@ class ZmqTransport:
             if self._curve is not None and peer not in self._peer_keys:
                 raise ConfigError(f"no CURVE public key enrolled for peer {peer!r}")
             dealer = self._ctx.socket(zmq.DEALER)
-            dealer.setsockopt(zmq.ROUTING_ID, self.name.encode())
+            if self._curve is None:
+                # Without CURVE the routing id is how the receiver knows who we are. With CURVE
+                # the receiver takes our name from the authenticated key, and a declared id
+                # would only give an enrolled peer something to squat on: a ROUTER refuses a
+                # second connection with an id already in use, so a peer connecting first as
+                # "alice" would silently cut the real alice off. The ROUTER numbers
+                # connections without an id itself.
+                dealer.setsockopt(zmq.ROUTING_ID, self.name.encode())
             dealer.setsockopt(zmq.SNDHWM, self._hwm)
             dealer.setsockopt(zmq.RCVHWM, self._hwm)
             dealer.setsockopt(zmq.LINGER, self._linger)

@@ -327,6 +327,9 @@ class ClientSession:
         timing.bytes_received = self._io_mark[1] - recv0
         self.timings.append(timing)
         self._round += 1
+        # every message of round t has been received: a later one (replayed, duplicated) fails
+        # the federation naming its sender instead of waiting unread in a buffer
+        party.retire(f"bc/{t}")
         return total
 
     async def _plain_round(self, t: int, x: np.ndarray) -> np.ndarray:
@@ -704,6 +707,7 @@ async def aggregator(party: Any, cfg: BatchCryptConfig) -> AggregatorReport:
         timing.bytes_sent, timing.bytes_received = sent1 - io_mark[0], recv1 - io_mark[1]
         io_mark = (sent1, recv1)
         report.timings.append(timing)
+        party.retire(f"bc/{t}")  # a replayed or duplicated round-t message is refused from now
         t += 1
     report.rounds = t
     return report

@@ -327,6 +327,7 @@ async def active_party(
                 if not sender.done():
                     sender.cancel()
             await sender
+            party.retire(*tree_tags(t))  # a replayed message of tree t is refused from now
             model.trees.append(TreeStructure(nodes=nodes, leaf_values=leaf_values))
             margin = margin + tree_out
             tree_seconds.append(time.perf_counter() - t0)
@@ -341,6 +342,11 @@ async def active_party(
         "tree_seconds": tree_seconds,
         "hit_rate": (hits / speculated if speculated else None) if cfg.optimistic else None,
     }
+
+
+def tree_tags(t: int) -> tuple[str, ...]:
+    """The tag prefixes of tree ``t``'s messages (retired when the tree is done)."""
+    return tuple(f"vf2/{kind}/{t}" for kind in ("gh", "layer", "spec", "hist", "win", "place"))
 
 
 def _splittable(nd: _Node, cfg: VF2BoostConfig, fb: int) -> bool:

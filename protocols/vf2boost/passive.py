@@ -16,6 +16,7 @@ import secrets
 from typing import Any
 
 import numpy as np
+from hefl.protocols.vf2boost.active import tree_tags
 from hefl.protocols.vf2boost.binning import Binner, check_features
 from hefl.protocols.vf2boost.budget import plan_bits
 from hefl.protocols.vf2boost.config import VF2BoostConfig
@@ -157,6 +158,7 @@ async def passive_party(
                     raise ProtocolError(f"{active!r} ended tree {t} without its structure")
                 model.trees.append(TreeStructure(nodes=[{k: int(v) for k, v in n.items()}
                                                         for n in nodes]))  # fmt: skip
+                party.retire(*tree_tags(t))  # a replayed message of tree t is refused from now
                 break
             with party.span("histograms", tree=t, layer=d):
                 await _layer_histograms(st, open_nodes, enc_all, bins, histogram)
