@@ -21,7 +21,7 @@ class FixedPointEncoder:
     """Encode floats as integers round(x·2^frac_bits) and decode integers back to float64.
 
     Args:
-        frac_bits: number of fractional bits (default 53: float64 precision for |x| in [1, 2)).
+        frac_bits: number of fractional bits (default 53: float64 precision for ``|x|`` in [1, 2)).
 
     The integers are exact, so decoding a sum of k encodings gives the sum of the rounded
     values (error <= k·2^−(frac_bits+1)), whatever k is, as long as it fits the key.

@@ -133,7 +133,7 @@ class EncryptedExpVector:
         return out
 
     def to_phe(self) -> list[Any]:
-        """phe ``EncryptedNumber``s with the same ciphertexts and exponents."""
+        """A list of phe ``EncryptedNumber`` with the same ciphertexts and exponents."""
         import phe
 
         ppk = self.public_key.to_phe()
@@ -144,7 +144,7 @@ class EncryptedExpVector:
 
     @classmethod
     def from_phe(cls, public_key: PublicKey, numbers: Any) -> EncryptedExpVector:
-        """Wrap phe ``EncryptedNumber``s of any exponents.
+        """Wrap phe ``EncryptedNumber`` objects of any exponents.
 
         Raises:
             KeyMismatchError: a number is under another key.

@@ -4,7 +4,7 @@ The scheme is phe's: g = n + 1, Enc(m) = (1 + m·n)·r mod n², so a ciphertext 
 is the same integer phe would hold for the same m and r, and keys convert both ways.
 
 Plaintexts are *signed*: m in [−max_int, max_int] with max_int = (n − 1)/2 is encoded as
-m mod n, and decryption maps back into that interval. (phe only decodes |m| <= n/3 − 1 as a
+m mod n, and decryption maps back into that interval. (phe only decodes ``|m| <= n/3 − 1`` as a
 number; values between n/3 and n/2 decrypt fine here but raise OverflowError in phe.)
 """
 
@@ -57,7 +57,7 @@ class PublicKey:
         n: the modulus (gmpy2 ``mpz``).
         nsquare: n².
         n_bits: bit length of n.
-        max_int: the largest |m| a plaintext may have, (n − 1)/2.
+        max_int: the largest ``|m|`` a plaintext may have, (n − 1)/2.
         key_id: an 8-byte fingerprint of n (SHA-256), to tag ciphertexts on the wire.
     """
 
@@ -117,7 +117,7 @@ class PublicKey:
             ints: list / tuple / numpy integer array of values in [−max_int, max_int].
             pool: an :class:`ObfuscatorPool` for this key; when warm, encryption is only
                 (1 + m·n)·r mod n² per value (falls back to ``method`` when it runs dry).
-            method: ``"djn"`` (default, |x| = n_bits/2), ``"djn-short"`` (opt-in 256-bit
+            method: ``"djn"`` (default, ``|x| = n_bits/2``), ``"djn-short"`` (opt-in 256-bit
                 exponents, extra short-exponent assumption) or ``"rn"`` (textbook rⁿ).
 
         Returns:
@@ -398,7 +398,7 @@ def generate_keypair(
         allow_insecure: must be True to generate keys below 2048 bits (tests only).
 
     Returns:
-        ``(public_key, private_key)`` with |n| == n_bits exactly.
+        ``(public_key, private_key)`` with n of exactly ``n_bits`` bits.
 
     Raises:
         ConfigError: n_bits < 2048 without ``allow_insecure``, or below 128 bits at all.

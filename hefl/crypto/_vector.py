@@ -338,7 +338,7 @@ class CipherVector:
 
     # -- phe interop ----------------------------------------------------------------------
     def to_phe(self) -> list[Any]:
-        """Return ``phe.EncryptedNumber``s (exponent 0) that phe can decrypt and add."""
+        """Return a list of ``phe.EncryptedNumber`` (exponent 0) that phe can decrypt and add."""
         import phe
 
         ppk = self.public_key.to_phe()
@@ -346,7 +346,7 @@ class CipherVector:
 
     @classmethod
     def from_phe(cls, public_key: PublicKey, numbers: Sequence[Any]) -> CipherVector:
-        """Wrap ``phe.EncryptedNumber``s with exponent 0 (raw integers, e.g. from ``raw_encrypt``
+        """Wrap ``phe.EncryptedNumber`` objects with exponent 0 (raw integers, e.g. from ``raw_encrypt``
         or ``encrypt(int)``).
 
         Raises:

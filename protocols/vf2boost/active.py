@@ -86,8 +86,8 @@ async def active_party(
             tree (an offline phase; tree times are then online times).
 
     Returns:
-        ``{"model": <PartyModel JSON>, "statistics": ..., "tree_seconds": [...],
-        "passive_bytes": ..., "hit_rate": float | None}``.
+        A dict with ``model`` (this party's PartyModel as JSON), ``statistics``,
+        ``tree_seconds`` (a list), ``passive_bytes`` and ``hit_rate`` (a float, or None).
 
     Raises:
         ConfigError: bad features/labels/config, or a passive party whose rows or config do

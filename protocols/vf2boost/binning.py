@@ -115,8 +115,8 @@ class Binner:
         return out
 
     def threshold(self, feature: int, bin_: int) -> float:
-        """The raw-value threshold of the split "bin <= bin_": x <= threshold goes left
-        (NaN too). For bin_ = 0 only missing values go left (returns -inf)."""
+        """The raw-value threshold of the split ``bin <= bin_``: x <= threshold goes left
+        (NaN too). For ``bin_ = 0`` only missing values go left (returns -inf)."""
         if bin_ == MISSING_BIN:
             return float("-inf")
         return float(self.cuts[feature][bin_ - 1])

@@ -32,8 +32,8 @@ class BitPlan:
         n_rows, frac_bits, key_bits: the inputs the plan was proven for.
         pack_gh: g and h share one plaintext.
         h_bits: Wh, the width of the h lane (pack_gh) — ΣH < 2^h_bits always.
-        entry_bits: bound on |entry| bits: |entry| < 2^entry_bits for every histogram entry
-            (the packed g‖h value, or a g sum; h sums are smaller).
+        entry_bits: bound on the bits of ``|entry|``: ``|entry| < 2^entry_bits`` for every
+            histogram entry (the packed g‖h value, or a g sum; h sums are smaller).
         slot_bits: Horner slot width (entry_bits + 1), or 0 without histogram packing.
         slots: entries per Horner-packed ciphertext (1 without histogram packing).
         offset: added to every entry before Horner packing (0 without).

@@ -65,7 +65,8 @@ async def passive_party(
         active: the active party's name.
 
     Returns:
-        ``{"model": <PartyModel JSON>, "statistics": party.statistics()}``.
+        A dict with ``model`` (this party's PartyModel as JSON) and ``statistics``
+        (``party.statistics()``).
 
     Raises:
         ConfigError: invalid features or a config different from the active party's.
