@@ -339,6 +339,7 @@ class Party:
             sender,
             f"sent a message under tag {tag!r} after party {self.name!r} finished that exchange "
             "(a replayed or duplicated message)",
+            refused=True,
         )
 
     def statistics(self) -> dict[str, Any]:
@@ -346,10 +347,14 @@ class Party:
 
         Returns:
             messages/bytes sent and received (data messages), control messages, rejected
-            messages, ``wall_seconds`` (role running), ``idle_seconds`` (waiting for peers),
+            messages, ``unreceived_messages`` (delivered to this party, never received by its
+            role: messages under a tag it never asked for), ``wall_seconds`` (role running), ``idle_seconds`` (waiting for peers),
             ``busy_seconds`` (the rest) and ``span_seconds`` (total time per span name).
         """
         stats: dict[str, Any] = dict(self._stats)
+        stats["unreceived_messages"] = sum(
+            len(slot.items) for key, slot in self._slots.items() if key[1] != _CREDIT
+        )
         end = self._t_end if self._t_end is not None else time.perf_counter()
         wall = 0.0 if self._t_start is None else end - self._t_start
         idle = self._idle + (
@@ -426,6 +431,7 @@ class Party:
                 f"{opts.max_buffered_messages}, max_buffered_bytes={opts.max_buffered_bytes}; "
                 f"the last under tag {key[2]!r}): a flood, or messages under a tag nobody "
                 "receives",
+                refused=True,
             )
             return
         counts[0] += 1
@@ -508,15 +514,20 @@ class Party:
             f"{key[2]!r} that party {self.name!r} waits for"
         )
 
-    def _set_failure(self, origin: str, cause: str) -> None:
-        """Record the federation's failure once; wake every waiter; stop a busy role."""
+    def _set_failure(self, origin: str, cause: str, *, refused: bool = False) -> None:
+        """Record the federation's failure once; wake every waiter; stop a busy role.
+
+        ``refused``: the origin is a live peer whose message this party refused (malformed,
+        a flood, a replay): it is still told about the failure, or it would wait forever.
+        """
         if self._failure is not None:
             return
         self._failure = (origin, cause)
         log.debug("%s: party %s failed: %s", self.name, origin, cause)
         if origin in self._peer_set:
             self._done_peers.add(origin)
-            self._lost_peers.add(origin)
+            if not refused:
+                self._lost_peers.add(origin)
         for slot in self._slots.values():
             while slot.waiters:
                 waiter = slot.waiters.popleft()
@@ -590,7 +601,9 @@ class Party:
                 raise CodecError("not a hefl envelope [kind, tag, body]")
         except CodecError as exc:
             self._stats["rejected_messages"] += 1
-            self._set_failure(sender, f"sent a malformed message, refused by {self.name!r}: {exc}")
+            self._set_failure(
+                sender, f"sent a malformed message, refused by {self.name!r}: {exc}", refused=True
+            )
             return
         kind, tag, body = msg
         size = sum(len(f) for f in frames)
@@ -750,6 +763,16 @@ class Party:
                         peer, self._codec.encode([Kind.BYE, "", None]), Kind.BYE
                     )
             await self._wait_until(lambda: self._done_peers >= self._peer_set, None)
+            left = {k: len(s.items) for k, s in self._slots.items() if s.items and k[1] != _CREDIT}
+            if left:
+                log.warning(
+                    "%s: finished with %d message(s) it never received: %s",
+                    self.name,
+                    sum(left.values()),
+                    ", ".join(
+                        f"{n} from {k[0]!r} under {k[2]!r}" for k, n in list(left.items())[:5]
+                    ),
+                )
             return value
         finally:
             for task in (self._heartbeat_task, self._reader_task):
