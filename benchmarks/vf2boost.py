@@ -13,20 +13,40 @@ party's histogram building) are scaled by rows/subsample, the rest is kept as me
 "each technique alone" rows run on the same subsample, so their ratios are measured, not
 extrapolated. All-on is measured on full Adult.
 
-Run:  python benchmarks/vf2boost.py [--sub 1000] [--trees 2] [--quick]
+The pinned run (``--pinned``, or ``--pinned-only`` for just the process rows) is one OS
+process per party over ZeroMQ with each party process, its crypto pool and its obfuscator pool
+pinned to its own core (os.sched_setaffinity: active on core 0, passive on core 1), so the
+active party's background obfuscator pool only uses the active party's idle time.
+
+Run:  python benchmarks/vf2boost.py [--sub 1000] [--trees 2] [--quick] [--pinned]
+      python benchmarks/vf2boost.py --pinned-only [--trees 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
+import os
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
-from hefl.protocols.vf2boost import VF2BoostConfig, fit, roc_auc
+from hefl.protocols.vf2boost import (
+    FederatedModel,
+    FitResult,
+    PartyModel,
+    VF2BoostConfig,
+    active_party,  # fmt: skip
+    fit,
+    passive_party,
+    roc_auc,
+)
+from hefl.protocols.vf2boost.reference import check_parts, party_names
 
+import hefl
 from hefl.crypto import generate_keypair
 from hefl.data import ADULT_ACTIVE_COLUMNS, ADULT_PASSIVE_COLUMNS, load_adult
 
@@ -62,11 +82,98 @@ def run(parts, y, cfg, kp, **kw):
     return fit(parts, y, cfg, keypair=kp, **kw)
 
 
+def pin_this_process(core: int) -> None:
+    """Pin every thread of this process to one core; processes it starts later (its crypto
+    pool, its obfuscator pool's forkserver) inherit the affinity."""
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that just exited
+            os.sched_setaffinity(int(tid), {core})
+
+
+async def pinned_role(core: int, role, party):
+    """Run a party's role in its own (spawned) process after pinning that process to a core."""
+    pin_this_process(core)
+    return await role(party)
+
+
+def fit_pinned(parts, y, cfg, kp, *, cores=None, prefill=False) -> FitResult:
+    """Like ``fit(..., processes=True, max_workers=1)``, each party process pinned to a core
+    (party i on core cores[i], default i mod the cores this process may use)."""
+    parts, yf = check_parts(parts, y)
+    names = party_names(len(parts))
+    avail = sorted(os.sched_getaffinity(0))
+    cores = cores or [avail[i % len(avail)] for i in range(len(parts))]
+    roles = {
+        names[0]: functools.partial(
+            active_party, X=parts[0], y=yf, cfg=cfg, passives=names[1:], keypair=kp, prefill=prefill
+        )
+    }
+    for name, X in zip(names[1:], parts[1:], strict=True):
+        roles[name] = functools.partial(passive_party, X=X, cfg=cfg, active=names[0])
+    roles = {
+        n: functools.partial(pinned_role, c, r)
+        for (n, r), c in zip(roles.items(), cores, strict=False)
+    }
+    t0 = time.perf_counter()
+    result = hefl.run(roles, processes=True, max_workers=1)
+    seconds = time.perf_counter() - t0
+    stats = dict(result.statistics)
+    return FitResult(
+        model=FederatedModel(parties=[PartyModel.from_json(result[n]["model"]) for n in names]),
+        seconds=seconds,
+        tree_seconds=list(result[names[0]]["tree_seconds"]),
+        bytes_sent={n: int(stats[n].get("bytes_sent", 0)) for n in names},
+        bytes_received={n: int(stats[n].get("bytes_received", 0)) for n in names},
+        statistics=stats,
+        hit_rate=result[names[0]].get("hit_rate"),
+        trace=getattr(result, "trace", None),
+    )
+
+
+def pinned_rows(full_rows, yfull, base, n_trees, kp, rounds: int = 1) -> list[dict]:
+    """Processes unpinned, pinned end to end and pinned online, interleaved ``rounds`` times;
+    every row reports the median over its rounds."""
+    cfg = VF2BoostConfig(**{**base, "n_estimators": n_trees})
+    label = {
+        "unpinned": "all on, one OS process per party over ZeroMQ (not pinned)",
+        "pinned": "all on, one process per party, each pinned to its own core (end to end)",
+        "pinned_online": "all on, one process per party, each pinned to its own core, online "
+        "(obfuscators precomputed before)",
+    }
+    runs: dict[str, list[dict]] = {k: [] for k in label}
+    for _ in range(rounds):
+        res = run(full_rows, yfull, cfg, kp, processes=True, max_workers=1)
+        runs["unpinned"].append(row(label["unpinned"], res, len(yfull)))
+        res = fit_pinned(full_rows, yfull, cfg, kp)
+        runs["pinned"].append(row(label["pinned"], res, len(yfull)))
+        res = fit_pinned(full_rows, yfull, cfg, kp, prefill=True)
+        runs["pinned_online"].append(row(label["pinned_online"], res, len(yfull)))
+    out = []
+    for rs in runs.values():
+        r = dict(rs[len(rs) // 2])
+        for key in ("seconds_per_tree", "seconds_per_tree_full_adult", "active_idle_share",
+                    "passive_idle_share"):  # fmt: skip
+            r[key] = float(np.median([x[key] for x in rs]))
+        r["rounds"] = [{key: x[key] for key in ("seconds_per_tree", "active_idle_share",
+                                                "passive_idle_share")} for x in rs]  # fmt: skip
+        out.append(r)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sub", type=int, default=1000, help="rows for baseline / single switches")
     ap.add_argument("--trees", type=int, default=2, help="trees of the full-Adult runs")
     ap.add_argument("--quick", action="store_true", help="tiny run to check the script")
+    ap.add_argument(
+        "--pinned",
+        action="store_true",
+        help="add the one-process-per-party runs pinned to one core each",
+    )
+    ap.add_argument("--pinned-only", action="store_true",
+                    help="only the process runs (unpinned, pinned, pinned online) on full "
+                    "Adult; writes vf2boost_pinned.json")  # fmt: skip
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds of --pinned-only")
     args = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     train, test = load_adult("train"), load_adult("test")
@@ -84,6 +191,31 @@ def main() -> None:
     base = {"n_estimators": 1, "max_depth": 5, "learning_rate": 0.3, "max_bin": 32,
             "reg_lambda": 1.0}  # fmt: skip
     rows_out = []
+    if args.pinned_only:
+        n_trees = 1 if args.quick else args.trees
+        full_rows = full if not args.quick else [X[:2000] for X in full]
+        yfull = train.y if not args.quick else train.y[:2000]
+        rows_out = pinned_rows(full_rows, yfull, base, n_trees, kp, args.rounds)
+        print(f"\n{'configuration':90} {'s/tree':>7} {'idle A':>7} {'idle P':>7}")
+        for r in rows_out:
+            print(
+                f"{r['config'][:90]:90} {r['seconds_per_tree']:>7.2f} "
+                f"{r['active_idle_share']:>7.0%} {r['passive_idle_share']:>7.0%}"
+            )
+        out = {
+            "machine": {
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "load_average_at_end": os.getloadavg(),
+            },
+            "key_bits": 2048,
+            "trees": n_trees,
+            "rounds": args.rounds,
+            "rows": rows_out,
+        }
+        (RESULTS / "vf2boost_pinned.json").write_text(json.dumps(out, indent=1, default=float))
+        print(f"wrote {RESULTS / 'vf2boost_pinned.json'}")
+        return
 
     # --- subsample: serial baseline, each technique alone, all on ------------------------
     serial_cfg = VF2BoostConfig.serial_baseline(**base)
@@ -134,6 +266,8 @@ def main() -> None:
     rows_out.append(row("all on + short-exponent obfuscators (opt-in)", res, len(yfull)))
     res = run(full_rows, yfull, cfg, kp, processes=True, max_workers=1)
     rows_out.append(row("all on, one OS process per party over ZeroMQ", res, len(yfull)))
+    if args.pinned:
+        rows_out += pinned_rows(full_rows, yfull, base, n_trees, kp)[1:]
     three = [full_rows[0], full_rows[1][:, :4], full_rows[1][:, 4:]]
     res3 = run(three, yfull, VF2BoostConfig(**{**base, "n_estimators": 1}), kp)
     rows_out.append(row("all on, 3 parties (1 tree)", res3, len(yfull)))
@@ -158,7 +292,7 @@ def main() -> None:
               f"{r['active_idle_share']:>7.0%} {r['passive_idle_share']:>7.0%}")  # fmt: skip
     print(f"\nAUC (10 trees, depth 5, lr 0.3, 32 bins, λ=1; identical federated): {auc:.5f}")
     out = {
-        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "key_bits": 2048,
         "subsample_rows": sub_n,
         "rows": rows_out,
