@@ -11,6 +11,8 @@ watches the messages the role sends and receives. When the fault's trigger fires
 * ``tamper``  replace the object being sent by ``TAMPERS[arg](obj)``
 * ``replay``  also send, under their original tags, the messages captured under ``arg``
   (a regex) earlier: a verbatim replay of an earlier round's message
+* ``resend``  send the first message captured under ``arg`` instead of the current one
+  (an earlier round's content under the current tag)
 
 Everything here is module level and picklable, so the same wrapped roles run as coroutines and
 as one process per party.
@@ -60,7 +62,7 @@ class FaultyParty:
 
     async def _hit(self, op: str, peer: str | None, tag: str, obj: Any = None) -> Any:
         f = self._fault
-        if op == "send" and f.action == "replay" and re.fullmatch(f.arg, tag) and peer:
+        if op == "send" and f.action in ("replay", "resend") and re.fullmatch(f.arg, tag):
             self._captured.append((peer, tag, obj))
         if self._fired or op != f.op or not re.fullmatch(f.tag, tag):
             return obj
@@ -80,8 +82,10 @@ class FaultyParty:
             return TAMPERS[f.arg](obj)
         if f.action == "replay":
             for old_peer, old_tag, old_obj in self._captured:
-                if old_tag != tag:
+                if old_tag != tag and old_peer is not None:
                     await self._party.send(old_peer, old_tag, old_obj)
+        if f.action == "resend":
+            return self._captured[0][2]
         return obj
 
     async def send(self, peer: str, tag: str, obj: Any) -> None:
@@ -234,3 +238,87 @@ def open_sockets() -> int:
         except OSError:
             pass
     return count
+
+
+# ---------------------------------------------------------------------------------------------
+# the real protocols, small enough for tests (module level: picklable for processes=True)
+
+
+class Rounds:
+    """A BatchCrypt RoundSource: the same update for ``rounds`` rounds; returns the sums."""
+
+    def __init__(self, vector: Any, rounds: int) -> None:
+        self.vector, self.rounds, self.layer_sizes = vector, rounds, None
+        self.totals: list[Any] = []
+
+    def update(self, t: int) -> Any:
+        return self.vector if t < self.rounds else None
+
+    def receive(self, t: int, total: Any, n_clients: int) -> None:
+        self.totals.append(total)
+
+    def result(self) -> Any:
+        return self.totals
+
+
+def client_work(index: int, n: int, rounds: int) -> Rounds:
+    import numpy as np
+
+    return Rounds(np.random.default_rng(index).uniform(-0.5, 0.5, n), rounds)
+
+
+def batchcrypt_roles(
+    k: int = 2, n: int = 60, rounds: int = 1, faults: dict | None = None, **cfg_kw: Any
+) -> dict[str, Any]:
+    from hefl.protocols.batchcrypt import BatchCryptConfig
+    from hefl.protocols.batchcrypt.roles import aggregator, client
+
+    kw = {"key_bits": 512, "allow_insecure": True, "chunk_size": 8, "n_clients": k}
+    cfg = BatchCryptConfig(**{**kw, **cfg_kw})
+    faults = faults or {}
+    roles = {"aggregator": wrap(functools.partial(aggregator, cfg=cfg), faults.get("aggregator"))}
+    for i in range(k):
+        name = f"client{i}"
+        work = functools.partial(client_work, i, n, rounds)
+        roles[name] = wrap(functools.partial(client, cfg=cfg, work_=work), faults.get(name))
+    return roles
+
+
+def batchcrypt_expected(k: int = 2, n: int = 60) -> Any:
+    import numpy as np
+
+    return sum(np.random.default_rng(i).uniform(-0.5, 0.5, n) for i in range(k))
+
+
+def vf2boost_data(n_rows: int = 240, seed: int = 0) -> tuple[Any, Any, Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_rows, 4))
+    y = (X[:, 0] + X[:, 2] + 0.3 * rng.normal(size=n_rows) > 0).astype(np.float64)
+    return X[:, :2], X[:, 2:], y
+
+
+@functools.cache
+def small_keypair(bits: int = 512) -> Any:
+    from hefl.crypto import generate_keypair
+
+    return generate_keypair(bits, allow_insecure=True)
+
+
+def vf2boost_roles(faults: dict | None = None, keypair: Any = None, **cfg_kw: Any):
+    from hefl.protocols.vf2boost.active import active_party
+    from hefl.protocols.vf2boost.config import VF2BoostConfig
+    from hefl.protocols.vf2boost.passive import passive_party
+
+    kw = {"n_estimators": 2, "max_depth": 2, "key_bits": 512, "allow_insecure": True,
+          "chunk_size": 64}  # fmt: skip
+    cfg = VF2BoostConfig(**{**kw, **cfg_kw})
+    Xa, Xp, y = vf2boost_data()
+    faults = faults or {}
+    active = functools.partial(active_party, X=Xa, y=y, cfg=cfg, passives=["passive1"],
+                               keypair=keypair)  # fmt: skip
+    return {
+        "active": wrap(active, faults.get("active")),
+        "passive1": wrap(functools.partial(passive_party, X=Xp, cfg=cfg), faults.get("passive1")),
+    }
