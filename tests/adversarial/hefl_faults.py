@@ -225,7 +225,16 @@ def child_pids(root: int | None = None) -> set[int]:
     while frontier:
         frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - out
         out |= frontier
-    return out
+    return {pid for pid in out if not _is_resource_tracker(pid)}
+
+
+def _is_resource_tracker(pid: int) -> bool:
+    """multiprocessing's resource tracker: started by the first spawn, lives on by design."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"resource_tracker" in fh.read()
+    except OSError:
+        return False
 
 
 def open_sockets() -> int:

@@ -1,0 +1,83 @@
+"""Fault injection in multi-process runs (one OS process per party over ZeroMQ): SIGKILL of
+each role at several points of BatchCrypt and VF2Boost, a stalled party and a frozen one.
+Every other party fails fast with PeerFailed naming the failed one, within the configured
+timeout, and no child process or socket is left behind."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+from hefl_faults import TALLY, Fault, batchcrypt_roles, child_pids, open_sockets, vf2boost_roles
+
+import hefl
+from hefl.errors import PeerFailed
+
+pytestmark = pytest.mark.timeout(60, method="thread")
+
+BC = {"n": 400, "chunk_size": 2, "shared_decryption": True}
+KILLS = [
+    # (protocol, victim, fault, what)
+    ("batchcrypt", "client0", Fault("send", r"bc/key", "kill"), "key hand-out"),
+    ("batchcrypt", "client1", Fault("send", r"bc/0/up", "kill", nth=3), "mid-upload"),
+    ("batchcrypt", "aggregator", Fault("send", r"bc/0/down", "kill", nth=2), "mid-download"),
+    ("batchcrypt", "client1", Fault("send", r"bc/0/share", "kill"), "shared decryption"),
+    ("vf2boost", "active", Fault("send", r"vf2/setup", "kill"), "setup"),
+    ("vf2boost", "passive1", Fault("recv", r"vf2/gh/0", "kill", nth=2), "mid-gradient-stream"),
+    ("vf2boost", "active", Fault("recv", r"vf2/hist/0/0", "kill"), "decryption"),
+    ("vf2boost", "passive1", Fault("recv", r"vf2/layer/1/0", "kill"), "between trees"),
+]
+
+
+def roles_for(protocol, victim, fault):
+    if protocol == "batchcrypt":
+        n = BC["n"]
+        cfg = {k: v for k, v in BC.items() if k != "n"}
+        return batchcrypt_roles(n=n, faults={victim: fault}, **cfg)
+    return vf2boost_roles(faults={victim: fault})
+
+
+def run_in_processes(roles, timeout=40.0, **kw):
+    children, sockets = child_pids(), open_sockets()
+    t0 = time.monotonic()
+    with pytest.raises(PeerFailed) as info:
+        hefl.run(roles, processes=True, executor="inline", timeout=timeout, **kw)
+    took = time.monotonic() - t0
+    TALLY["faults"] += 1
+    assert not multiprocessing.active_children()
+    assert child_pids() <= children, "a party process outlived the run"
+    assert open_sockets() <= sockets
+    return info.value, took
+
+
+@pytest.mark.parametrize(
+    ("protocol", "victim", "fault"),
+    [k[:3] for k in KILLS],
+    ids=[f"{k[0]}-{k[1]}-{k[3].replace(' ', '-')}" for k in KILLS],
+)
+def test_sigkill(protocol, victim, fault):
+    exc, took = run_in_processes(roles_for(protocol, victim, fault))
+    assert exc.peer == victim and "SIGKILL" in exc.cause
+    assert took < 40
+
+
+def test_stalled_party_is_named_within_recv_timeout():
+    """client1 sleeps forever in its event loop mid-upload (its process and transport stay
+    alive, so only a receive timeout can tell): the aggregator names it within recv_timeout,
+    and the staller itself is told and ends."""
+    fault = Fault("send", r"bc/0/up", "stall", nth=2)
+    roles = roles_for("batchcrypt", "client1", fault)
+    exc, took = run_in_processes(roles, recv_timeout=3)
+    assert exc.peer == "client1" and "within 3 s" in exc.cause
+    assert took < 3 + 15  # the timeout plus process start-up
+
+
+def test_frozen_party_is_named_within_peer_timeout():
+    """passive1's whole process blocks (no heartbeats): the active party declares it failed
+    after peer_timeout; the supervisor then kills the frozen process."""
+    fault = Fault("recv", r"vf2/layer/0/1", "freeze")
+    roles = vf2boost_roles(faults={"passive1": fault})
+    exc, took = run_in_processes(roles, heartbeat_interval=0.5, peer_timeout=2.0)
+    assert exc.peer == "passive1" and "silent for" in exc.cause
+    assert took < 2 + 5 + 15  # peer_timeout, the supervisor's kill grace, start-up
