@@ -291,7 +291,7 @@ def run_party(
         role: its role, ``async def role(party)``.
         secret_key: this party's CURVE secret key (Z85 text, a key file Path, or a
             :class:`CurveKeyPair`); defaults to ``secret_key_file`` from the TOML.
-        executor / max_workers: where :meth:`Party.offload` runs (see :func:`hefl.run`).
+        executor, max_workers: where :meth:`Party.offload` runs (see :func:`hefl.run`).
         use_uvloop: run on uvloop when installed.
 
     Returns:

@@ -261,11 +261,11 @@ def run(
         use_uvloop: run on uvloop when it is installed.
         stream_window: chunks a stream producer may run ahead of its consumer (default 32).
         connect_timeout: seconds for every peer to come up (default 30).
-        heartbeat_interval / peer_timeout: enable heartbeats; a peer silent for peer_timeout
+        heartbeat_interval, peer_timeout: enable heartbeats; a peer silent for peer_timeout
             seconds fails the federation (process mode watches child processes instead and
             reports a killed party within about a second regardless).
         recv_timeout: default timeout of every receive (default: none).
-        max_buffered_messages / max_buffered_bytes: how much one peer may have waiting
+        max_buffered_messages, max_buffered_bytes: how much one peer may have waiting
             unreceived in a party's buffers (default 100,000 messages, 2 GiB); more fails the
             federation with PeerFailed naming the peer (a flood, or an unknown tag).
 

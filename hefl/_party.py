@@ -70,10 +70,11 @@ class RuntimeOptions:
         heartbeat_interval: seconds between heartbeats; None disables heartbeats.
         peer_timeout: a peer silent this long is declared failed (needs heartbeats).
         recv_timeout: default timeout of every receive; None waits as long as peers live.
-        max_buffered_messages / max_buffered_bytes: how much one peer may have waiting in this
-            party's buffers (delivered, not yet received by the role). More fails the
-            federation naming that peer: a flood, or messages under a tag nobody receives, must
-            not grow memory without bound. Streams stay far below it (their credit window).
+        max_buffered_messages: how many messages one peer may have waiting in this party's
+            buffers (delivered, not yet received by the role). More fails the federation
+            naming that peer: a flood, or messages under a tag nobody receives, must not grow
+            memory without bound. Streams stay far below it (their credit window).
+        max_buffered_bytes: the same limit in bytes.
     """
 
     stream_window: int = 32
