@@ -137,7 +137,7 @@ def check_name(name: Any, what: str = "party name") -> str:
 class Party:
     """The context of one party: messaging, streams, offloading, spans and statistics.
 
-    A role is ``async def role(party): ...``; the runtime builds the Party. Attributes:
+    A role is ``async def role(party): ...``; the runtime builds the Party.
 
     Attributes:
         name: this party's name.
