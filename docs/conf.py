@@ -13,6 +13,7 @@ html_theme = "furo"
 html_title = "hefl"
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented"  # no bare type lists for dataclass fields
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 nitpicky = False
