@@ -93,6 +93,7 @@ def run_vf2boost(
     T_parts = adult_vertical_parts(test, parties)
     mode = {"transport": "zmq", "processes": True} if processes else {"transport": "inproc"}
     bar = TreeProgress(trees, enabled=progress)
+    bar.start("key generation, binning, first tree (encrypting g and h)")
     result = fit(X_parts, train.y, cfg, progress=bar, timeout=timeout, **mode)
     t0 = time.perf_counter()
     proba = predict(T_parts, result.model, **mode)
@@ -145,6 +146,7 @@ def run_batchcrypt(
     )  # fmt: skip
     mode = {"transport": "zmq", "processes": True} if processes else {"transport": "inproc"}
     bar = RoundProgress(rounds, enabled=progress)
+    bar.start("starting parties, key generation and exchange, first round")
     result = train(cfg, model=model, dataset="adult", rounds=rounds, progress=bar, **mode)
     plain = train(cfg.with_(mode="plain"), model=model, dataset="adult", rounds=rounds)
     summary = result.summary()

@@ -19,10 +19,16 @@ class ProgressBar:
         label: what is being counted (e.g. "trees").
         stream: where to draw; defaults to stderr.
         enabled: draw at all; defaults to whether ``stream`` is a terminal.
+        started: the ``time.time()`` the elapsed time counts from (default: now).
     """
 
     def __init__(
-        self, total: int, label: str, stream: TextIO | None = None, enabled: bool | None = None
+        self,
+        total: int,
+        label: str,
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        started: float | None = None,
     ) -> None:
         self.total = max(1, total)
         self.label = label
@@ -30,7 +36,7 @@ class ProgressBar:
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.done = 0
         self.status = ""
-        self._start = time.perf_counter()
+        self._start = time.time() if started is None else started
 
     def update(self, done: int | None = None, status: str = "") -> None:
         """Set the number of finished steps (or add one) and the status text, then redraw."""
@@ -40,7 +46,7 @@ class ProgressBar:
             return
         width = 24
         filled = round(width * min(self.done, self.total) / self.total)
-        elapsed = time.perf_counter() - self._start
+        elapsed = time.time() - self._start
         line = (
             f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
             f"{self.done}/{self.total} {elapsed:6.1f}s {status}"
@@ -55,45 +61,52 @@ class ProgressBar:
             self.stream.flush()
 
 
-class TreeProgress:
-    """``progress(trees_done, n_trees, seconds_of_last_tree)`` for VF2Boost, drawn as a bar.
+class _PartyProgress:
+    """A progress callback that may travel to another party's process (it is picklable): it
+    draws on that process's stderr, which is the same terminal, and keeps the elapsed time
+    counting from when the run started here."""
 
-    Picklable: with one process per party it travels to the active party's process and draws
-    on that process's stderr (the same terminal). The bar is made on the first call.
-    """
+    label = "steps"
 
     def __init__(self, total: int, enabled: bool) -> None:
         self.total = total
         self.enabled = enabled
+        self.started = time.time()
         self._bar: ProgressBar | None = None
 
     def __getstate__(self) -> dict[str, object]:
-        return {"total": self.total, "enabled": self.enabled, "_bar": None}
+        return {**self.__dict__, "_bar": None}
+
+    def bar(self) -> ProgressBar:
+        if self._bar is None:
+            self._bar = ProgressBar(self.total, self.label, enabled=self.enabled,
+                                    started=self.started)  # fmt: skip
+        return self._bar
+
+    def start(self, status: str) -> None:
+        """Draw the empty bar (before the parties start) with what is happening."""
+        self.bar().update(0, status)
+
+
+class TreeProgress(_PartyProgress):
+    """``progress(trees_done, n_trees, seconds_of_last_tree)`` for VF2Boost."""
+
+    label = "trees"
 
     def __call__(self, done: int, total: int, seconds: float) -> None:
-        if self._bar is None:
-            self._bar = ProgressBar(total, "trees", enabled=self.enabled)
         remaining = (total - done) * seconds
         status = f"last tree {seconds:.1f}s, ~{remaining:.0f}s to go" if done < total else "done"
-        self._bar.update(done, status)
+        self.bar().update(done, status)
         if done >= total:
-            self._bar.close()
+            self.bar().close()
 
 
-class RoundProgress:
-    """``progress(round, test_accuracy)`` for BatchCrypt training, drawn as a bar (picklable)."""
+class RoundProgress(_PartyProgress):
+    """``progress(round, test_accuracy)`` for BatchCrypt training."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total = total
-        self.enabled = enabled
-        self._bar: ProgressBar | None = None
-
-    def __getstate__(self) -> dict[str, object]:
-        return {"total": self.total, "enabled": self.enabled, "_bar": None}
+    label = "rounds"
 
     def __call__(self, round_index: int, accuracy: float) -> None:
-        if self._bar is None:
-            self._bar = ProgressBar(self.total, "rounds", enabled=self.enabled)
-        self._bar.update(round_index + 1, f"test accuracy {accuracy:.4f}")
+        self.bar().update(round_index + 1, f"test accuracy after round: {accuracy:.4f}")
         if round_index + 1 >= self.total:
-            self._bar.close()
+            self.bar().close()
