@@ -32,16 +32,6 @@ def start_party(*args: str, cwd: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def assert_one_line_error(stderr: str, *needles: str) -> None:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr
@@ -128,12 +118,14 @@ def test_keygen_writes_key_files(tmp_path):
     assert_one_line_error(proc.stderr, "2048")
 
 
-def write_federation(tmp_path: Path, names: list[str], curve: bool, **federation) -> Path:
+def write_federation(
+    tmp_path: Path, ports: list[int], names: list[str], curve: bool, **federation
+) -> Path:
     lines = ["[federation]"]
     lines += [f"{k} = {v}" for k, v in federation.items()]
     if curve:
         lines.append("curve = true")
-    for name, port in zip(names, free_ports(len(names)), strict=True):
+    for name, port in zip(names, ports, strict=True):
         lines += [f"[parties.{name}]", f'address = "tcp://127.0.0.1:{port}"']
         if curve:
             assert hefl_cmd("keygen", "curve", "--name", name, "--out", "keys",
@@ -146,8 +138,8 @@ def write_federation(tmp_path: Path, names: list[str], curve: bool, **federation
 
 
 @pytest.mark.timeout(180)
-def test_party_vf2boost_over_curve_with_a_paillier_key_file(tmp_path):
-    toml = write_federation(tmp_path, ["bank", "shop"], curve=True)
+def test_party_vf2boost_over_curve_with_a_paillier_key_file(tmp_path, free_ports):
+    toml = write_federation(tmp_path, free_ports(2), ["bank", "shop"], curve=True)
     assert hefl_cmd("keygen", "paillier", *SMALL, "--out", str(tmp_path)).returncode == 0
     flags = ["--config", str(toml), "--protocol", "vf2boost", "--rows", "1200", "--trees", "2",
              "--depth", "2", *SMALL]  # fmt: skip
@@ -168,9 +160,9 @@ def test_party_vf2boost_over_curve_with_a_paillier_key_file(tmp_path):
 
 
 @pytest.mark.timeout(180)
-def test_party_batchcrypt_three_hosts(tmp_path):
+def test_party_batchcrypt_three_hosts(tmp_path, free_ports):
     names = ["aggregator", "client0", "client1"]
-    toml = write_federation(tmp_path, names, curve=False)
+    toml = write_federation(tmp_path, free_ports(len(names)), names, curve=False)
     flags = ["--config", str(toml), "--protocol", "batchcrypt", "--rounds", "2", *SMALL, "--json"]
     procs = {n: start_party(*flags, "--name", n, cwd=tmp_path) for n in names}
     outs = {n: p.communicate(timeout=150) for n, p in procs.items()}
@@ -182,8 +174,10 @@ def test_party_batchcrypt_three_hosts(tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_party_whose_peer_never_starts(tmp_path):
-    toml = write_federation(tmp_path, ["bank", "shop"], curve=False, connect_timeout=3)
+def test_party_whose_peer_never_starts(tmp_path, free_ports):
+    toml = write_federation(
+        tmp_path, free_ports(2), ["bank", "shop"], curve=False, connect_timeout=3
+    )
     start = time.monotonic()
     proc = hefl_cmd("party", "--config", str(toml), "--name", "bank", "--protocol", "vf2boost",
                     *SMALL, cwd=tmp_path, timeout=50)  # fmt: skip
@@ -193,8 +187,8 @@ def test_party_whose_peer_never_starts(tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_party_port_in_use_and_unknown_party(tmp_path):
-    toml = write_federation(tmp_path, ["bank", "shop"], curve=False)
+def test_party_port_in_use_and_unknown_party(tmp_path, free_ports):
+    toml = write_federation(tmp_path, free_ports(2), ["bank", "shop"], curve=False)
     port = int(toml.read_text().split("127.0.0.1:")[1].split('"')[0])
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", port))

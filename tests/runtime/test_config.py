@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -12,16 +11,6 @@ import pytest
 import hefl
 
 pytestmark = pytest.mark.timeout(60, method="thread")
-
-
-def _free_ports(k):
-    socks = [socket.socket() for _ in range(k)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _run_all(config, roles, **kwargs):
@@ -42,8 +31,8 @@ def _run_all(config, roles, **kwargs):
     return results, errors
 
 
-def test_two_hosts_with_curve_key_files(tmp_path):
-    pa, pb = _free_ports(2)
+def test_two_hosts_with_curve_key_files(tmp_path, free_ports):
+    pa, pb = free_ports(2)
     for name in ("alice", "bob"):
         hefl.save_curve_keypair(hefl.generate_curve_keypair(), tmp_path / "keys", name)
     pub = {n: (tmp_path / "keys" / f"{n}.key").read_text().strip() for n in ("alice", "bob")}
@@ -84,8 +73,8 @@ async def _patient(party):
     await party.recv(party.peers[0], "never")
 
 
-def test_silent_peer_is_detected_by_heartbeats():
-    pa, pb = _free_ports(2)
+def test_silent_peer_is_detected_by_heartbeats(free_ports):
+    pa, pb = free_ports(2)
     config = {
         "federation": {"heartbeat_interval": 0.2, "peer_timeout": 1.0},
         "parties": {
