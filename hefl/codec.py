@@ -26,6 +26,7 @@ top-level list/tuple/dict; deeper ones are sent inline (still correct, one more 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,6 +56,7 @@ DEFAULT_MAX_ITEMS = 1 << 22
 _DTYPE_KINDS = frozenset("biufc")
 _MAX_NDIM = 32
 _MAX_NESTED_EXT = 64
+_DTYPE_RE = re.compile(r"[<>|=]?[biufc][0-9]{1,2}")
 
 Buffer = bytes | bytearray | memoryview
 
@@ -277,11 +279,13 @@ class _Decoder:
 
     def _ndarray(self, payload: bytes) -> np.ndarray:
         dtype_str, shape, ref = self._fields(payload, 3, "ndarray")
-        if not isinstance(dtype_str, str) or len(dtype_str) > 8:
+        # Only a plain "<f8"-style string reaches np.dtype: numpy parses comma-separated
+        # strings as record formats (with Python's parser: "<,f4" raised SyntaxError).
+        if not isinstance(dtype_str, str) or not _DTYPE_RE.fullmatch(dtype_str):
             raise CodecError(f"bad numpy dtype {dtype_str!r}")
         try:
             dtype = np.dtype(dtype_str)
-        except TypeError as exc:
+        except Exception as exc:  # whatever numpy raises for a string it cannot parse
             raise CodecError(f"bad numpy dtype {dtype_str!r}") from exc
         if dtype.kind not in _DTYPE_KINDS or dtype.fields is not None or dtype.str != dtype_str:
             raise CodecError(f"numpy dtype {dtype_str!r} is not allowed on the wire")
@@ -423,7 +427,7 @@ class Codec:
             obj = dec.unpack(frames[0])
         except CodecError:
             raise
-        except (ValueError, TypeError, OverflowError, RecursionError, KeyError, IndexError) as exc:
+        except Exception as exc:  # a peer's bytes must only ever produce CodecError
             raise CodecError(f"malformed message: {type(exc).__name__}: {exc}") from exc
         if not all(dec.used[1:]):
             raise CodecError("message has frames that nothing refers to")

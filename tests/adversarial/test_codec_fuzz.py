@@ -235,3 +235,22 @@ def test_frames_that_lie_about_references():
         decode_or_refuse(None, codec=codec, frames=bad)
     with pytest.raises(CodecError):
         codec.decode([*frames, b"extra"])
+
+
+@pytest.mark.parametrize("dtype", ["<,f4", "f4,i4", "(2)f4", "<U4", "O", "[('a', '<f8')]", "<M8"])
+def test_dtype_strings_numpy_would_parse_as_formats_are_refused(dtype):
+    """Regression (found by benchmarks/hardening.py's mutation fuzzer): numpy parses
+    comma-separated dtype strings with Python's parser, so "<,f4" raised SyntaxError from the
+    codec instead of CodecError; the receiver then blamed itself for an internal error."""
+    blob = msgpack.packb(msgpack.ExtType(EXT_NDARRAY, msgpack.packb([dtype, [1], b"\0" * 8])))
+    with pytest.raises(CodecError, match="dtype"):
+        hefl.codec.loads(blob)
+    TALLY["inputs"] += 1
+
+
+@FUZZ
+@given(st.text(max_size=8), st.lists(st.integers(0, 4), max_size=3), st.binary(max_size=32))
+def test_random_dtype_strings(dtype, shape, data):
+    decode_or_refuse(
+        msgpack.packb(msgpack.ExtType(EXT_NDARRAY, msgpack.packb([dtype, shape, data])))
+    )
