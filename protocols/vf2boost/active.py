@@ -169,8 +169,12 @@ async def active_party(
         per_chunk = 1 if layout == "packed" else 2
         ready = pool.available if pool is not None else 0
         n_warm = 0
-        while n_warm < len(starts) and ready >= per_chunk * cfg.chunk_size:
-            ready -= per_chunk * cfg.chunk_size
+        while n_warm < len(starts):
+            # the last chunk may be short: it needs only its own rows' obfuscators
+            need_chunk = per_chunk * min(cfg.chunk_size, n - starts[n_warm])
+            if ready < need_chunk:
+                break
+            ready -= need_chunk
             n_warm += 1
 
         def chunk(s: int) -> tuple[np.ndarray, np.ndarray]:

@@ -38,6 +38,11 @@ def _hist_job(enc: EncGH, bins: np.ndarray, width: int) -> EncGH:
     return build_histogram(enc, bins, width)
 
 
+def _warm_job(pk: Any, method: str) -> None:
+    # builds this worker process's table for re-randomization (cached per process and key)
+    pk.obfuscators(1, method=method)
+
+
 def _seal_job(hist: EncGH, n_bins: np.ndarray, width: int, order: np.ndarray, plan, method: str):
     return seal_entries(cumulative_entries(hist, n_bins, width, order), plan, method).to_wire()
 
@@ -95,6 +100,10 @@ async def passive_party(
                      pack_histograms=cfg.pack_histograms)  # fmt: skip
     model = PartyModel(index=index, name=party.name, binner=binner)
     split_workers = max(1, cfg.workers or 1)
+    # build the re-randomization table while the first gradients arrive (this party mostly
+    # waits then) rather than at the first seal, where the active party waits for it
+    warm = (asyncio.ensure_future(party.offload(_warm_job, pk, cfg.obfuscation))
+            if cfg.obfuscation != "rn" else None)  # fmt: skip
 
     def parse_enc(obj: Any) -> EncGH:
         try:
@@ -164,6 +173,9 @@ async def passive_party(
             with party.span("histograms", tree=t, layer=d):
                 await _layer_histograms(st, open_nodes, enc_all, bins, histogram)
             out = []
+            if warm is not None:
+                await warm
+                warm = None
             with party.span("seal", tree=t, layer=d):
                 jobs = []
                 for node in open_nodes:
@@ -198,6 +210,8 @@ async def passive_party(
                 placements.append([node, split_id, np.packbits(left)])
             await party.send(active, f"vf2/place/{t}/{d}", placements)
             d += 1
+    if warm is not None:  # no tree needed a histogram
+        await warm
     return {"model": model.to_json(), "statistics": party.statistics()}
 
 
