@@ -264,15 +264,19 @@ def _supervise(
     deadline = None if timeout is None else start + timeout
     # phase 1: every child binds and reports its address
     book: dict[str, str] = {}
-    setup_deadline = start + options.connect_timeout + 60.0  # spawning imports numpy etc.
+    setup_seconds = options.connect_timeout + 60.0  # spawning imports numpy etc.
+    setup_deadline = start + setup_seconds
+    if deadline is not None:
+        setup_deadline = min(setup_deadline, deadline)
+        setup_seconds = min(setup_seconds, timeout)  # type: ignore[type-var]
     outcomes: dict[str, tuple] = {}
     while len(book) + len(outcomes) < len(names):
         pending = [conns[n] for n in names if n not in book and n not in outcomes]
         sentinels = [procs[n].sentinel for n in names if n not in book and n not in outcomes]
         remaining = setup_deadline - time.monotonic()
         if remaining <= 0:
-            missing = [n for n in names if n not in book]
-            raise PeerFailed(missing[0], f"its process did not start within {remaining:g} s")
+            missing = [n for n in names if n not in book and n not in outcomes]
+            raise PeerFailed(missing[0], f"its process did not start within {setup_seconds:g} s")
         ready = wait(pending + sentinels, remaining)
         for name in names:
             if name in book or name in outcomes:
@@ -280,7 +284,9 @@ def _supervise(
             if conns[name] in ready or conns[name].poll():
                 try:
                     msg = conns[name].recv()
-                except EOFError:
+                except EOFError:  # the pipe closed: the child died before reporting anything
+                    procs[name].join(1)
+                    outcomes[name] = ("died", time.time(), _describe_exit(procs[name].exitcode))
                     continue
                 if msg[0] == "bound":
                     book[name] = msg[1]

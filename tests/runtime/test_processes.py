@@ -64,3 +64,29 @@ def test_same_stream_roles_in_all_three_modes(mode):
     assert out["consumer"]["values"] == list(range(20))
     assert out["consumer"]["stamps"][0] < out["producer"][-1] - 0.05
     assert hefl.run({"alice": R.alice, "bob": R.bob}, **MODES[mode]) == {"alice": 2, "bob": None}
+
+
+DIES_ON_IMPORT = '''
+import os
+
+if os.environ.get("HEFL_TEST_PARENT_PID") != str(os.getpid()):
+    os._exit(3)  # in a party process: die while unpickling the role, before reporting anything
+
+
+async def role(party):
+    return party.name
+'''
+
+
+def test_party_dying_before_it_reports_its_address(tmp_path, monkeypatch):
+    (tmp_path / "hefl_dies_on_import.py").write_text(DIES_ON_IMPORT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("HEFL_TEST_PARENT_PID", str(os.getpid()))
+    import hefl_dies_on_import as D
+
+    t0 = time.monotonic()
+    with pytest.raises(hefl.PeerFailed) as info:
+        hefl.run({"a": D.role, "b": R.sleeper}, processes=True)
+    assert info.value.peer == "a" and "exited with code 3" in info.value.cause
+    assert time.monotonic() - t0 < 20  # not the setup deadline of connect_timeout + 60 s
+    assert not multiprocessing.active_children()
