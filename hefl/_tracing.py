@@ -133,20 +133,22 @@ class Trace:
             ConfigError: if matplotlib (the ``plot`` extra) is not installed.
         """
         try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            # A bare Figure draws with the Agg renderer without touching pyplot's global
+            # backend, so saving a chart never changes a notebook's plotting.
+            from matplotlib import colormaps
+            from matplotlib.figure import Figure
+            from matplotlib.patches import Rectangle
         except ImportError as exc:
             raise ConfigError("save_gantt needs matplotlib: pip install 'hefl[plot]'") from exc
         path = Path(path)
         parties = self.parties
         t0 = min((s.start_us for s in self.spans), default=0.0)
         names = sorted({s.name for s in self.spans if s.name != "idle"})
-        cmap = plt.get_cmap("tab20")
+        cmap = colormaps["tab20"]
         colours = {name: cmap(i % 20) for i, name in enumerate(names)}
         colours["idle"] = (0.85, 0.85, 0.85, 1.0)
-        fig, ax = plt.subplots(figsize=(12, 1 + 0.7 * max(1, len(parties))))
+        fig = Figure(figsize=(12, 1 + 0.7 * max(1, len(parties))))
+        ax = fig.subplots()
         for lane, party in enumerate(parties):
             for s in self.spans:
                 if s.party != party:
@@ -160,7 +162,7 @@ class Trace:
         ax.set_yticks(range(len(parties)), labels=parties)
         ax.set_xlabel("seconds")
         ax.set_title(title, loc="left")
-        handles = [plt.Rectangle((0, 0), 1, 1, color=colours[n]) for n in [*names, "idle"]]
+        handles = [Rectangle((0, 0), 1, 1, color=colours[n]) for n in [*names, "idle"]]
         ax.legend(
             handles,
             [*names, "idle"],
@@ -173,7 +175,6 @@ class Trace:
         ax.invert_yaxis()
         fig.tight_layout()
         fig.savefig(path, dpi=120)
-        plt.close(fig)
         return path
 
 

@@ -47,8 +47,10 @@ def test_statistics_and_chrome_trace(tmp_path):
 
 
 def test_gantt_png(tmp_path):
-    pytest.importorskip("matplotlib")
+    matplotlib = pytest.importorskip("matplotlib")
+    backend = matplotlib.get_backend()
     out = hefl.run({"worker": worker, "boss": boss})
     path = out.trace.save_gantt(tmp_path / "gantt.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 5000
+    assert matplotlib.get_backend() == backend  # a notebook's plotting is left alone
