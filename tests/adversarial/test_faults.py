@@ -63,13 +63,17 @@ def test_sigkill(protocol, victim, fault):
 
 
 def test_stalled_party_is_named_within_recv_timeout():
-    """client1 sleeps forever in its event loop mid-upload (its process and transport stay
-    alive, so only a receive timeout can tell): the aggregator names it within recv_timeout,
-    and the staller itself is told and ends."""
-    fault = Fault("send", r"bc/0/up", "stall", nth=2)
-    roles = roles_for("batchcrypt", "client1", fault)
+    """passive1 sleeps forever in its event loop instead of sending its histograms (its process
+    and transport stay alive, so only a receive timeout can tell): the active party names it
+    within recv_timeout, and the staller itself is told and ends.
+
+    (In a chain, e.g. BatchCrypt's client -> aggregator -> client, a party further down may
+    time out first and name the party it waits for, which is itself waiting: recv_timeout
+    names the peer that did not send, not the root cause.)"""
+    fault = Fault("send", r"vf2/hist/0/1", "stall")
+    roles = vf2boost_roles(faults={"passive1": fault})
     exc, took = run_in_processes(roles, recv_timeout=3)
-    assert exc.peer == "client1" and "within 3 s" in exc.cause
+    assert exc.peer == "passive1" and "within 3 s" in exc.cause
     assert took < 3 + 15  # the timeout plus process start-up
 
 
