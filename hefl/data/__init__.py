@@ -7,6 +7,7 @@ https://doi.org/10.24432/C5XW20. License: CC BY 4.0.
 
 from __future__ import annotations
 
+import functools
 import gzip
 from dataclasses import dataclass
 from importlib import resources
@@ -66,6 +67,7 @@ def _read_rows(name: str) -> list[list[str]]:
     return rows
 
 
+@functools.cache
 def _categories() -> dict[str, tuple[str, ...]]:
     seen: dict[str, set[str]] = {c: set() for c in ADULT_COLUMNS if c not in ADULT_NUMERIC}
     for name in ("adult.data.gz", "adult.test.gz"):
@@ -89,12 +91,21 @@ def load_adult(split: str = "train") -> Dataset:
     Raises:
         ConfigError: if ``split`` is not "train" or "test".
     """
-    files = {"train": "adult.data.gz", "test": "adult.test.gz"}
-    if split not in files:
+    if split not in _FILES:
         raise ConfigError(f"split must be 'train' or 'test', not {split!r}")
-    categories = _categories()
-    codes = {c: {v: i for i, v in enumerate(vals)} for c, vals in categories.items()}
-    rows = _read_rows(files[split])
+    X, y = _parse(split)
+    # copies: callers may modify their arrays without changing later loads
+    return Dataset(X=X.copy(), y=y.copy(), columns=ADULT_COLUMNS, categories=dict(_categories()))
+
+
+_FILES = {"train": "adult.data.gz", "test": "adult.test.gz"}
+
+
+@functools.cache
+def _parse(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Parse one split once per process (the demos and tests load Adult many times)."""
+    codes = {c: {v: i for i, v in enumerate(vals)} for c, vals in _categories().items()}
+    rows = _read_rows(_FILES[split])
     X = np.empty((len(rows), len(ADULT_COLUMNS)), dtype=np.float64)
     y = np.empty(len(rows), dtype=np.int64)
     for i, row in enumerate(rows):
@@ -107,7 +118,7 @@ def load_adult(split: str = "train") -> Dataset:
             else:
                 X[i, j] = codes[column][value]
         y[i] = 1 if row[14].rstrip(".") == ">50K" else 0
-    return Dataset(X=X, y=y, columns=ADULT_COLUMNS, categories=categories)
+    return X, y
 
 
 def adult_design_matrix(train: Dataset, test: Dataset) -> tuple[np.ndarray, np.ndarray, list[str]]:
