@@ -5,6 +5,9 @@ hefl's. The driver writes the arrays (same Adult split as hefl's benchmark) and 
 this script writes. It imports nothing from hefl.
 
 Usage:  python secretflow_sgb_worker.py DATA.npz OUT.json --schema paillier|ou --trees 10
+        python secretflow_sgb_worker.py DATA.npz BINS.npz --export-bins
+            (no training: writes the bin index of every value, cut by SGB's own quantile
+            sketch, train cut points applied to the test rows)
 """
 
 from __future__ import annotations
@@ -40,9 +43,26 @@ def main() -> None:
     ap.add_argument("--max-bin", type=int, default=32)
     ap.add_argument("--depth", type=int, default=5)
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--export-bins", action="store_true")
     args = ap.parse_args()
 
     import numpy as np
+
+    if args.export_bins:
+        from secretflow.ml.boost.core.order_map_tools import qcut
+
+        d = np.load(args.data)
+        out = {}
+        for side in ("xa", "xp"):
+            tr, te = d[side + "_train"], d[side + "_test"]
+            btr, bte = np.zeros_like(tr), np.zeros_like(te)
+            for f in range(tr.shape[1]):
+                # SGB: buckets = ceil(1 / sketch_eps)
+                btr[:, f], cuts = qcut(tr[:, f], args.max_bin)
+                bte[:, f] = np.digitize(te[:, f], cuts)
+            out[side + "_train"], out[side + "_test"] = btr, bte
+        np.savez(args.out, **out)
+        return
     import secretflow as sf
     import spu
     from secretflow.data import FedNdarray, PartitionWay
