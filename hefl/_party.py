@@ -658,13 +658,36 @@ class Party:
         return True
 
     async def _handshake(self) -> None:
-        for peer in self.peers:
-            await self._send_kind(peer, Kind.HELLO, "", None)
         timeout = self._opts.connect_timeout
-        ok = await self._wait_until(
-            lambda: self._failure is not None or self._hello >= self._peer_set, timeout
-        )
+        deadline = time.monotonic() + timeout
+        # The hellos go out concurrently and under the same deadline: a send to a peer whose
+        # connection never comes up (e.g. its CURVE handshake was refused) can wait forever.
+        sends = {
+            peer: asyncio.ensure_future(self._send_kind(peer, Kind.HELLO, "", None))
+            for peer in self.peers
+        }
+        try:
+            ok = await self._wait_until(
+                lambda: self._failure is not None or self._hello >= self._peer_set, timeout
+            )
+            if ok and self._failure is None:
+                left = max(0.0, deadline - time.monotonic())
+                await asyncio.wait(sends.values(), timeout=left)
+            for task in sends.values():
+                if task.done() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            unsent = sorted(p for p, task in sends.items() if not task.done())
+        finally:
+            for task in sends.values():
+                task.cancel()
         self._raise_if_failed()
+        if ok and unsent:
+            raise PeerFailed(
+                unsent[0],
+                f"its connection did not come up within {timeout:g} s (party {self.name!r} "
+                f"could not send to {unsent}). Check its address, its CURVE key and that "
+                "it is started",
+            )
         if not ok:
             missing = sorted(self._peer_set - self._hello)
             refused = getattr(self._transport, "refused_keys", None)
