@@ -57,6 +57,10 @@ def _decrypt_job(sk: PrivateKey, wire: Any, plan: BitPlan, count: int, reorder: 
     return decrypt_entries(sk, enc, plan, count)
 
 
+def _warm_job() -> None:
+    """Nothing: submitted once so the executor starts its worker process early."""
+
+
 def _exact_sum(v: np.ndarray) -> int:
     return int(exact_group_sums(v, np.zeros(len(v), dtype=np.int64), 1)[0]) if len(v) else 0
 
@@ -125,11 +129,14 @@ async def active_party(
     layout = layout_of(cfg.pack_gh, cfg.encoding)
     horner = plan.slots > 1 and layout != "phe"
     per_row = 1 if layout == "packed" else 2
+    # a process executor spawns its worker on first use: start it now (offline with prefill,
+    # otherwise while the passive parties bin their features) rather than at the first
+    # decryption, where every party would wait for it
+    warm = asyncio.ensure_future(party.offload(_warm_job))
     pool = None
     if cfg.precompute and cfg.blaster:
-        # one tree's worth of obfuscators, refilled in the background by one process
-        # one tree's worth, refilled by one background process; with prefill, every tree's
-        # worth made up front by two (the offline phase may use every core)
+        # one tree's worth of obfuscators, refilled by one background process; with prefill,
+        # every tree's worth made up front by two (the offline phase may use every core)
         need = per_row * n * (cfg.n_estimators if prefill else 1)
         pool = ObfuscatorPool(pk, capacity=need, chunk=256, workers=2 if prefill else 1,
                               method=cfg.obfuscation, private_key=sk)  # fmt: skip
@@ -340,6 +347,7 @@ async def active_party(
     finally:
         if pool is not None:
             pool.close()
+    await warm
     return {
         "model": model.to_json(),
         "statistics": party.statistics(),
