@@ -270,8 +270,9 @@ def _supervise(
         setup_deadline = min(setup_deadline, deadline)
         setup_seconds = min(setup_seconds, timeout)  # type: ignore[type-var]
     outcomes: dict[str, tuple] = {}
+    closed: set[str] = set()  # pipe closed before a report: wait for the exit code instead
     while len(book) + len(outcomes) < len(names):
-        pending = [conns[n] for n in names if n not in book and n not in outcomes]
+        pending = [conns[n] for n in names if n not in book and n not in outcomes | closed]
         sentinels = [procs[n].sentinel for n in names if n not in book and n not in outcomes]
         remaining = setup_deadline - time.monotonic()
         if remaining <= 0:
@@ -281,12 +282,11 @@ def _supervise(
         for name in names:
             if name in book or name in outcomes:
                 continue
-            if conns[name] in ready or conns[name].poll():
+            if name not in closed and (conns[name] in ready or conns[name].poll()):
                 try:
                     msg = conns[name].recv()
-                except EOFError:  # the pipe closed: the child died before reporting anything
-                    procs[name].join(1)
-                    outcomes[name] = ("died", time.time(), _describe_exit(procs[name].exitcode))
+                except EOFError:  # the child is dying before reporting anything
+                    closed.add(name)
                     continue
                 if msg[0] == "bound":
                     book[name] = msg[1]
