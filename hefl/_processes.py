@@ -272,7 +272,9 @@ def _supervise(
     outcomes: dict[str, tuple] = {}
     closed: set[str] = set()  # pipe closed before a report: wait for the exit code instead
     while len(book) + len(outcomes) < len(names):
-        pending = [conns[n] for n in names if n not in book and n not in outcomes | closed]
+        pending = [
+            conns[n] for n in names if n not in book and n not in outcomes and n not in closed
+        ]
         sentinels = [procs[n].sentinel for n in names if n not in book and n not in outcomes]
         remaining = setup_deadline - time.monotonic()
         if remaining <= 0:
@@ -293,6 +295,7 @@ def _supervise(
                 else:
                     outcomes[name] = msg
             elif procs[name].sentinel in ready:
+                procs[name].join(5)  # the sentinel closes a moment before the exit is reapable
                 outcomes[name] = ("died", time.time(), _describe_exit(procs[name].exitcode))
     if outcomes:
         for name in book:
