@@ -141,13 +141,18 @@ def pinned_rows(full_rows, yfull, base, n_trees, kp, rounds: int = 1) -> list[di
         "(obfuscators precomputed before)",
     }
     runs: dict[str, list[dict]] = {k: [] for k in label}
-    for _ in range(rounds):
+    for i in range(rounds):
         res = run(full_rows, yfull, cfg, kp, processes=True, max_workers=1)
         runs["unpinned"].append(row(label["unpinned"], res, len(yfull)))
         res = fit_pinned(full_rows, yfull, cfg, kp)
         runs["pinned"].append(row(label["pinned"], res, len(yfull)))
         res = fit_pinned(full_rows, yfull, cfg, kp, prefill=True)
         runs["pinned_online"].append(row(label["pinned_online"], res, len(yfull)))
+        if i == 0 and res.trace is not None:
+            res.trace.save_gantt(
+                RESULTS / "vf2boost_gantt_pinned_online.png",
+                title=f"VF2Boost all on, one core per party, online, Adult {len(yfull)} rows",
+            )
     out = []
     for rs in runs.values():
         r = dict(rs[len(rs) // 2])
