@@ -66,7 +66,7 @@ def test_same_stream_roles_in_all_three_modes(mode):
     assert hefl.run({"alice": R.alice, "bob": R.bob}, **MODES[mode]) == {"alice": 2, "bob": None}
 
 
-DIES_ON_IMPORT = '''
+DIES_ON_IMPORT = """
 import os
 
 if os.environ.get("HEFL_TEST_PARENT_PID") != str(os.getpid()):
@@ -75,7 +75,7 @@ if os.environ.get("HEFL_TEST_PARENT_PID") != str(os.getpid()):
 
 async def role(party):
     return party.name
-'''
+"""
 
 
 def test_party_dying_before_it_reports_its_address(tmp_path, monkeypatch):
