@@ -89,6 +89,13 @@ def run_sgb(py: Path, data: Path, schema: str, trees: int, y_test: np.ndarray, l
     return res
 
 
+def hefl_commit() -> str | None:
+    """The commit hefl's working tree is at (the measured code), if it is a git checkout."""
+    r = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                       capture_output=True, text=True)  # fmt: skip
+    return r.stdout.strip() or None
+
+
 def run_hefl(parts, y, tparts, y_test, kp, trees: int, obfuscation: str, **kw) -> dict:
     opts = {"max_bin": 32, **kw}
     cfg = VF2BoostConfig(n_estimators=trees, max_depth=5, learning_rate=0.3, reg_lambda=1.0,
@@ -107,6 +114,7 @@ def run_hefl(parts, y, tparts, y_test, kp, trees: int, obfuscation: str, **kw) -
             p: s.get("idle_seconds", 0.0) / max(s["wall_seconds"], 1e-9) for p, s in stats.items()
         },
         "hit_rate": res.hit_rate,
+        "hefl_commit": hefl_commit(),
     }
 
 
