@@ -72,9 +72,30 @@ def row(name, res, rows, note="", extrapolated=None):
         "active_idle_share": active["idle_seconds"] / max(active["wall_seconds"], 1e-9),
         "passive_idle_share": passive["idle_seconds"] / max(passive["wall_seconds"], 1e-9),
         "hit_rate": res.hit_rate,
+        **training_idle(res),
         "note": note,
         "spans": {p: s.get("span_seconds", {}) for p, s in stats.items()},
     }
+    return out
+
+
+def training_idle(res) -> dict:
+    """Idle shares over the training only: from the end of an offline prefill phase (or the
+    first span) to the last span, from the trace's idle spans."""
+    spans = getattr(res.trace, "spans", None)
+    if not spans:
+        return {}
+    prefill = [s for s in spans if s.name == "prefill-obfuscators"]
+    start = max(s.start_us + s.dur_us for s in prefill) if prefill else spans[0].start_us
+    end = max(s.start_us + s.dur_us for s in spans)
+    out = {}
+    for party, key in (("active", "active"), ("passive1", "passive")):
+        idle = sum(
+            max(0.0, min(s.start_us + s.dur_us, end) - max(s.start_us, start))
+            for s in spans
+            if s.party == party and s.name == "idle"
+        )
+        out[f"{key}_idle_share_training"] = idle / max(end - start, 1e-9)
     return out
 
 
@@ -157,10 +178,14 @@ def pinned_rows(full_rows, yfull, base, n_trees, kp, rounds: int = 1) -> list[di
     for rs in runs.values():
         r = dict(rs[len(rs) // 2])
         for key in ("seconds_per_tree", "seconds_per_tree_full_adult", "active_idle_share",
-                    "passive_idle_share"):  # fmt: skip
-            r[key] = float(np.median([x[key] for x in rs]))
-        r["rounds"] = [{key: x[key] for key in ("seconds_per_tree", "active_idle_share",
-                                                "passive_idle_share")} for x in rs]  # fmt: skip
+                    "passive_idle_share", "active_idle_share_training",
+                    "passive_idle_share_training"):  # fmt: skip
+            r[key] = float(np.median([x.get(key, float("nan")) for x in rs]))
+        r["rounds"] = [{key: x.get(key) for key in ("seconds_per_tree", "active_idle_share",
+                                                    "passive_idle_share",
+                                                    "active_idle_share_training",
+                                                    "passive_idle_share_training")}
+                       for x in rs]  # fmt: skip
         out.append(r)
     return out
 
@@ -201,11 +226,14 @@ def main() -> None:
         full_rows = full if not args.quick else [X[:2000] for X in full]
         yfull = train.y if not args.quick else train.y[:2000]
         rows_out = pinned_rows(full_rows, yfull, base, n_trees, kp, args.rounds)
-        print(f"\n{'configuration':90} {'s/tree':>7} {'idle A':>7} {'idle P':>7}")
+        print(f"\n{'configuration':90} {'s/tree':>7} {'idle A':>7} {'idle P':>7} "
+              f"{'(training only:':>15} {'A':>4} {'P)':>5}")  # fmt: skip
         for r in rows_out:
             print(
                 f"{r['config'][:90]:90} {r['seconds_per_tree']:>7.2f} "
-                f"{r['active_idle_share']:>7.0%} {r['passive_idle_share']:>7.0%}"
+                f"{r['active_idle_share']:>7.0%} {r['passive_idle_share']:>7.0%} "
+                f"{'':>15} {r['active_idle_share_training']:>4.0%} "
+                f"{r['passive_idle_share_training']:>5.0%}"
             )
         out = {
             "machine": {
