@@ -35,9 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from hefl.protocols.vf2boost import (
-    FederatedModel,
     FitResult,
-    PartyModel,
     VF2BoostConfig,
     active_party,  # fmt: skip
     fit,
@@ -137,18 +135,7 @@ def fit_pinned(parts, y, cfg, kp, *, cores=None, prefill=False) -> FitResult:
     }
     t0 = time.perf_counter()
     result = hefl.run(roles, processes=True, max_workers=1)
-    seconds = time.perf_counter() - t0
-    stats = dict(result.statistics)
-    return FitResult(
-        model=FederatedModel(parties=[PartyModel.from_json(result[n]["model"]) for n in names]),
-        seconds=seconds,
-        tree_seconds=list(result[names[0]]["tree_seconds"]),
-        bytes_sent={n: int(stats[n].get("bytes_sent", 0)) for n in names},
-        bytes_received={n: int(stats[n].get("bytes_received", 0)) for n in names},
-        statistics=stats,
-        hit_rate=result[names[0]].get("hit_rate"),
-        trace=getattr(result, "trace", None),
-    )
+    return FitResult.from_run(result, names, time.perf_counter() - t0)
 
 
 def pinned_rows(full_rows, yfull, base, n_trees, kp, rounds: int = 1) -> list[dict]:

@@ -43,6 +43,29 @@ class FitResult:
     hit_rate: float | None
     trace: Any = field(default=None, repr=False)
 
+    @classmethod
+    def from_run(cls, result: Any, names: list[str], seconds: float) -> FitResult:
+        """Collect a FitResult from ``hefl.run``'s result of the VF2Boost roles.
+
+        Args:
+            result: the :class:`hefl.RunResult` (every party's role output).
+            names: the party names, active party first.
+            seconds: the wall time of the run.
+        """
+        stats = dict(
+            getattr(result, "statistics", {}) or {n: result[n]["statistics"] for n in names}
+        )
+        return cls(
+            model=FederatedModel(parties=[PartyModel.from_json(result[n]["model"]) for n in names]),
+            seconds=seconds,
+            tree_seconds=list(result[names[0]]["tree_seconds"]),
+            bytes_sent={n: int(stats[n].get("bytes_sent", 0)) for n in names},
+            bytes_received={n: int(stats[n].get("bytes_received", 0)) for n in names},
+            statistics=stats,
+            hit_rate=result[names[0]].get("hit_rate"),
+            trace=getattr(result, "trace", None),
+        )
+
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly one-screen summary."""
         return {
@@ -129,19 +152,7 @@ def fit(
     t0 = time.perf_counter()
     result = hefl.run(roles, transport=transport, processes=processes, executor=executor,
                       max_workers=max_workers, timeout=timeout)  # fmt: skip
-    seconds = time.perf_counter() - t0
-    model = FederatedModel(parties=[PartyModel.from_json(result[n]["model"]) for n in names])
-    stats = dict(getattr(result, "statistics", {}) or {n: result[n]["statistics"] for n in names})
-    return FitResult(
-        model=model,
-        seconds=seconds,
-        tree_seconds=list(result[names[0]]["tree_seconds"]),
-        bytes_sent={n: int(stats[n].get("bytes_sent", 0)) for n in names},
-        bytes_received={n: int(stats[n].get("bytes_received", 0)) for n in names},
-        statistics=stats,
-        hit_rate=result[names[0]].get("hit_rate"),
-        trace=getattr(result, "trace", None),
-    )
+    return FitResult.from_run(result, names, time.perf_counter() - t0)
 
 
 def fit_local(
