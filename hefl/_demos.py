@@ -216,7 +216,8 @@ def format_report(report: dict[str, Any]) -> str:
         same = "yes" if report["identical_to_plaintext_reference"] else "NO"
         hit = report["optimistic_hit_rate"]
         lines += [
-            f"  {report['parties']} parties, {report['trees']} trees, {report['key_bits']}-bit "
+            f"  {report['parties']} parties, {_count(report['trees'], 'tree')}, "
+            f"{report['key_bits']}-bit "
             f"Paillier ({report['obfuscation']} obfuscators)",
             f"  test AUC {report['test_auc']:.5f}; trees identical to the plaintext "
             f"reference: {same}",
@@ -227,8 +228,9 @@ def format_report(report: dict[str, Any]) -> str:
     else:
         r = report["mean_round_seconds"]
         lines += [
-            f"  {report['clients']} clients + aggregator, {report['model']}, {report['rounds']} "
-            f"rounds, r={report['quant_bits']} bits, {report['key_bits']}-bit Paillier",
+            f"  {_count(report['clients'], 'client')} + aggregator, {report['model']}, "
+            f"{_count(report['rounds'], 'round')}, r={report['quant_bits']} bits, "
+            f"{report['key_bits']}-bit Paillier",
             f"  test accuracy {report['test_accuracy']:.4f} (plaintext FedAvg, same batches: "
             f"{report['plaintext_fedavg_accuracy']:.4f}; gap {report['accuracy_gap_points']:+.2f}"
             " points)",
@@ -246,6 +248,10 @@ def format_report(report: dict[str, Any]) -> str:
             f"{s['busy_seconds']:>8.1f} {s['idle_seconds']:>8.1f} {s['idle_share']:>5.0%}"
         )
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _size(n: float) -> str:
