@@ -59,40 +59,37 @@ def party_table(statistics: dict[str, dict[str, Any]]) -> dict[str, dict[str, fl
     return out
 
 
+def _run_mode(processes: bool) -> tuple[dict[str, Any], str]:
+    """The ``fit``/``train``/``predict`` keywords of a run mode, and its description."""
+    if processes:
+        return {"transport": "zmq", "processes": True}, "one OS process per party over ZeroMQ"
+    return {"transport": "inproc"}, "one process (inproc)"
+
+
 def run_vf2boost(
+    cfg: Any,
     *,
     parties: int = 2,
-    trees: int = 10,
-    depth: int = 5,
-    learning_rate: float = 0.3,
-    bins: int = 32,
     rows: int = 0,
-    key_bits: int = 2048,
-    insecure: bool = False,
-    short_exponent: bool = False,
     processes: bool = True,
     progress: bool = False,
     timeout: float | None = None,
 ) -> tuple[dict[str, Any], Any]:
-    """Train VF2Boost on Adult (official train split), predict the test split through the
-    parties, and check the trees against the plaintext reference.
+    """Train VF2Boost (``cfg``, a :class:`VF2BoostConfig`) on Adult's official train split,
+    predict the test split through the parties, and check the trees against the plaintext
+    reference.
 
     Returns:
         (report, trace): the JSON-friendly report and the federation's :class:`hefl.Trace`.
     """
-    from hefl.protocols.vf2boost import VF2BoostConfig, fit, plaintext_reference, predict, roc_auc
+    from hefl.protocols.vf2boost import fit, plaintext_reference, predict, roc_auc
 
-    cfg = VF2BoostConfig(
-        n_estimators=trees, max_depth=depth, learning_rate=learning_rate, max_bin=bins,
-        key_bits=key_bits, allow_insecure=insecure,
-        obfuscation="djn-short" if short_exponent else "djn",
-    )  # fmt: skip
     train = subsample(load_adult("train"), rows)
     test = load_adult("test")
     X_parts = adult_vertical_parts(train, parties)
     T_parts = adult_vertical_parts(test, parties)
-    mode = {"transport": "zmq", "processes": True} if processes else {"transport": "inproc"}
-    bar = TreeProgress(trees, enabled=progress)
+    mode, described = _run_mode(processes)
+    bar = TreeProgress(cfg.n_estimators, enabled=progress)
     bar.start("key generation, binning, first tree (encrypting g and h)")
     result = fit(X_parts, train.y, cfg, progress=bar, timeout=timeout, **mode)
     t0 = time.perf_counter()
@@ -101,11 +98,11 @@ def run_vf2boost(
     reference = plaintext_reference(X_parts, train.y, cfg)
     report = {
         "protocol": "vf2boost",
-        "mode": "one OS process per party over ZeroMQ" if processes else "one process (inproc)",
+        "mode": described,
         "dataset": f"UCI Adult, {len(train.y)} training rows, {len(test.y)} test rows",
         "parties": parties,
-        "trees": trees,
-        "key_bits": key_bits,
+        "trees": cfg.n_estimators,
+        "key_bits": cfg.key_bits,
         "obfuscation": cfg.obfuscation,
         "test_auc": roc_auc(test.y, proba),
         "identical_to_plaintext_reference": result.model.resolved_trees()
@@ -120,31 +117,23 @@ def run_vf2boost(
 
 
 def run_batchcrypt(
+    cfg: Any,
     *,
-    clients: int = 3,
     rounds: int = 10,
-    quant_bits: int = 16,
     model: str = "logreg",
-    key_bits: int = 2048,
-    insecure: bool = False,
-    short_exponent: bool = False,
-    shared_decryption: bool = True,
     processes: bool = True,
     progress: bool = False,
 ) -> tuple[dict[str, Any], Any]:
-    """Train a model on Adult split among ``clients`` with BatchCrypt aggregation, and the same
-    rounds with plaintext FedAvg (same data, seeds and batches) for comparison.
+    """Train a model on Adult split among ``cfg.n_clients`` clients with BatchCrypt
+    aggregation (``cfg``, a :class:`BatchCryptConfig`), and the same rounds with plaintext
+    FedAvg (same data, seeds and batches) for comparison.
 
     Returns:
         (report, trace): the JSON-friendly report and the federation's :class:`hefl.Trace`.
     """
-    from hefl.protocols.batchcrypt import BatchCryptConfig, train
+    from hefl.protocols.batchcrypt import train
 
-    cfg = BatchCryptConfig(
-        bits=quant_bits, n_clients=clients, key_bits=key_bits, allow_insecure=insecure,
-        short_exponent=short_exponent, shared_decryption=shared_decryption,
-    )  # fmt: skip
-    mode = {"transport": "zmq", "processes": True} if processes else {"transport": "inproc"}
+    mode, described = _run_mode(processes)
     bar = RoundProgress(rounds, enabled=progress)
     bar.start("starting parties, key generation and exchange, first round")
     result = train(cfg, model=model, dataset="adult", rounds=rounds, progress=bar, **mode)
@@ -152,13 +141,13 @@ def run_batchcrypt(
     summary = result.summary()
     report = {
         "protocol": "batchcrypt",
-        "mode": "one OS process per party over ZeroMQ" if processes else "one process (inproc)",
+        "mode": described,
         "dataset": "UCI Adult (official split), rows dealt out among the clients",
         "model": model,
-        "clients": clients,
+        "clients": cfg.n_clients,
         "rounds": rounds,
-        "quant_bits": quant_bits,
-        "key_bits": key_bits,
+        "quant_bits": cfg.bits,
+        "key_bits": cfg.key_bits,
         "test_accuracy": result.final_accuracy,
         "plaintext_fedavg_accuracy": plain.final_accuracy,
         "accuracy_gap_points": 100 * (plain.final_accuracy - result.final_accuracy),

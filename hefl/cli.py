@@ -168,25 +168,43 @@ def _emit(args: argparse.Namespace, report: dict[str, Any], trace: Any, text: st
                 print(f"  {key} written to {report[key]}")
 
 
+def _vf2boost_config(args: argparse.Namespace) -> Any:
+    """The VF2BoostConfig the VF2Boost flags ask for (shared by ``demo`` and ``party``)."""
+    from hefl.protocols.vf2boost import VF2BoostConfig
+
+    return VF2BoostConfig(
+        n_estimators=args.trees, max_depth=args.depth, learning_rate=args.learning_rate,
+        max_bin=args.bins, key_bits=args.bits, allow_insecure=args.insecure,
+        obfuscation="djn-short" if args.short_exponent else "djn",
+    )  # fmt: skip
+
+
+def _batchcrypt_config(args: argparse.Namespace, n_clients: int) -> Any:
+    """The BatchCryptConfig the BatchCrypt flags ask for, for ``n_clients`` clients."""
+    from hefl.protocols.batchcrypt import BatchCryptConfig
+
+    return BatchCryptConfig(
+        bits=args.quant_bits, n_clients=n_clients, key_bits=args.bits,
+        allow_insecure=args.insecure, short_exponent=args.short_exponent,
+        shared_decryption=not args.no_shared_decryption,
+    )  # fmt: skip
+
+
 def _demo(args: argparse.Namespace) -> int:
     from hefl import _demos
 
     _check_outputs(args)
     progress = sys.stderr.isatty() and not args.json
-    common = {"key_bits": args.bits, "insecure": args.insecure,
-              "short_exponent": args.short_exponent, "processes": not args.inproc,
-              "progress": progress}  # fmt: skip
+    mode = {"processes": not args.inproc, "progress": progress}
     if args.protocol == "vf2boost":
         report, trace = _demos.run_vf2boost(
-            parties=args.parties, trees=args.trees, depth=args.depth,
-            learning_rate=args.learning_rate, bins=args.bins, rows=args.rows, **common,
-        )  # fmt: skip
+            _vf2boost_config(args), parties=args.parties, rows=args.rows, **mode
+        )
         ok = report["identical_to_plaintext_reference"]
     else:
         report, trace = _demos.run_batchcrypt(
-            clients=args.clients, rounds=args.rounds, quant_bits=args.quant_bits,
-            model=args.model, shared_decryption=not args.no_shared_decryption, **common,
-        )  # fmt: skip
+            _batchcrypt_config(args, args.clients), rounds=args.rounds, model=args.model, **mode
+        )
         ok = True
     _emit(args, report, trace, _demos.format_report(report))
     if not ok:
@@ -206,13 +224,7 @@ def _party(args: argparse.Namespace) -> int:
     if args.name not in names:
         raise ConfigError(f"party {args.name!r} is not in {args.config}; its parties: {names}")
     if args.protocol == "vf2boost":
-        from hefl.protocols.vf2boost import VF2BoostConfig
-
-        cfg = VF2BoostConfig(
-            n_estimators=args.trees, max_depth=args.depth, learning_rate=args.learning_rate,
-            max_bin=args.bins, key_bits=args.bits, allow_insecure=args.insecure,
-            obfuscation="djn-short" if args.short_exponent else "djn",
-        )  # fmt: skip
+        cfg = _vf2boost_config(args)
         keypair = None
         if args.paillier_key is not None:
             if args.name != names[0]:
@@ -220,14 +232,10 @@ def _party(args: argparse.Namespace) -> int:
             keypair = _load_paillier(args.paillier_key, cfg.key_bits)
         role = _demos.vf2boost_party_role(names, args.name, cfg, rows=args.rows, keypair=keypair)
     else:
-        from hefl.protocols.batchcrypt import AGGREGATOR, BatchCryptConfig, TrainSpec, party_role
+        from hefl.protocols.batchcrypt import AGGREGATOR, TrainSpec, party_role
 
         clients = [n for n in names if n != AGGREGATOR]
-        cfg = BatchCryptConfig(
-            bits=args.quant_bits, n_clients=len(clients), key_bits=args.bits,
-            allow_insecure=args.insecure, short_exponent=args.short_exponent,
-            shared_decryption=not args.no_shared_decryption,
-        )  # fmt: skip
+        cfg = _batchcrypt_config(args, len(clients))
         if AGGREGATOR not in names or sorted(clients) != sorted(cfg.clients):
             raise ConfigError(
                 f"a BatchCrypt federation names its parties {list(cfg.parties)}; "
