@@ -349,8 +349,9 @@ class Party:
         Returns:
             messages/bytes sent and received (data messages), control messages, rejected
             messages, ``unreceived_messages`` (delivered to this party, never received by its
-            role: messages under a tag it never asked for), ``wall_seconds`` (role running), ``idle_seconds`` (waiting for peers),
-            ``busy_seconds`` (the rest) and ``span_seconds`` (total time per span name).
+            role: messages under a tag it never asked for), ``wall_seconds`` (role running),
+            ``idle_seconds`` (waiting for peers), ``busy_seconds`` (the rest) and
+            ``span_seconds`` (total time per span name).
         """
         stats: dict[str, Any] = dict(self._stats)
         stats["unreceived_messages"] = sum(
