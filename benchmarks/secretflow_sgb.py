@@ -43,7 +43,7 @@ import numpy as np
 from hefl.protocols.vf2boost import VF2BoostConfig, fit, plaintext_reference, roc_auc
 
 from hefl.crypto import generate_keypair
-from hefl.data import ADULT_ACTIVE_COLUMNS, ADULT_PASSIVE_COLUMNS, load_adult
+from hefl.data import adult_vertical_parts, load_adult
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -137,8 +137,7 @@ def main() -> None:
     args = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     train, test = load_adult("train"), load_adult("test")
-    parts = [train.select(ADULT_ACTIVE_COLUMNS), train.select(ADULT_PASSIVE_COLUMNS)]
-    tparts = [test.select(ADULT_ACTIVE_COLUMNS), test.select(ADULT_PASSIVE_COLUMNS)]
+    parts, tparts = adult_vertical_parts(train), adult_vertical_parts(test)
     py = ensure_venv(args.sf_venv, args.sf_python) if args.only != "hefl" else None
     work = Path(tempfile.mkdtemp(prefix="hefl-sgb-"))
     data = work / "adult.npz"

@@ -46,7 +46,7 @@ from hefl.protocols.vf2boost.reference import check_parts, party_names
 
 import hefl
 from hefl.crypto import generate_keypair
-from hefl.data import ADULT_ACTIVE_COLUMNS, ADULT_PASSIVE_COLUMNS, load_adult
+from hefl.data import adult_vertical_parts, load_adult
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -194,8 +194,7 @@ def main() -> None:
     args = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     train, test = load_adult("train"), load_adult("test")
-    full = [train.select(ADULT_ACTIVE_COLUMNS), train.select(ADULT_PASSIVE_COLUMNS)]
-    tparts = [test.select(ADULT_ACTIVE_COLUMNS), test.select(ADULT_PASSIVE_COLUMNS)]
+    full, tparts = adult_vertical_parts(train), adult_vertical_parts(test)
     n_full = len(train.y)
     sub_n = 200 if args.quick else args.sub
     rng = np.random.default_rng(0)

@@ -13,22 +13,7 @@ from typing import Any
 import numpy as np
 
 from hefl._progress import RoundProgress, TreeProgress
-from hefl.data import ADULT_ACTIVE_COLUMNS, ADULT_PASSIVE_COLUMNS, Dataset, load_adult
-from hefl.errors import ConfigError
-
-
-def adult_vertical_parts(data: Dataset, n_parties: int) -> list[np.ndarray]:
-    """Adult's columns split among ``n_parties`` parties: the active party (index 0) keeps
-    age, workclass, fnlwgt, education, education_num, marital_status and occupation; the
-    other seven are dealt out to the passive parties in order (4 + 3 for three parties).
-
-    Raises:
-        ConfigError: fewer than 2 or more than 8 parties.
-    """
-    if not 2 <= n_parties <= 8:
-        raise ConfigError(f"the Adult demo splits 14 columns among 2..8 parties, not {n_parties}")
-    passive = np.array_split(np.array(ADULT_PASSIVE_COLUMNS), n_parties - 1)
-    return [data.select(ADULT_ACTIVE_COLUMNS)] + [data.select(list(cols)) for cols in passive]
+from hefl.data import Dataset, adult_vertical_parts, load_adult
 
 
 def subsample(data: Dataset, rows: int, seed: int = 0) -> Dataset:

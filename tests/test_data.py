@@ -29,3 +29,17 @@ def test_select_and_design_matrix():
 def test_bad_split():
     with pytest.raises(ConfigError, match="split"):
         load_adult("validation")
+
+
+def test_adult_vertical_parts():
+    from hefl.data import ADULT_PASSIVE_COLUMNS, adult_vertical_parts
+
+    data = load_adult("test")
+    two = adult_vertical_parts(data)
+    np.testing.assert_array_equal(two[0], data.select(ADULT_ACTIVE_COLUMNS))
+    np.testing.assert_array_equal(two[1], data.select(ADULT_PASSIVE_COLUMNS))
+    three = adult_vertical_parts(data, 3)
+    assert [p.shape[1] for p in three] == [7, 4, 3]
+    np.testing.assert_array_equal(np.hstack(three[1:]), two[1])
+    with pytest.raises(ConfigError, match=r"2\.\.8 parties"):
+        adult_vertical_parts(data, 1)

@@ -149,6 +149,22 @@ def adult_design_matrix(train: Dataset, test: Dataset) -> tuple[np.ndarray, np.n
     return np.hstack(blocks_train), np.hstack(blocks_test), names
 
 
+def adult_vertical_parts(data: Dataset, n_parties: int = 2) -> list[np.ndarray]:
+    """Adult's columns split among ``n_parties`` parties for vertical federated learning.
+
+    The active party (index 0) keeps :data:`ADULT_ACTIVE_COLUMNS` (age, workclass, fnlwgt,
+    education, education_num, marital_status, occupation); the other seven are dealt out to the
+    passive parties in order (4 + 3 for three parties).
+
+    Raises:
+        ConfigError: fewer than 2 or more than 8 parties.
+    """
+    if not 2 <= n_parties <= 8:
+        raise ConfigError(f"Adult's 14 columns split among 2..8 parties, not {n_parties}")
+    passive = np.array_split(np.array(ADULT_PASSIVE_COLUMNS), n_parties - 1)
+    return [data.select(ADULT_ACTIVE_COLUMNS)] + [data.select(list(cols)) for cols in passive]
+
+
 __all__ = [
     "ADULT_ACTIVE_COLUMNS",
     "ADULT_COLUMNS",
@@ -156,5 +172,6 @@ __all__ = [
     "ADULT_PASSIVE_COLUMNS",
     "Dataset",
     "adult_design_matrix",
+    "adult_vertical_parts",
     "load_adult",
 ]
