@@ -31,6 +31,7 @@ import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
+from hefl.crypto import _native
 from hefl.errors import ConfigError
 
 METHODS = ("djn", "djn-short", "rn")
@@ -70,14 +71,21 @@ def default_window(n_bits: int) -> int:
 class FixedBaseTable:
     """Precomputed powers of one base modulo one modulus, for fast h^x with random x.
 
+    With the native kernel (:mod:`hefl.crypto._native`) the table lives in one C array and
+    the products run without the interpreter; otherwise as lists of gmpy2 numbers. Both give
+    the same numbers.
+
     Args:
         base: the fixed base h (already reduced mod ``modulus``).
         modulus: the modulus (n², p² or q²).
         max_exp_bits: the largest exponent length that will be asked for.
         window: digit width w in bits (1..16).
+        native: use the C kernel (default: whenever it is built).
     """
 
-    def __init__(self, base: mpz, modulus: mpz, max_exp_bits: int, window: int) -> None:
+    def __init__(
+        self, base: mpz, modulus: mpz, max_exp_bits: int, window: int, *, native: bool | None = None
+    ) -> None:
         if not 1 <= window <= 16:
             raise ConfigError(f"window must be in 1..16 bits, got {window}")
         if max_exp_bits < 1:
@@ -87,6 +95,10 @@ class FixedBaseTable:
         self.window = window
         self.max_exp_bits = max_exp_bits
         self.n_windows = -(-max_exp_bits // window)
+        self.native = _native.AVAILABLE if native is None else native
+        if self.native:
+            self._kernel = _native.FixedBase(self.base, self.modulus, self.n_windows, window)
+            return
         tables: list[list[mpz]] = []
         g = self.base
         for i in range(self.n_windows):
@@ -108,47 +120,34 @@ class FixedBaseTable:
             raise ConfigError(f"table built for exponents of 1..{self.max_exp_bits} bits")
         return -(-exp_bits // self.window)
 
-    def random_digits(self, count: int, exp_bits: int) -> list[list[int]]:
-        """Draw ``count`` uniformly random exponents of ``exp_bits`` bits as little-endian
-        w-bit digits (OS CSPRNG).
+    def random_digits(self, count: int, exp_bits: int) -> np.ndarray:
+        """Draw ``count`` uniformly random exponents of ``exp_bits`` bits as rows of
+        little-endian w-bit digits (uint16 array of shape (count, windows); OS CSPRNG).
 
         Every digit is uniform and independent and the top digit keeps only the remaining
         bits, so the exponent is uniform over [0, 2^exp_bits).
         """
         k = self.windows_for(exp_bits)
-        if count == 0:
-            return []
-        raw: np.ndarray
-        if self.window == 8:
-            raw = np.frombuffer(secrets.token_bytes(count * k), dtype=np.uint8).copy()
-        else:
-            raw = np.frombuffer(secrets.token_bytes(count * k * 2), dtype=np.uint16)
-            raw = raw & np.uint16((1 << self.window) - 1)
+        raw = np.frombuffer(secrets.token_bytes(count * k * 2), dtype="<u2").copy()
+        raw &= np.uint16((1 << self.window) - 1)
         raw = raw.reshape(count, k)
         top_bits = exp_bits - (k - 1) * self.window
         if top_bits < self.window:
             raw[:, -1] &= (1 << top_bits) - 1
-        return raw.tolist()
+        return raw
 
-    def power(self, digits: list[int]) -> mpz:
-        """Return base^x mod modulus for the exponent x given by its little-endian digits."""
-        tables = self.tables
-        m = self.modulus
-        acc = tables[0][digits[0]]
-        for i in range(1, len(digits)):
-            acc = acc * tables[i][digits[i]] % m
-        return acc
-
-    def powers(self, digit_rows: list[list[int]]) -> list[mpz]:
-        """Vector form of :meth:`power`."""
+    def powers(self, digits: np.ndarray) -> list[mpz]:
+        """Return base^x mod modulus for every exponent x given as a row of digits."""
+        if self.native:
+            return self._kernel.powers(digits)
         tables = self.tables
         m = self.modulus
         out: list[mpz] = []
         append = out.append
-        for digits in digit_rows:
-            acc = tables[0][digits[0]]
+        for row in digits.tolist():
+            acc = tables[0][row[0]]
             i = 1
-            for d in digits[1:]:
+            for d in row[1:]:
                 acc = acc * tables[i][d] % m
                 i += 1
             append(acc)

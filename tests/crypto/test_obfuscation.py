@@ -4,10 +4,14 @@ import pickle
 from concurrent.futures import ThreadPoolExecutor
 
 import gmpy2
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hefl import ConfigError, CryptoError, KeyMismatchError
 from hefl.crypto import ObfuscatorPool
+from hefl.crypto._native import AVAILABLE as NATIVE
 from hefl.crypto._obfuscation import (
     CrtObfuscator,
     FixedBaseTable,
@@ -15,19 +19,75 @@ from hefl.crypto._obfuscation import (
     public_obfuscators,
 )
 
+needs_native = pytest.mark.skipif(not NATIVE, reason="hefl's C kernel is not built")
 
-def test_fixed_base_table_matches_powmod(keypair):
+
+@pytest.mark.parametrize("native", [False, pytest.param(True, marks=needs_native)])
+def test_fixed_base_table_matches_powmod(keypair, native):
     pk, _ = keypair
     h = draw_djn_base(pk.n)
     for w in (3, 8, 10):
-        table = FixedBaseTable(h, pk.nsquare, 512, w)
-        for digits in table.random_digits(5, 512):
-            x = sum(d << (w * i) for i, d in enumerate(digits))
+        table = FixedBaseTable(h, pk.nsquare, 512, w, native=native)
+        digits = table.random_digits(5, 512)
+        assert digits.shape == (5, table.n_windows)
+        for row, r in zip(digits.tolist(), table.powers(digits), strict=True):
+            x = sum(d << (w * i) for i, d in enumerate(row))
             assert x < 2**512
-            assert table.power(digits) == gmpy2.powmod(h, x, pk.nsquare)
-        assert table.powers([[0] * table.n_windows]) == [1]
+            assert r == gmpy2.powmod(h, x, pk.nsquare)
+        zeros = np.zeros((1, table.n_windows), dtype=np.uint16)
+        assert table.powers(zeros) == [1]
     with pytest.raises(ConfigError):
-        FixedBaseTable(h, pk.nsquare, 512, 17)
+        FixedBaseTable(h, pk.nsquare, 512, 17, native=native)
+
+
+@needs_native
+@settings(max_examples=60, deadline=None)
+@given(
+    modulus=st.integers(2, 2**700).map(lambda m: m | 1),
+    base=st.integers(0, 2**700),
+    window=st.integers(1, 12),
+    exp_bits=st.integers(1, 160),
+    data=st.data(),
+)
+def test_native_table_equals_python_table(modulus, base, window, exp_bits, data):
+    """The C kernel and the gmpy2 loop compute the same residues for any modulus, base and
+    exponent (odd moduli of any size, including ones that are not whole limbs)."""
+    m = gmpy2.mpz(modulus)
+    b = gmpy2.mpz(base) % m
+    native = FixedBaseTable(b, m, exp_bits, window, native=True)
+    python = FixedBaseTable(b, m, exp_bits, window, native=False)
+    k = native.windows_for(exp_bits)
+    top = exp_bits - (k - 1) * window
+    rows = data.draw(
+        st.lists(
+            st.lists(st.integers(0, 2**window - 1), min_size=k, max_size=k), min_size=1, max_size=4
+        )
+    )
+    digits = np.array(rows, dtype=np.uint16).reshape(-1, k)
+    digits[:, -1] &= (1 << top) - 1
+    assert native.powers(digits) == python.powers(digits)
+    x = [sum(int(d) << (window * i) for i, d in enumerate(row)) for row in digits]
+    assert native.powers(digits) == [gmpy2.powmod(b, e, m) for e in x]
+
+
+@needs_native
+def test_native_table_refuses_bad_input(keypair):
+    from hefl.crypto import _cmodmul
+
+    pk, _ = keypair
+    table = FixedBaseTable(draw_djn_base(pk.n), pk.nsquare, 64, 4, native=True)
+    bad = np.full((1, table.n_windows), 16, dtype=np.uint16)  # a 5-bit digit in a 4-bit window
+    with pytest.raises(ValueError, match="digit out of range"):
+        table.powers(bad)
+    too_long = np.zeros((1, table.n_windows + 1), dtype=np.uint16)
+    with pytest.raises(ValueError, match="k must be"):
+        table.powers(too_long)
+    w = 8 * -(-pk.nsquare.bit_length() // 64)
+    big = (pk.nsquare + 1).to_bytes(w, "little")
+    with pytest.raises(ValueError, match="reduced"):
+        _cmodmul.table_new(big, pk.nsquare.to_bytes(w, "little"), 4, 4)
+    with pytest.raises(ValueError, match="modulus"):
+        _cmodmul.table_new(b"\x01", b"\x01", 4, 4)
 
 
 @pytest.mark.parametrize("method", ["djn", "djn-short", "rn"])

@@ -1,0 +1,65 @@
+"""Bridge to the optional C kernel in ``_cmodmul.c``: fixed-base products for obfuscators.
+
+The extension is built at install time when a C compiler and GMP's headers are present (see
+``setup.py``); without it :data:`AVAILABLE` is False and :class:`FixedBaseTable` uses its
+pure-Python gmpy2 loop, which computes the same numbers. Set ``HEFL_NATIVE=0`` in the
+environment to force the pure-Python loop (for comparison runs).
+
+Numbers cross into C as little-endian byte strings of a fixed width, so the C side needs no
+Python-integer internals; the C code checks every digit before it indexes the table.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from gmpy2 import mpz
+
+try:
+    from hefl.crypto import _cmodmul  # type: ignore[attr-defined]
+except ImportError:  # not built: no compiler or no GMP headers at install time
+    _cmodmul = None
+
+AVAILABLE: bool = _cmodmul is not None and os.environ.get("HEFL_NATIVE", "1") != "0"
+
+
+def _width(modulus: mpz) -> int:
+    """Bytes per number in the C kernels: whole 64-bit limbs of the modulus."""
+    return 8 * -(-modulus.bit_length() // 64)
+
+
+def _split(data: bytes, width: int) -> list[mpz]:
+    view = memoryview(data)
+    from_bytes = mpz.from_bytes
+    return [from_bytes(view[i : i + width], "little") for i in range(0, len(data), width)]
+
+
+class FixedBase:
+    """A fixed-base table held in C: ``powers(digits)`` = base^x mod m for digit rows of x.
+
+    Args:
+        base: the base, reduced modulo ``modulus``.
+        modulus: the modulus (> 1).
+        n_windows: rows of the table (⌈max exponent bits / window⌉).
+        window: digit width in bits (1..16).
+    """
+
+    def __init__(self, base: mpz, modulus: mpz, n_windows: int, window: int) -> None:
+        if _cmodmul is None:
+            raise RuntimeError("hefl's native kernels were not built")
+        self.width = _width(modulus)
+        self._table = _cmodmul.table_new(
+            base.to_bytes(self.width, "little"),
+            modulus.to_bytes(self.width, "little"),
+            n_windows,
+            window,
+        )
+
+    def powers(self, digits: np.ndarray) -> list[mpz]:
+        """Products of table entries, one per row of ``digits`` (uint16, shape (count, k))."""
+        count, k = digits.shape
+        if count == 0:
+            return []
+        rows = np.ascontiguousarray(digits, dtype="<u2")
+        return _split(_cmodmul.table_powers(self._table, rows.tobytes(), k), self.width)
