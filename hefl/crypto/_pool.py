@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import os
 import sys
 import threading
 from collections import deque
@@ -42,6 +43,14 @@ def _make_chunk(n: int, count: int, method: str, factors: tuple[int, int] | None
     return b"".join([r.to_bytes(w, "big") for r in rs])
 
 
+def _lower_priority() -> None:
+    """Worker initializer: the lowest CPU priority, so refills only use idle CPU time."""
+    try:
+        os.nice(19)
+    except (AttributeError, OSError):  # no os.nice on this platform: run at normal priority
+        pass
+
+
 def _default_context() -> Any:
     # fork is unsafe in a process that already runs threads (asyncio, executors)
     if sys.platform.startswith("linux"):
@@ -62,6 +71,9 @@ class ObfuscatorPool:
         method: ``"djn"`` (default), ``"djn-short"`` (opt-in) or ``"rn"``.
         private_key: if given, workers use the key-holder CRT fast path (p, q go to LOCAL
             worker processes only).
+        low_priority: run the internal pool's processes at the lowest CPU priority (nice 19),
+            so they make obfuscators only from CPU time the rest of the machine leaves idle
+            and may have one worker per core without slowing the critical path.
         start: start filling immediately (default True); otherwise call :meth:`start`.
 
     Use as a context manager, or call :meth:`close`. The internal process pool uses the
@@ -79,6 +91,7 @@ class ObfuscatorPool:
         executor: Executor | None = None,
         method: str = "djn",
         private_key: PrivateKey | None = None,
+        low_priority: bool = False,
         start: bool = True,
     ) -> None:
         check_method(method)
@@ -98,6 +111,7 @@ class ObfuscatorPool:
         )
         self._own_executor = executor is None
         self._workers = workers or 1
+        self._low_priority = low_priority
         self._executor = executor
         self._buf: deque[mpz] = deque()
         self._lock = threading.Lock()
@@ -121,7 +135,9 @@ class ObfuscatorPool:
             raise CryptoError("the obfuscator pool is closed")
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
-                max_workers=self._workers, mp_context=_default_context()
+                max_workers=self._workers,
+                mp_context=_default_context(),
+                initializer=_lower_priority if self._low_priority else None,
             )
         if self._filler is None:
             self._filler = threading.Thread(
@@ -166,6 +182,20 @@ class ObfuscatorPool:
             f"ObfuscatorPool(available={len(self._buf)}, capacity={self.capacity}, "
             f"method={self.method!r})"
         )
+
+    def resize(self, capacity: int) -> None:
+        """Change the refill target. Lowering it stops further refills (nothing buffered is
+        dropped): a caller that knows how many obfuscators it will still need avoids making
+        ones it would throw away.
+
+        Raises:
+            ConfigError: ``capacity`` is not a non-negative int.
+        """
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise ConfigError(f"capacity must be a non-negative int, got {capacity!r}")
+        with self._lock:
+            self.capacity = capacity
+        self._wake.set()
 
     # -- filling --------------------------------------------------------------------------
     def _refill(self) -> None:

@@ -36,6 +36,7 @@ from hefl.protocols.vf2boost.tree import (
     score_cumulative,
 )
 
+from hefl._executor import cpu_count
 from hefl.crypto import ObfuscatorPool, PrivateKey, PublicKey, generate_keypair
 from hefl.errors import ConfigError, HeflError, ProtocolError
 
@@ -135,11 +136,15 @@ async def active_party(
     warm = asyncio.ensure_future(party.offload(_warm_job))
     pool = None
     if cfg.precompute and cfg.blaster:
-        # one tree's worth of obfuscators, refilled by one background process; with prefill,
-        # every tree's worth made up front by two (the offline phase may use every core)
-        need = per_row * n * (cfg.n_estimators if prefill else 1)
-        pool = ObfuscatorPool(pk, capacity=need, chunk=256, workers=2 if prefill else 1,
-                              method=cfg.obfuscation, private_key=sk)  # fmt: skip
+        # up to two trees' worth of obfuscators, refilled by one process per core at the
+        # lowest CPU priority: they only use the CPU time that training leaves idle (the
+        # passive parties' histogram phases, the gaps between layers) and carry it over to the
+        # next tree. With prefill, every tree's worth is made up front at normal priority (an
+        # offline phase).
+        need = per_row * n * (cfg.n_estimators if prefill else min(cfg.n_estimators, 2))
+        pool = ObfuscatorPool(pk, capacity=need, chunk=256, workers=cpu_count(),
+                              low_priority=not prefill, method=cfg.obfuscation,
+                              private_key=sk)  # fmt: skip
         if prefill:
             with party.span("prefill-obfuscators"):
                 while not pool.wait(need, timeout=0.05):
@@ -187,11 +192,17 @@ async def active_party(
         def chunk(s: int) -> tuple[np.ndarray, np.ndarray]:
             return gi[s : s + cfg.chunk_size], hi[s : s + cfg.chunk_size]
 
-        jobs: list[Any] = [None] * n_warm + [
-            asyncio.ensure_future(party.offload(encrypt_gh, enc_key, *chunk(s), plan, layout,
-                                                cfg.obfuscation, cfg.reorder))
-            for s in starts[n_warm:]
-        ]  # fmt: skip
+        # at most one chunk per core in the executor at a time: the executor is first come,
+        # first served, and a passive party sharing it (one process) must get its histograms
+        # of the first chunks in between, not after every chunk is encrypted
+        slots = asyncio.Semaphore(cpu_count())
+
+        async def cold(s: int) -> EncGH:
+            async with slots:
+                return await party.offload(encrypt_gh, enc_key, *chunk(s), plan, layout,
+                                           cfg.obfuscation, cfg.reorder)  # fmt: skip
+
+        jobs: list[Any] = [None] * n_warm + [asyncio.ensure_future(cold(s)) for s in starts[n_warm:]]
         streams = [party.stream(name, f"vf2/gh/{t}") for name in passives]
         for s in streams:
             await s.__aenter__()
@@ -232,6 +243,9 @@ async def active_party(
             t0 = time.perf_counter()
             g, h = logistic_gradients(margin, yf)
             gi, hi = encode_fixed(g, fb), encode_fixed(h, fb)
+            if pool is not None and not prefill:
+                # this tree takes what is buffered; refill only what later trees will use
+                pool.resize(min(pool.capacity, per_row * n * (cfg.n_estimators - t - 1)))
             sender = asyncio.ensure_future(send_gh(t, gi, hi))
             root = _Node(0, 0, np.arange(n), _exact_sum(gi), _exact_sum(hi))
             nodes: list[dict[str, int]] = [{}]
