@@ -14,6 +14,7 @@ nothing but local worker results is ever unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import os
@@ -45,10 +46,8 @@ def _make_chunk(n: int, count: int, method: str, factors: tuple[int, int] | None
 
 def _lower_priority() -> None:
     """Worker initializer: the lowest CPU priority, so refills only use idle CPU time."""
-    try:
+    with contextlib.suppress(AttributeError, OSError):  # no os.nice: normal priority
         os.nice(19)
-    except (AttributeError, OSError):  # no os.nice on this platform: run at normal priority
-        pass
 
 
 def _default_context() -> Any:

@@ -202,7 +202,9 @@ async def active_party(
                 return await party.offload(encrypt_gh, enc_key, *chunk(s), plan, layout,
                                            cfg.obfuscation, cfg.reorder)  # fmt: skip
 
-        jobs: list[Any] = [None] * n_warm + [asyncio.ensure_future(cold(s)) for s in starts[n_warm:]]
+        jobs: list[Any] = [None] * n_warm + [
+            asyncio.ensure_future(cold(s)) for s in starts[n_warm:]
+        ]
         streams = [party.stream(name, f"vf2/gh/{t}") for name in passives]
         for s in streams:
             await s.__aenter__()
