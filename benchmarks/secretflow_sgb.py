@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from hefl.protocols.vf2boost import VF2BoostConfig, fit, plaintext_reference, roc_auc
 
+from hefl.crypto import _native as native
 from hefl.crypto import generate_keypair
 from hefl.data import adult_vertical_parts, load_adult
 
@@ -115,6 +116,7 @@ def run_hefl(parts, y, tparts, y_test, kp, trees: int, obfuscation: str, **kw) -
         },
         "hit_rate": res.hit_rate,
         "hefl_commit": hefl_commit(),
+        "native_kernel": native.AVAILABLE,
     }
 
 
