@@ -157,3 +157,28 @@ def test_pool_refusals(small_keypair, keypair):
     with pytest.raises(TypeError):
         pickle.dumps(pool)
     pool.close()
+
+
+def _worker_niceness() -> int:
+    import os
+
+    return os.nice(0)
+
+
+def test_pool_low_priority_workers_and_resize(small_keypair):
+    """low_priority workers really run at nice 19; resize() stops refills without dropping
+    what is buffered, and raising it again resumes them."""
+    pk, sk = small_keypair
+    with ObfuscatorPool(pk, capacity=32, chunk=8, workers=2, private_key=sk,
+                        low_priority=True) as pool:  # fmt: skip
+        assert pool.wait(32, timeout=60)
+        assert pool._executor.submit(_worker_niceness).result(timeout=30) == 19
+        pool.resize(0)
+        taken = pool.take(32)
+        assert len(taken) == 32 and pool.available == 0
+        assert not pool.wait(1, timeout=0.5)  # capacity 0: nothing is refilled
+        pool.resize(8)
+        assert pool.wait(8, timeout=60)
+        assert not set(pool.take(8)) & set(taken)
+        with pytest.raises(ConfigError):
+            pool.resize(-1)
