@@ -28,6 +28,7 @@ import numpy as np
 import phe
 
 from hefl.crypto import CipherVector, ObfuscatorPool, PrivateKey, PublicKey
+from hefl.crypto import _native as native
 from hefl.crypto._obfuscation import djn_table
 
 RESULTS = Path(__file__).resolve().parent / "results" / "crypto.json"
@@ -38,6 +39,16 @@ def _time(fn: Callable[[], object], count: int) -> float:
     t = time.perf_counter()
     fn()
     return (time.perf_counter() - t) / count * 1e6
+
+
+def _pure_python(fn: Callable[[], object]) -> object:
+    """Run ``fn`` with hefl's native kernel switched off (its pure-Python gmpy2 loops)."""
+    saved = native.AVAILABLE
+    native.AVAILABLE = False
+    try:
+        return fn()
+    finally:
+        native.AVAILABLE = saved
 
 
 def _cpu_model() -> str:
@@ -102,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     sk.obfuscators(1)
     crt_table_s = time.perf_counter() - t
+    if native.AVAILABLE:  # the pure-Python loops' own tables, for the comparison rows
+        _pure_python(lambda: (djn_table(pk.n), sk.obfuscators(1)))
 
     rng = np.random.default_rng(secrets.randbits(64))
     xs = rng.integers(-(2**31), 2**31, size=n_values).tolist()
@@ -119,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     ops = [
         "encrypt_pk",
         "encrypt_keyholder",
+        "encrypt_pk_python",
+        "encrypt_keyholder_python",
         "encrypt_pool_warm",
         "encrypt_short",
         "encrypt_rn",
@@ -137,10 +152,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {r + 1}/{rounds}", flush=True)
         # -- encryption (phe has one path; every hefl path is compared with it)
         phe_enc = _time(lambda: [ppk.encrypt(x) for x in xs], n_values)
-        for op in ops[:5]:
+        for op in ops[:7]:
             phe_t[op].append(phe_enc)
         hefl_t["encrypt_pk"].append(_time(lambda: pk.encrypt(xs), n_values))
         hefl_t["encrypt_keyholder"].append(_time(lambda: sk.encrypt(xs), n_values))
+        # the same two paths without the native kernel (identical numbers, Python loops)
+        hefl_t["encrypt_pk_python"].append(
+            _time(lambda: _pure_python(lambda: pk.encrypt(xs)), n_values)
+        )
+        hefl_t["encrypt_keyholder_python"].append(
+            _time(lambda: _pure_python(lambda: sk.encrypt(xs)), n_values)
+        )
         hefl_t["encrypt_pool_warm"].append(_time(lambda: pk.encrypt(xs, pool=pool), n_values))
         hefl_t["encrypt_short"].append(_time(lambda: pk.encrypt(xs, method="djn-short"), n_values))
         hefl_t["encrypt_rn"].append(_time(lambda: pk.encrypt(xs, method="rn"), n_values))
@@ -264,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": sys.version.split()[0],
             "gmpy2": gmpy2.version(),
             "phe": phe.__version__,
+            "native_kernel": native.AVAILABLE,
             "platform": platform.platform(),
         },
         "one_off_seconds": {
