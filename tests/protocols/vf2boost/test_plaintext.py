@@ -76,6 +76,17 @@ def test_binning_quantiles_respect_max_bin():
     assert counts[1:].min() > 5000 / 32 * 0.9  # roughly equal-frequency bins
 
 
+def test_binning_adapts_to_a_heavy_value():
+    """A value holding 90 % of the rows takes one bin; the other 31 bins still split the
+    remaining rows evenly (fixed quantiles would all land on the heavy value)."""
+    rng = np.random.default_rng(2)
+    x = np.concatenate([np.zeros(9000), rng.uniform(1, 100, size=1000)]).reshape(-1, 1)
+    b = Binner.fit(x, max_bin=32)
+    counts = np.bincount(b.transform(x)[:, 0], minlength=b.n_bins[0])
+    assert b.n_bins[0] == 33 and b.cuts[0][0] == 0.0 and counts[1] == 9000
+    assert counts[2:].min() >= 1000 / 31 * 0.8 and counts[2:].max() <= 1000 / 31 * 1.2
+
+
 def test_exact_group_sums_match_python_ints():
     rng = np.random.default_rng(1)
     v = rng.integers(-(2**62), 2**62, size=3000, dtype=np.int64)
