@@ -112,7 +112,7 @@ def test_reference_matches_xgboost_on_adult(adult):
     model = plaintext_reference(parts, train.y, VF2BoostConfig())
     ours = model.predict_proba(tparts)
     auc = roc_auc(test.y, ours)
-    assert auc >= 0.905
+    assert auc >= 0.91  # 0.91268 with the tie-aware bins
 
     def binned(xs):
         return np.hstack([p.binner.transform(X) for p, X in zip(model.parties, xs, strict=True)])
