@@ -294,10 +294,10 @@ async def active_party(
                         spec_nodes = {int(it[0]) for it in spec}
                     if d == 0:
                         await sender  # surface encryption/sending errors before waiting on peers
-                    replies = await party.gather(f"vf2/hist/{t}/{d}", peers=passives)
                     with party.span("decrypt", tree=t, layer=d):
-                        theirs = await _decode_passive(party, replies, passives, n_features,
-                                                       open_nodes, sk, plan, cfg, horner)  # fmt: skip
+                        theirs = await _decode_passive(party, f"vf2/hist/{t}/{d}", passives,
+                                                       n_features, open_nodes, sk, plan, cfg,
+                                                       horner)  # fmt: skip
                     with party.span("score", tree=t, layer=d):
                         winners: dict[int, tuple[Candidate, Any]] = {}
                         for nd in open_nodes:
@@ -425,7 +425,7 @@ def _own_histograms(
 
 async def _decode_passive(
     party: Any,
-    replies: dict[str, Any],
+    tag: str,
     passives: list[str],
     n_features: dict[str, int],
     open_nodes: list[_Node],
@@ -434,23 +434,35 @@ async def _decode_passive(
     cfg: VF2BoostConfig,
     horner: bool,
 ) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]:
-    """Decrypt and check every passive party's candidates; return gains per node."""
+    """Receive, decrypt and check every passive party's candidates; return gains per node.
+
+    Each node's histograms come in their own message (``tag/node``) and are decrypted as soon
+    as they arrive, while the passive party still seals the next node.
+    """
     by_index = {nd.index: nd for nd in open_nodes}
-    jobs, keys = [], []
-    for name in passives:
-        reply = replies[name]
-        try:
-            items = {int(it[0]): (np.asarray(it[1], dtype=np.int64), it[2]) for it in reply}
-        except (TypeError, ValueError, IndexError) as exc:
-            raise ProtocolError(f"party {name!r} sent malformed histograms: {exc!r}") from None
-        if set(items) != set(by_index):
-            raise ProtocolError(f"party {name!r} sent histograms for the wrong nodes")
-        for node, (ids, wire) in items.items():
-            if ids.ndim != 1 or len(set(ids.tolist())) != len(ids):
-                raise ProtocolError(f"party {name!r} sent duplicate or malformed split ids")
-            count = len(ids) + n_features[name]
-            jobs.append(party.offload(_decrypt_job, sk, wire, plan, count, cfg.reorder, horner))
-            keys.append((name, node, ids))
+    jobs: list[asyncio.Future] = []
+    keys = []
+    try:
+        for name in passives:
+            for node in by_index:
+                reply = await party.recv(name, f"{tag}/{node}")
+                try:
+                    ids, wire = np.asarray(reply[0], dtype=np.int64), reply[1]
+                    ok = len(reply) == 2
+                except (TypeError, ValueError, IndexError, KeyError) as exc:
+                    raise ProtocolError(
+                        f"party {name!r} sent malformed histograms: {exc!r}"
+                    ) from None
+                if not ok or ids.ndim != 1 or len(set(ids.tolist())) != len(ids):
+                    raise ProtocolError(f"party {name!r} sent duplicate or malformed split ids")
+                count = len(ids) + n_features[name]
+                jobs.append(asyncio.ensure_future(party.offload(
+                    _decrypt_job, sk, wire, plan, count, cfg.reorder, horner)))  # fmt: skip
+                keys.append((name, node, ids))
+    except BaseException:
+        for job in jobs:
+            job.cancel()
+        raise
     results = await asyncio.gather(*jobs, return_exceptions=True)
     out: dict[str, dict[int, Any]] = {name: {} for name in passives}
     for (name, node, ids), res in zip(keys, results, strict=True):

@@ -183,12 +183,13 @@ async def passive_party(
                     _sysrand.shuffle(order)  # hides which candidate is which feature/bin
                     ids = _fresh_ids(len(order))
                     st.lookup[node] = dict(zip(ids.tolist(), order.tolist(), strict=True))
-                    jobs.append(party.offload(_seal_job, st.hists[node], n_bins, width, order,
-                                              plan, cfg.obfuscation))  # fmt: skip
+                    jobs.append(asyncio.ensure_future(party.offload(
+                        _seal_job, st.hists[node], n_bins, width, order, plan, cfg.obfuscation)))  # fmt: skip
                     out.append([node, ids])
-                sealed = await asyncio.gather(*jobs)
-            await party.send(active, f"vf2/hist/{t}/{d}",
-                             [[n, ids, w] for (n, ids), w in zip(out, sealed, strict=True)])  # fmt: skip
+                # one message per node, sent as soon as it is sealed: the active party
+                # decrypts one node while this party seals the next
+                for (node, ids), job in zip(out, jobs, strict=True):
+                    await party.send(active, f"vf2/hist/{t}/{d}/{node}", [ids, await job])
             if cfg.optimistic:
                 tentative = await party.recv(active, f"vf2/spec/{t}/{d}")
                 spec_task = asyncio.ensure_future(

@@ -25,7 +25,7 @@ KILLS = [
     ("batchcrypt", "client1", Fault("send", r"bc/0/share", "kill"), "shared decryption"),
     ("vf2boost", "active", Fault("send", r"vf2/setup", "kill"), "setup"),
     ("vf2boost", "passive1", Fault("recv", r"vf2/gh/0", "kill", nth=2), "mid-gradient-stream"),
-    ("vf2boost", "active", Fault("recv", r"vf2/hist/0/0", "kill"), "decryption"),
+    ("vf2boost", "active", Fault("recv", r"vf2/hist/0/0/\d+", "kill"), "decryption"),
     ("vf2boost", "passive1", Fault("recv", r"vf2/layer/1/0", "kill"), "between trees"),
 ]
 
@@ -70,7 +70,7 @@ def test_stalled_party_is_named_within_recv_timeout():
     (In a chain, e.g. BatchCrypt's client -> aggregator -> client, a party further down may
     time out first and name the party it waits for, which is itself waiting: recv_timeout
     names the peer that did not send, not the root cause.)"""
-    fault = Fault("send", r"vf2/hist/0/1", "stall")
+    fault = Fault("send", r"vf2/hist/0/1/\d+", "stall")
     roles = vf2boost_roles(faults={"passive1": fault})
     exc, took = run_in_processes(roles, recv_timeout=3)
     assert exc.peer == "passive1" and "within 3 s" in exc.cause
