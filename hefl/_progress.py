@@ -35,13 +35,11 @@ class ProgressBar:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.done = 0
-        self.status = ""
         self._start = time.time() if started is None else started
 
     def update(self, done: int | None = None, status: str = "") -> None:
         """Set the number of finished steps (or add one) and the status text, then redraw."""
         self.done = self.done + 1 if done is None else done
-        self.status = status
         if not self.enabled:
             return
         width = 24
