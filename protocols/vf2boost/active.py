@@ -183,12 +183,11 @@ async def active_party(
         # precomputed obfuscators are encrypted here (a multiplication per value); the others
         # on the executor's processes, all started at once.
         starts = list(range(0, n, cfg.chunk_size))
-        per_chunk = 1 if layout == "packed" else 2
         ready = pool.available if pool is not None else 0
         n_warm = 0
         while n_warm < len(starts):
             # the last chunk may be short: it needs only its own rows' obfuscators
-            need_chunk = per_chunk * min(cfg.chunk_size, n - starts[n_warm])
+            need_chunk = per_row * min(cfg.chunk_size, n - starts[n_warm])
             if ready < need_chunk:
                 break
             ready -= need_chunk

@@ -188,8 +188,13 @@ async def passive_party(
                     out.append([node, ids])
                 # one message per node, sent as soon as it is sealed: the active party
                 # decrypts one node while this party seals the next
-                for (node, ids), job in zip(out, jobs, strict=True):
-                    await party.send(active, f"vf2/hist/{t}/{d}/{node}", [ids, await job])
+                try:
+                    for (node, ids), job in zip(out, jobs, strict=True):
+                        await party.send(active, f"vf2/hist/{t}/{d}/{node}", [ids, await job])
+                except BaseException:
+                    for job in jobs:
+                        job.cancel()
+                    raise
             if cfg.optimistic:
                 tentative = await party.recv(active, f"vf2/spec/{t}/{d}")
                 spec_task = asyncio.ensure_future(
