@@ -94,6 +94,40 @@ def training_idle(res) -> dict:
             if s.party == party and s.name == "idle"
         )
         out[f"{key}_idle_share_training"] = idle / max(end - start, 1e-9)
+    out.update(steady_idle(spans))
+    return out
+
+
+def tree_windows(spans) -> list[tuple[float, float]]:
+    """Each tree's wall-clock window: from the first active-party span of tree t to the first
+    of tree t + 1 (the last tree ends with the last span)."""
+    first: dict[int, float] = {}
+    for s in spans:
+        t = s.attrs.get("tree")
+        if s.party == "active" and isinstance(t, int):
+            first[t] = min(first.get(t, s.start_us), s.start_us)
+    starts = [first[t] for t in sorted(first)]
+    end = max(s.start_us + s.dur_us for s in spans)
+    return list(zip(starts, [*starts[1:], end], strict=True))
+
+
+def steady_idle(spans) -> dict:
+    """Per-tree idle shares, and their median over the trees after the first (the steady
+    state: the first tree has no obfuscators made in the background yet)."""
+    wins = tree_windows(spans)
+    out: dict = {"tree_window_seconds": [(b - a) / 1e6 for a, b in wins]}
+    for party, key in (("active", "active"), ("passive1", "passive")):
+        shares = []
+        for a, b in wins:
+            idle = sum(
+                max(0.0, min(s.start_us + s.dur_us, b) - max(s.start_us, a))
+                for s in spans
+                if s.party == party and s.name == "idle"
+            )
+            shares.append(idle / max(b - a, 1e-9))
+        out[f"{key}_idle_share_per_tree"] = shares
+        later = shares[1:] or shares
+        out[f"{key}_idle_share_steady"] = float(np.median(later)) if later else float("nan")
     return out
 
 
@@ -147,7 +181,10 @@ def pinned_rows(full_rows, yfull, base, n_trees, kp, rounds: int = 1) -> list[di
         "pinned": "all on, one process per party, each pinned to its own core (end to end)",
         "pinned_online": "all on, one process per party, each pinned to its own core, online "
         "(obfuscators precomputed before)",
+        "pinned_short": "all on + short exponents, one process per party, each pinned to its "
+        "own core (end to end)",
     }
+    short = VF2BoostConfig(**{**base, "n_estimators": n_trees, "obfuscation": "djn-short"})
     runs: dict[str, list[dict]] = {k: [] for k in label}
     for i in range(rounds):
         res = run(full_rows, yfull, cfg, kp, processes=True, max_workers=1)
@@ -161,17 +198,22 @@ def pinned_rows(full_rows, yfull, base, n_trees, kp, rounds: int = 1) -> list[di
                 RESULTS / "vf2boost_gantt_pinned_online.png",
                 title=f"VF2Boost all on, one core per party, online, Adult {len(yfull)} rows",
             )
+        res = fit_pinned(full_rows, yfull, short, kp)
+        runs["pinned_short"].append(row(label["pinned_short"], res, len(yfull)))
     out = []
     for rs in runs.values():
         r = dict(rs[len(rs) // 2])
         for key in ("seconds_per_tree", "seconds_per_tree_full_adult", "active_idle_share",
                     "passive_idle_share", "active_idle_share_training",
-                    "passive_idle_share_training"):  # fmt: skip
+                    "passive_idle_share_training", "active_idle_share_steady",
+                    "passive_idle_share_steady"):  # fmt: skip
             r[key] = float(np.median([x.get(key, float("nan")) for x in rs]))
         r["rounds"] = [{key: x.get(key) for key in ("seconds_per_tree", "active_idle_share",
                                                     "passive_idle_share",
                                                     "active_idle_share_training",
-                                                    "passive_idle_share_training")}
+                                                    "passive_idle_share_training",
+                                                    "passive_idle_share_per_tree",
+                                                    "tree_window_seconds")}
                        for x in rs]  # fmt: skip
         out.append(r)
     return out
@@ -213,13 +255,14 @@ def main() -> None:
         yfull = train.y if not args.quick else train.y[:2000]
         rows_out = pinned_rows(full_rows, yfull, base, n_trees, kp, args.rounds)
         print(f"\n{'configuration':90} {'s/tree':>7} {'idle A':>7} {'idle P':>7} "
-              f"{'(training only:':>15} {'A':>4} {'P)':>5}")  # fmt: skip
+              f"{'(training only:':>15} {'A':>4} {'P)':>5} {'(trees 2+: A':>13} {'P)':>5}")  # fmt: skip
         for r in rows_out:
             print(
                 f"{r['config'][:90]:90} {r['seconds_per_tree']:>7.2f} "
                 f"{r['active_idle_share']:>7.0%} {r['passive_idle_share']:>7.0%} "
                 f"{'':>15} {r['active_idle_share_training']:>4.0%} "
-                f"{r['passive_idle_share_training']:>5.0%}"
+                f"{r['passive_idle_share_training']:>5.0%} "
+                f"{r['active_idle_share_steady']:>13.0%} {r['passive_idle_share_steady']:>5.0%}"
             )
         out = {
             "machine": {
