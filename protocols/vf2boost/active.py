@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from hefl.protocols.vf2boost import tags
 from hefl.protocols.vf2boost.binning import Binner, check_features
 from hefl.protocols.vf2boost.budget import BitPlan, plan_bits
 from hefl.protocols.vf2boost.config import VF2BoostConfig
@@ -107,7 +108,7 @@ async def active_party(
     yf = check_labels(y, X.shape[0], who=f"party {party.name!r}")
     n = X.shape[0]
     passives = list(passives) if passives is not None else sorted(party.peers)
-    hellos = await party.gather("vf2/hello", peers=passives)
+    hellos = await party.gather(tags.HELLO, peers=passives)
     n_features: dict[str, int] = {}
     for name in passives:
         h = hellos[name]
@@ -129,7 +130,7 @@ async def active_party(
     plan = plan_bits(n, cfg.frac_bits, pk.n_bits, pack_gh=cfg.pack_gh,
                      pack_histograms=cfg.pack_histograms)  # fmt: skip
     for i, name in enumerate(passives, start=1):
-        await party.send(name, "vf2/setup", {"public_key": pk, "index": i, "n_rows": n})
+        await party.send(name, tags.SETUP, {"public_key": pk, "index": i, "n_rows": n})
     layout = layout_of(cfg.pack_gh, cfg.encoding)
     horner = plan.slots > 1 and layout != "phe"
     per_row = 1 if layout == "packed" else 2
@@ -177,7 +178,7 @@ async def active_party(
             wire = enc.to_wire()
             with party.span("send-gh", tree=t):
                 for name in passives:
-                    await party.send(name, f"vf2/gh/{t}", wire)
+                    await party.send(name, tags.gh(t), wire)
             return
         # Blaster: chunks are encrypted while earlier ones are on the wire. Chunks covered by
         # precomputed obfuscators are encrypted here (a multiplication per value); the others
@@ -209,7 +210,7 @@ async def active_party(
         jobs: list[Any] = [None] * n_warm + [
             asyncio.ensure_future(cold(s)) for s in starts[n_warm:]
         ]
-        streams = [party.stream(name, f"vf2/gh/{t}") for name in passives]
+        streams = [party.stream(name, tags.gh(t)) for name in passives]
         for s in streams:
             await s.__aenter__()
         try:
@@ -267,12 +268,12 @@ async def active_party(
                         for nd in layer:
                             _make_leaf(nd, nodes, leaf_values, tree_out, cfg)
                         for name in passives:
-                            await party.send(name, f"vf2/layer/{t}/{d}",
+                            await party.send(name, tags.layer(t, d),
                                              {"splits": splits_msg, "open": [], "nodes": nodes})  # fmt: skip
                         break
                     open_ids = [nd.index for nd in open_nodes]
                     for name in passives:
-                        await party.send(name, f"vf2/layer/{t}/{d}",
+                        await party.send(name, tags.layer(t, d),
                                          {"splits": splits_msg, "open": open_ids})  # fmt: skip
                     with party.span("own-histograms", tree=t, layer=d):
                         _own_histograms(open_nodes, bins, width, gi, hi)
@@ -289,12 +290,12 @@ async def active_party(
                                 f, k = divmod(cand.position, width)
                                 spec.append([nd.index, np.packbits(bins[nd.rows, f] <= k)])
                         for name in passives:
-                            await party.send(name, f"vf2/spec/{t}/{d}", spec)
+                            await party.send(name, tags.spec(t, d), spec)
                         spec_nodes = {int(it[0]) for it in spec}
                     if d == 0:
                         await sender  # surface encryption/sending errors before waiting on peers
                     with party.span("decrypt", tree=t, layer=d):
-                        theirs = await _decode_passive(party, f"vf2/hist/{t}/{d}", passives,
+                        theirs = await _decode_passive(party, t, d, passives,
                                                        n_features, open_nodes, sk, plan, cfg,
                                                        horner)  # fmt: skip
                     with party.span("score", tree=t, layer=d):
@@ -318,8 +319,8 @@ async def active_party(
                                 hits += int(win is not None and win.party == 0)
                     for p, name in enumerate(passives, start=1):
                         mine = [[i, w[1][0]] for i, w in winners.items() if w[0].party == p]
-                        await party.send(name, f"vf2/win/{t}/{d}", mine)
-                    placed = await party.gather(f"vf2/place/{t}/{d}", peers=passives)
+                        await party.send(name, tags.win(t, d), mine)
+                    placed = await party.gather(tags.place(t, d), peers=passives)
                     placements = _check_placements(placed, passives, winners, layer, gi, hi)
                     next_layer: list[_Node] = []
                     splits_msg = []
@@ -358,7 +359,7 @@ async def active_party(
                 if not sender.done():
                     sender.cancel()
             await sender
-            party.retire(*tree_tags(t))  # a replayed message of tree t is refused from now
+            party.retire(*tags.tree_tags(t))  # a replayed message of tree t is refused from now
             model.trees.append(TreeStructure(nodes=nodes, leaf_values=leaf_values))
             margin = margin + tree_out
             tree_seconds.append(time.perf_counter() - t0)
@@ -374,11 +375,6 @@ async def active_party(
         "tree_seconds": tree_seconds,
         "hit_rate": (hits / speculated if speculated else None) if cfg.optimistic else None,
     }
-
-
-def tree_tags(t: int) -> tuple[str, ...]:
-    """The tag prefixes of tree ``t``'s messages (retired when the tree is done)."""
-    return tuple(f"vf2/{kind}/{t}" for kind in ("gh", "layer", "spec", "hist", "win", "place"))
 
 
 def _splittable(nd: _Node, cfg: VF2BoostConfig, fb: int) -> bool:
@@ -424,7 +420,8 @@ def _own_histograms(
 
 async def _decode_passive(
     party: Any,
-    tag: str,
+    t: int,
+    d: int,
     passives: list[str],
     n_features: dict[str, int],
     open_nodes: list[_Node],
@@ -435,8 +432,8 @@ async def _decode_passive(
 ) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]:
     """Receive, decrypt and check every passive party's candidates; return gains per node.
 
-    Each node's histograms come in their own message (``tag/node``) and are decrypted as soon
-    as they arrive, while the passive party still seals the next node.
+    Each node's histograms come in their own message (``vf2/hist/{t}/{d}/{node}``) and are
+    decrypted as soon as they arrive, while the passive party still seals the next node.
     """
     by_index = {nd.index: nd for nd in open_nodes}
     jobs: list[asyncio.Future] = []
@@ -444,7 +441,7 @@ async def _decode_passive(
     try:
         for name in passives:
             for node in by_index:
-                reply = await party.recv(name, f"{tag}/{node}")
+                reply = await party.recv(name, tags.hist(t, d, node))
                 try:
                     ids, wire = np.asarray(reply[0], dtype=np.int64), reply[1]
                     ok = len(reply) == 2

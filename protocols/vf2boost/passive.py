@@ -16,7 +16,7 @@ import secrets
 from typing import Any
 
 import numpy as np
-from hefl.protocols.vf2boost.active import tree_tags
+from hefl.protocols.vf2boost import tags
 from hefl.protocols.vf2boost.binning import Binner, check_features
 from hefl.protocols.vf2boost.budget import plan_bits
 from hefl.protocols.vf2boost.config import VF2BoostConfig
@@ -84,10 +84,10 @@ async def passive_party(
     n_bins = binner.n_bins
     width = int(n_bins.max()) if binner.n_features else 1
     valid = np.flatnonzero(candidate_mask(n_bins, width).ravel())
-    await party.send(active, "vf2/hello",
+    await party.send(active, tags.HELLO,
                      {"n_rows": int(X.shape[0]), "n_features": int(X.shape[1]),
                       "config": cfg.to_dict()})  # fmt: skip
-    setup = await party.recv(active, "vf2/setup")
+    setup = await party.recv(active, tags.SETUP)
     try:
         pk = setup["public_key"]
         index = int(setup["index"])
@@ -126,7 +126,7 @@ async def passive_party(
         with party.span("receive-gh", tree=t):
             if cfg.blaster:
                 pieces, jobs, start = [], [], 0
-                async for chunk in party.stream_from(active, f"vf2/gh/{t}"):
+                async for chunk in party.stream_from(active, tags.gh(t)):
                     enc = parse_enc(chunk)
                     rows = np.arange(start, start + len(enc))
                     if rows.size and rows[-1] >= n_rows:
@@ -144,12 +144,12 @@ async def passive_party(
                 st.hists[0] = root
                 enc_all = EncGH.concat(pieces)
             else:
-                enc_all = parse_enc(await party.recv(active, f"vf2/gh/{t}"))
+                enc_all = parse_enc(await party.recv(active, tags.gh(t)))
                 if len(enc_all) != n_rows:
                     raise ProtocolError(f"{active!r} sent {len(enc_all)} rows, expected {n_rows}")
         d = 0
         while True:
-            msg = await party.recv(active, f"vf2/layer/{t}/{d}")
+            msg = await party.recv(active, tags.layer(t, d))
             if spec_task is not None:
                 # reuse speculative children whose partition turned out to be the real one;
                 # histograms of a missed speculation are dropped
@@ -168,7 +168,7 @@ async def passive_party(
                     raise ProtocolError(f"{active!r} ended tree {t} without its structure")
                 model.trees.append(TreeStructure(nodes=[{k: int(v) for k, v in n.items()}
                                                         for n in nodes]))  # fmt: skip
-                party.retire(*tree_tags(t))  # a replayed message of tree t is refused from now
+                party.retire(*tags.tree_tags(t))  # a replayed message of tree t is refused from now
                 break
             with party.span("histograms", tree=t, layer=d):
                 await _layer_histograms(st, open_nodes, enc_all, bins, histogram)
@@ -190,17 +190,17 @@ async def passive_party(
                 # decrypts one node while this party seals the next
                 try:
                     for (node, ids), job in zip(out, jobs, strict=True):
-                        await party.send(active, f"vf2/hist/{t}/{d}/{node}", [ids, await job])
+                        await party.send(active, tags.hist(t, d, node), [ids, await job])
                 except BaseException:
                     for job in jobs:
                         job.cancel()
                     raise
             if cfg.optimistic:
-                tentative = await party.recv(active, f"vf2/spec/{t}/{d}")
+                tentative = await party.recv(active, tags.spec(t, d))
                 spec_task = asyncio.ensure_future(
                     _speculate(st, tentative, enc_all, bins, histogram, active)
                 )
-            wins = await party.recv(active, f"vf2/win/{t}/{d}")
+            wins = await party.recv(active, tags.win(t, d))
             placements = []
             for item in wins:
                 node, tied = int(item[0]), [int(v) for v in item[1]]
@@ -214,7 +214,7 @@ async def passive_party(
                 rows = st.rows[node]
                 left = bins[rows, f] <= k
                 placements.append([node, split_id, np.packbits(left)])
-            await party.send(active, f"vf2/place/{t}/{d}", placements)
+            await party.send(active, tags.place(t, d), placements)
             d += 1
     if warm is not None:  # no tree needed a histogram
         await warm

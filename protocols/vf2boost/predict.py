@@ -12,6 +12,7 @@ import functools
 from typing import Any
 
 import numpy as np
+from hefl.protocols.vf2boost import tags
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
 from hefl.protocols.vf2boost.tree import sigmoid
 
@@ -39,7 +40,7 @@ async def predict_passive(
     """
     pm = _as_party_model(model)
     masks = pm.leaf_masks(X)
-    await party.send(active, "vf2/predict", {
+    await party.send(active, tags.PREDICT, {
         "n_rows": int(np.shape(X)[0]),
         "masks": [np.packbits(m, axis=1) for m in masks],
     })  # fmt: skip
@@ -58,7 +59,7 @@ async def predict_active(
     passives = list(passives) if passives is not None else sorted(party.peers)
     own = pm.leaf_masks(X)
     n = own[0].shape[1] if own else np.shape(X)[0]
-    replies = await party.gather("vf2/predict", peers=passives)
+    replies = await party.gather(tags.PREDICT, peers=passives)
     all_masks = [own]
     for name in passives:
         r = replies[name]
