@@ -167,7 +167,7 @@ class VF2BoostConfig:
         Raises:
             ConfigError: an invalid override.
         """
-        base = {
+        base: dict[str, Any] = {
             "blaster": False,
             "optimistic": False,
             "reorder": False,
@@ -178,7 +178,7 @@ class VF2BoostConfig:
             "precompute": False,
         }
         base.update(overrides)
-        return cls(**base)
+        return cls.from_dict(base)  # an unknown override is a ConfigError, not a TypeError
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VF2BoostConfig:

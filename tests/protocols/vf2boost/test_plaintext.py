@@ -49,6 +49,8 @@ def test_config_small_keys_need_opt_in_and_phe_cannot_pack():
     )
     with pytest.raises(ConfigError, match="unknown"):
         VF2BoostConfig().replace(depth=3)
+    with pytest.raises(ConfigError, match="unknown"):  # was a TypeError from the dataclass
+        VF2BoostConfig.serial_baseline(depth=3)
     assert VF2BoostConfig.from_dict(base.to_dict()) == base
 
 
