@@ -215,16 +215,18 @@ class FederatedModel:
         the losslessness tests compare (needs all parties' shares)."""
         out = []
         for t, tree in enumerate(self.active.trees):
-            nodes = []
+            leaf_values = tree.leaf_values
+            if leaf_values is None:
+                raise ConfigError(f"the active party's tree {t} has no leaf values")
+            nodes: list[dict[str, Any]] = []
             for node in tree.nodes:
                 if "leaf" in node:
-                    nodes.append({"leaf": tree.leaf_values[node["leaf"]]})
+                    nodes.append({"leaf": leaf_values[node["leaf"]]})
                 else:
                     owner = self.parties[node["owner"]]
                     f, k = owner.splits[node["split"]]
                     nodes.append({"party": node["owner"], "feature": f, "bin": k,
                                   "left": node["left"], "right": node["right"]})  # fmt: skip
-            del t
             out.append(nodes)
         return out
 
