@@ -237,6 +237,7 @@ async def active_party(
             await s.__aexit__(None, None, None)
 
     def own_candidate(node: _Node) -> tuple[Candidate, np.ndarray, np.ndarray]:
+        assert node.hist is not None  # _own_histograms filled every open node
         hg, hh = node.hist
         GLc, HLc = np.cumsum(hg, axis=1), np.cumsum(hh, axis=1)
         gains = score_cumulative(GLc, HLc, node.G, node.H, fb, cfg.reg_lambda, cfg.gamma,
@@ -282,7 +283,7 @@ async def active_party(
                         # Optimistic splitting: assume our own best split wins and tell the
                         # passive parties now, so they build the children's histograms while
                         # we wait for, decrypt and score theirs. A miss is discarded.
-                        spec = []
+                        spec: list[list[Any]] = []  # [node, packed left mask]
                         for nd in open_nodes:
                             cand = own[nd.index][0]
                             useful = nd.depth + 1 < cfg.max_depth  # children get split
@@ -304,12 +305,12 @@ async def active_party(
                             cands = [own[nd.index][0]]
                             extra = {}
                             for p, name in enumerate(passives, start=1):
-                                gains, ids, GL, HL = theirs[name][nd.index]
+                                gains, ids, GLs, HLs = theirs[name][nd.index]
                                 best = float(gains.max()) if gains.size else -np.inf
                                 tied = ids[gains == best] if np.isfinite(best) else ids[:0]
                                 cands.append(Candidate(best, p, 0 if tied.size else -1))
                                 extra[p] = (tied, {(int(a), int(b)) for a, b in
-                                                   zip(GL[gains == best], HL[gains == best],
+                                                   zip(GLs[gains == best], HLs[gains == best],
                                                        strict=True)})  # fmt: skip
                             win = pick_winner(cands)
                             if win is not None:

@@ -77,6 +77,7 @@ class EncGH:
     @staticmethod
     def concat(items: list[EncGH]) -> EncGH:
         first = items[0]
+        parts: list[Any]  # EncryptedExpVectors (phe) or CipherVectors
         if first.layout == "phe":
             parts = [_concat_exp([it.parts[i] for it in items]) for i in range(2)]
         else:
@@ -237,12 +238,9 @@ def cumulative_entries(hist: EncGH, n_bins: np.ndarray, width: int, order: np.nd
     idx_tot = np.arange(F) * width + (np.asarray(n_bins) - 1)
     pick = np.concatenate([idx_cand, idx_tot]).astype(np.int64)
     if hist.layout == "phe":
-        parts = []
-        for ev in hist.parts:
-            cum = _prefix_exp(ev, F, width)
-            parts.append(cum[pick])
-        return EncGH("phe", parts, hist.reorder)
-    parts = []
+        exp_parts = [_prefix_exp(ev, F, width)[pick] for ev in hist.parts]
+        return EncGH("phe", exp_parts, hist.reorder)
+    parts: list[CipherVector] = []
     for cv in hist.parts:
         pk = cv.public_key
         nsq = pk.nsquare

@@ -172,20 +172,19 @@ async def passive_party(
                 break
             with party.span("histograms", tree=t, layer=d):
                 await _layer_histograms(st, open_nodes, enc_all, bins, histogram)
-            out = []
+            out: list[tuple[int, np.ndarray]] = []
             if warm is not None:
                 await warm
                 warm = None
             with party.span("seal", tree=t, layer=d):
                 jobs = []
                 for node in open_nodes:
-                    order = valid.copy()
-                    _sysrand.shuffle(order)  # hides which candidate is which feature/bin
+                    order = _shuffled(valid)  # hides which candidate is which feature/bin
                     ids = _fresh_ids(len(order))
                     st.lookup[node] = dict(zip(ids.tolist(), order.tolist(), strict=True))
                     jobs.append(asyncio.ensure_future(party.offload(
                         _seal_job, st.hists[node], n_bins, width, order, plan, cfg.obfuscation)))  # fmt: skip
-                    out.append([node, ids])
+                    out.append((node, ids))
                 # one message per node, sent as soon as it is sealed: the active party
                 # decrypts one node while this party seals the next
                 try:
@@ -225,9 +224,15 @@ def _fresh_ids(count: int) -> np.ndarray:
     ids: set[int] = set()
     while len(ids) < count:
         ids.add(secrets.randbits(62))
-    out = np.array(sorted(ids), dtype=np.int64)
-    _sysrand.shuffle(out)
-    return out
+    return _shuffled(np.array(sorted(ids), dtype=np.int64))
+
+
+def _shuffled(a: np.ndarray) -> np.ndarray:
+    """A copy of the 1-D array ``a`` in a uniformly random order drawn from the OS CSPRNG
+    (numpy's generators are not for secrets; ``random.shuffle`` takes a list, not an array)."""
+    perm = list(range(len(a)))
+    _sysrand.shuffle(perm)
+    return a[perm]
 
 
 def _apply_splits(st: _PassiveState, splits: Any, active: str) -> None:

@@ -148,10 +148,12 @@ def plaintext_reference(
             _fill_histograms(layer, bins, widths, gi, hi)
             next_layer: list[_Node] = []
             for node in layer:
+                hists = node.hists
+                assert hists is not None  # _fill_histograms filled every node of the layer
                 winner = None
                 if node.depth < cfg.max_depth:
                     cands = []
-                    for p, (hg, hh) in enumerate(node.hists):
+                    for p, (hg, hh) in enumerate(hists):
                         gains = score_cumulative(
                             np.cumsum(hg, axis=1), np.cumsum(hh, axis=1), node.G, node.H,
                             fb, cfg.reg_lambda, cfg.gamma, cfg.min_child_weight,
@@ -170,7 +172,7 @@ def plaintext_reference(
                 split_id = len(models[p].splits)
                 models[p].splits[split_id] = (f, k)
                 go_left = bins[p][node.rows, f] <= k
-                hg, hh = node.hists[p]
+                hg, hh = hists[p]
                 GL = int(np.sum(hg[f, : k + 1]))
                 HL = int(np.sum(hh[f, : k + 1]))
                 left = _Node(len(nodes), node.depth + 1, node.rows[go_left], GL, HL)
@@ -179,7 +181,7 @@ def plaintext_reference(
                 nodes[node.index] = {"owner": p, "split": split_id,
                                      "left": left.index, "right": right.index}  # fmt: skip
                 nodes.extend([{}, {}])
-                left.parent_hists = right.parent_hists = node.hists
+                left.parent_hists = right.parent_hists = hists
                 left.sibling, right.sibling = right, left
                 next_layer.extend([left, right])
             layer = next_layer
