@@ -266,9 +266,9 @@ def _supervise(
     book: dict[str, str] = {}
     setup_seconds = options.connect_timeout + 60.0  # spawning imports numpy etc.
     setup_deadline = start + setup_seconds
-    if deadline is not None:
-        setup_deadline = min(setup_deadline, deadline)
-        setup_seconds = min(setup_seconds, timeout)  # type: ignore[type-var]
+    if timeout is not None:  # then deadline == start + timeout
+        setup_deadline = min(setup_deadline, start + timeout)
+        setup_seconds = min(setup_seconds, timeout)
     outcomes: dict[str, tuple] = {}
     closed: set[str] = set()  # pipe closed before a report: wait for the exit code instead
     while len(book) + len(outcomes) < len(names):

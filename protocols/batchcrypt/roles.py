@@ -613,7 +613,7 @@ async def aggregator(party: Any, cfg: BatchCryptConfig) -> AggregatorReport:
             seen.append(name)
         return obj
 
-    pk = None
+    pk: PublicKey | None = None
     io_mark = _io_bytes(party)
     if cfg.encrypted:
         pk = note(await party.recv(clients[0], "bc/pk"))
@@ -638,6 +638,8 @@ async def aggregator(party: Any, cfg: BatchCryptConfig) -> AggregatorReport:
             raise ProtocolError(
                 f"client {sender!r} sent {type(cv).__name__} where ciphertexts belong"
             )
+        if pk is None:  # unreachable: only the encrypted modes exchange ciphertexts
+            raise ProtocolError(f"client {sender!r} sent ciphertexts in mode {cfg.mode!r}")
         if cv.public_key != pk:
             raise KeyMismatchError(
                 f"client {sender!r} sent ciphertexts under key {cv.public_key.key_id.hex()}, "
