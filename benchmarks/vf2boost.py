@@ -219,6 +219,40 @@ def pinned_rows(full_rows, yfull, base, n_trees, kp, rounds: int = 1) -> list[di
     return out
 
 
+def obfuscator_seconds(kp, method: str, rows: int, sample: int = 2048) -> float:
+    """CPU seconds one core spends on the key holder's obfuscators for ``rows`` ciphertexts
+    (one per row: g‖h packed), timed on ``sample`` of them after the tables are built."""
+    sk = kp[1]
+    sk.obfuscators(1, method=method)  # build this process's tables first
+    t0 = time.process_time()
+    sk.obfuscators(sample, method=method)
+    return (time.process_time() - t0) / sample * rows
+
+
+def idle_floor(rows_out, kp, n_rows: int) -> dict:
+    """The least passive idle share one core per party allows end to end.
+
+    With one core, the active party must make every tree's obfuscators on that core: a tree
+    takes at least (obfuscator CPU + the active party's own online work), and the passive
+    party has its online work to fill it with. Both works come from the pinned online row
+    (trees 2+), the obfuscator CPU from timing the key holder's CRT path here.
+    """
+    online = next(r for r in rows_out if "online" in r["config"])
+    tree = float(np.median(online["tree_window_seconds"][1:] or online["tree_window_seconds"]))
+    active_work = tree * (1 - online["active_idle_share_steady"])
+    passive_work = tree * (1 - online["passive_idle_share_steady"])
+    out = {"online_tree_seconds": tree, "active_online_work_seconds": active_work,
+           "passive_online_work_seconds": passive_work}  # fmt: skip
+    for method in ("djn", "djn-short"):
+        obf = obfuscator_seconds(kp, method, n_rows)
+        out[method] = {
+            "obfuscator_cpu_seconds_per_tree": obf,
+            "min_tree_seconds": obf + active_work,
+            "min_passive_idle_share": max(0.0, 1 - passive_work / (obf + active_work)),
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sub", type=int, default=1000, help="rows for baseline / single switches")
@@ -264,6 +298,17 @@ def main() -> None:
                 f"{r['passive_idle_share_training']:>5.0%} "
                 f"{r['active_idle_share_steady']:>13.0%} {r['passive_idle_share_steady']:>5.0%}"
             )
+        floor = idle_floor(rows_out, kp, len(yfull))
+        print(
+            f"\nonline tree {floor['online_tree_seconds']:.2f} s: active works "
+            f"{floor['active_online_work_seconds']:.2f} s, passive "
+            f"{floor['passive_online_work_seconds']:.2f} s"
+        )
+        for method in ("djn", "djn-short"):
+            f = floor[method]
+            print(f"{method:9} obfuscators {f['obfuscator_cpu_seconds_per_tree']:5.2f} s CPU/tree -> "
+                  f"one core per party end to end: tree >= {f['min_tree_seconds']:.2f} s, "
+                  f"passive idle >= {f['min_passive_idle_share']:.0%}")  # fmt: skip
         out = {
             "machine": {
                 "python": platform.python_version(),
@@ -274,6 +319,7 @@ def main() -> None:
             "trees": n_trees,
             "rounds": args.rounds,
             "rows": rows_out,
+            "end_to_end_floor_one_core": floor,
         }
         (RESULTS / "vf2boost_pinned.json").write_text(json.dumps(out, indent=1, default=float))
         print(f"wrote {RESULTS / 'vf2boost_pinned.json'}")
