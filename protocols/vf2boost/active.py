@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from hefl.protocols.vf2boost import tags
+from hefl.protocols.vf2boost.background import discard
 from hefl.protocols.vf2boost.binning import Binner, check_features
 from hefl.protocols.vf2boost.budget import BitPlan, plan_bits
 from hefl.protocols.vf2boost.config import VF2BoostConfig
@@ -227,9 +228,7 @@ async def active_party(
                 for s in streams:
                     await s.send(wire)
         except BaseException as exc:
-            for job in jobs:
-                if job is not None:
-                    job.cancel()
+            discard(jobs)
             for s in streams:
                 await s.__aexit__(type(exc), exc, None)
             raise
@@ -366,6 +365,9 @@ async def active_party(
             tree_seconds.append(time.perf_counter() - t0)
             if progress is not None:
                 progress(t + 1, cfg.n_estimators, tree_seconds[-1])
+    except BaseException:
+        discard([warm])
+        raise
     finally:
         if pool is not None:
             pool.close()
@@ -457,8 +459,7 @@ async def _decode_passive(
                     _decrypt_job, sk, wire, plan, count, cfg.reorder, horner)))  # fmt: skip
                 keys.append((name, node, ids))
     except BaseException:
-        for job in jobs:
-            job.cancel()
+        discard(jobs)
         raise
     results = await asyncio.gather(*jobs, return_exceptions=True)
     out: dict[str, dict[int, Any]] = {name: {} for name in passives}

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from hefl.protocols.vf2boost import tags
+from hefl.protocols.vf2boost.background import discard
 from hefl.protocols.vf2boost.binning import Binner, check_features
 from hefl.protocols.vf2boost.budget import plan_bits
 from hefl.protocols.vf2boost.config import VF2BoostConfig
@@ -120,101 +121,111 @@ async def passive_party(
                                        for g in groups if len(g)))  # fmt: skip
         return EncGH.concat(list(parts))
 
-    for t in range(cfg.n_estimators):
-        st = _PassiveState(n_rows)
-        spec_task: asyncio.Future | None = None
-        with party.span("receive-gh", tree=t):
-            if cfg.blaster:
-                pieces, jobs, start = [], [], 0
-                async for chunk in party.stream_from(active, tags.gh(t)):
-                    enc = parse_enc(chunk)
-                    rows = np.arange(start, start + len(enc))
-                    if rows.size and rows[-1] >= n_rows:
-                        raise ProtocolError(f"{active!r} streamed more than {n_rows} rows")
-                    start += len(enc)
-                    pieces.append(enc)
-                    # start the root histogram from the first chunk (a sum needs no order)
-                    jobs.append(asyncio.ensure_future(histogram(enc, bins[rows])))
-                if start != n_rows:
-                    raise ProtocolError(f"{active!r} streamed {start} rows, expected {n_rows}")
-                parts = await asyncio.gather(*jobs)
-                root = parts[0]
-                for p in parts[1:]:
-                    root = root + p
-                st.hists[0] = root
-                enc_all = EncGH.concat(pieces)
-            else:
-                enc_all = parse_enc(await party.recv(active, tags.gh(t)))
-                if len(enc_all) != n_rows:
-                    raise ProtocolError(f"{active!r} sent {len(enc_all)} rows, expected {n_rows}")
-        d = 0
-        while True:
-            msg = await party.recv(active, tags.layer(t, d))
-            if spec_task is not None:
-                # reuse speculative children whose partition turned out to be the real one;
-                # histograms of a missed speculation are dropped
-                spec = await spec_task
-                spec_task = None
-                for item in msg.get("splits", []):
-                    node, left, right, bits = int(item[0]), int(item[1]), int(item[2]), item[3]
-                    got = spec.get(node)
-                    if got is not None and np.array_equal(got[0], np.asarray(bits, np.uint8)):
-                        st.hists[left], st.hists[right] = got[1], got[2]
-            _apply_splits(st, msg.get("splits", []), active)
-            open_nodes = [int(v) for v in msg.get("open", [])]
-            if not open_nodes:
-                nodes = msg.get("nodes")
-                if not isinstance(nodes, list):
-                    raise ProtocolError(f"{active!r} ended tree {t} without its structure")
-                model.trees.append(TreeStructure(nodes=[{k: int(v) for k, v in n.items()}
-                                                        for n in nodes]))  # fmt: skip
-                party.retire(*tags.tree_tags(t))  # a replayed message of tree t is refused from now
-                break
-            with party.span("histograms", tree=t, layer=d):
-                await _layer_histograms(st, open_nodes, enc_all, bins, histogram)
-            out: list[tuple[int, np.ndarray]] = []
-            if warm is not None:
-                await warm
-                warm = None
-            with party.span("seal", tree=t, layer=d):
-                jobs = []
-                for node in open_nodes:
-                    order = _shuffled(valid)  # hides which candidate is which feature/bin
-                    ids = _fresh_ids(len(order))
-                    st.lookup[node] = dict(zip(ids.tolist(), order.tolist(), strict=True))
-                    jobs.append(asyncio.ensure_future(party.offload(
-                        _seal_job, st.hists[node], n_bins, width, order, plan, cfg.obfuscation)))  # fmt: skip
-                    out.append((node, ids))
-                # one message per node, sent as soon as it is sealed: the active party
-                # decrypts one node while this party seals the next
-                try:
-                    for (node, ids), job in zip(out, jobs, strict=True):
-                        await party.send(active, tags.hist(t, d, node), [ids, await job])
-                except BaseException:
-                    for job in jobs:
-                        job.cancel()
-                    raise
-            if cfg.optimistic:
-                tentative = await party.recv(active, tags.spec(t, d))
-                spec_task = asyncio.ensure_future(
-                    _speculate(st, tentative, enc_all, bins, histogram, active)
-                )
-            wins = await party.recv(active, tags.win(t, d))
-            placements = []
-            for item in wins:
-                node, tied = int(item[0]), [int(v) for v in item[1]]
-                table = st.lookup.get(node, {})
-                if not tied or any(i not in table for i in tied):
-                    raise ProtocolError(f"{active!r} named a split id this party never sent")
-                pos = min(table[i] for i in tied)  # the tie rule: first (feature, bin)
-                f, k = divmod(pos, width)
-                split_id = len(model.splits)
-                model.splits[split_id] = (int(f), int(k))
-                rows = st.rows[node]
-                left = bins[rows, f] <= k
-                placements.append([node, split_id, np.packbits(left)])
-            await party.send(active, tags.place(t, d), placements)
-            d += 1
+    # what is still running when the role fails: cancelled, not left behind (background.py)
+    spec_task: asyncio.Future | None = None
+    jobs: list[asyncio.Future] = []
+    try:
+        for t in range(cfg.n_estimators):
+            st = _PassiveState(n_rows)
+            spec_task = None
+            with party.span("receive-gh", tree=t):
+                if cfg.blaster:
+                    pieces, jobs, start = [], [], 0
+                    async for chunk in party.stream_from(active, tags.gh(t)):
+                        enc = parse_enc(chunk)
+                        rows = np.arange(start, start + len(enc))
+                        if rows.size and rows[-1] >= n_rows:
+                            raise ProtocolError(f"{active!r} streamed more than {n_rows} rows")
+                        start += len(enc)
+                        pieces.append(enc)
+                        # start the root histogram from the first chunk (a sum needs no order)
+                        jobs.append(asyncio.ensure_future(histogram(enc, bins[rows])))
+                    if start != n_rows:
+                        raise ProtocolError(f"{active!r} streamed {start} rows, expected {n_rows}")
+                    parts = await asyncio.gather(*jobs)
+                    root = parts[0]
+                    for p in parts[1:]:
+                        root = root + p
+                    st.hists[0] = root
+                    enc_all = EncGH.concat(pieces)
+                else:
+                    enc_all = parse_enc(await party.recv(active, tags.gh(t)))
+                    if len(enc_all) != n_rows:
+                        raise ProtocolError(
+                            f"{active!r} sent {len(enc_all)} rows, expected {n_rows}"
+                        )
+            d = 0
+            while True:
+                msg = await party.recv(active, tags.layer(t, d))
+                if spec_task is not None:
+                    # reuse speculative children whose partition turned out to be the real one;
+                    # histograms of a missed speculation are dropped
+                    spec = await spec_task
+                    spec_task = None
+                    for item in msg.get("splits", []):
+                        node, left, right, bits = int(item[0]), int(item[1]), int(item[2]), item[3]
+                        got = spec.get(node)
+                        if got is not None and np.array_equal(got[0], np.asarray(bits, np.uint8)):
+                            st.hists[left], st.hists[right] = got[1], got[2]
+                _apply_splits(st, msg.get("splits", []), active)
+                open_nodes = [int(v) for v in msg.get("open", [])]
+                if not open_nodes:
+                    nodes = msg.get("nodes")
+                    if not isinstance(nodes, list):
+                        raise ProtocolError(f"{active!r} ended tree {t} without its structure")
+                    model.trees.append(TreeStructure(nodes=[{k: int(v) for k, v in n.items()}
+                                                            for n in nodes]))  # fmt: skip
+                    party.retire(
+                        *tags.tree_tags(t)
+                    )  # a replayed message of tree t is refused from now
+                    break
+                with party.span("histograms", tree=t, layer=d):
+                    await _layer_histograms(st, open_nodes, enc_all, bins, histogram)
+                out: list[tuple[int, np.ndarray]] = []
+                if warm is not None:
+                    await warm
+                    warm = None
+                with party.span("seal", tree=t, layer=d):
+                    jobs = []
+                    for node in open_nodes:
+                        order = _shuffled(valid)  # hides which candidate is which feature/bin
+                        ids = _fresh_ids(len(order))
+                        st.lookup[node] = dict(zip(ids.tolist(), order.tolist(), strict=True))
+                        jobs.append(asyncio.ensure_future(party.offload(
+                            _seal_job, st.hists[node], n_bins, width, order, plan, cfg.obfuscation)))  # fmt: skip
+                        out.append((node, ids))
+                    # one message per node, sent as soon as it is sealed: the active party
+                    # decrypts one node while this party seals the next
+                    try:
+                        for (node, ids), job in zip(out, jobs, strict=True):
+                            await party.send(active, tags.hist(t, d, node), [ids, await job])
+                    except BaseException:
+                        discard(jobs)
+                        raise
+                if cfg.optimistic:
+                    tentative = await party.recv(active, tags.spec(t, d))
+                    spec_task = asyncio.ensure_future(
+                        _speculate(st, tentative, enc_all, bins, histogram, active)
+                    )
+                wins = await party.recv(active, tags.win(t, d))
+                placements = []
+                for item in wins:
+                    node, tied = int(item[0]), [int(v) for v in item[1]]
+                    table = st.lookup.get(node, {})
+                    if not tied or any(i not in table for i in tied):
+                        raise ProtocolError(f"{active!r} named a split id this party never sent")
+                    pos = min(table[i] for i in tied)  # the tie rule: first (feature, bin)
+                    f, k = divmod(pos, width)
+                    split_id = len(model.splits)
+                    model.splits[split_id] = (int(f), int(k))
+                    rows = st.rows[node]
+                    left = bins[rows, f] <= k
+                    placements.append([node, split_id, np.packbits(left)])
+                await party.send(active, tags.place(t, d), placements)
+                d += 1
+    except BaseException:
+        discard([warm, spec_task, *jobs])
+        raise
     if warm is not None:  # no tree needed a histogram
         await warm
     return {"model": model.to_json(), "statistics": party.statistics()}
