@@ -10,6 +10,15 @@ Failure propagation: when a role raises, its party tells every peer (a FAIL noti
 party where the failure started and why). Every other party then wakes all its waiters with
 :class:`hefl.PeerFailed`, and cancels its role if the role is blocked elsewhere (computing,
 sending into a full queue), so the whole federation stops within a bounded time.
+
+Dropped connections: a transport that can see its connections drop (ZeroMQ) reports them
+(:mod:`hefl.transports.base`). Whatever was in flight on a dropped connection is lost, so a
+drop before the peer's goodbye (BYE) or failure notice fails the federation naming the party
+responsible, after a short grace (``_LINK_GRACE``) in which a goodbye still in flight or the
+reconnection is awaited: the peer, if it is gone (process or network) or if it reconnected to
+us (it sent a frame over our ``max_message_bytes``, which libzmq drops with the connection);
+this party, if the peer dropped our connection and took a new one at once (it refused a
+frame of ours).
 """
 
 from __future__ import annotations
@@ -37,6 +46,10 @@ from hefl.errors import (
 )
 
 log = logging.getLogger("hefl.runtime")
+
+# Seconds a dropped connection may take to be explained by a goodbye or failure notice still in
+# flight, or to come back (ZeroMQ reconnects after 100-200 ms), before the runtime acts on it.
+_LINK_GRACE = 1.0
 
 # Channels of the tag-addressed buffers.
 _MSG, _STREAM, _CREDIT = 0, 1, 2
@@ -169,6 +182,9 @@ class Party:
         self._failure: tuple[str, str] | None = None
         self._done_peers: set[str] = set()
         self._lost_peers: set[str] = set()  # failed or dead: they wait for nothing from us
+        self._dropped: dict[str, float] = {}  # peer -> when our connection to it last dropped
+        self._restored: set[str] = set()  # dropped, then connected again
+        self._link_timers: set[asyncio.TimerHandle] = set()
         self._hello: set[str] = set()
         self._changed = asyncio.Event()
         self._last_seen: dict[str, float] = {}
@@ -557,6 +573,77 @@ class Party:
         self._set_failure(peer, cause)
         self._changed.set()
 
+    def _connection_event(self, peer: str, event: str) -> None:
+        """The transport saw a connection with ``peer`` drop or come back: judge it after
+        :data:`_LINK_GRACE` (a goodbye may still be in flight, the connection may come back)."""
+        if peer not in self._peer_set or self._failure is not None:
+            return
+        now = time.monotonic()
+        if event == "up":
+            if peer in self._dropped:
+                self._restored.add(peer)
+            return
+        if event == "down":
+            self._dropped[peer] = now
+            self._restored.discard(peer)
+        elif event != "replaced":
+            return
+        self._judge_link_later(peer, event, now, _LINK_GRACE)
+
+    def _judge_link_later(self, peer: str, event: str, since: float, delay: float) -> None:
+        def fire() -> None:
+            self._link_timers.discard(handle)
+            self._judge_link(peer, event, since)
+
+        handle = asyncio.get_running_loop().call_later(delay, fire)
+        self._link_timers.add(handle)
+
+    def _judge_link(self, peer: str, event: str, since: float) -> None:
+        if self._failure is not None:
+            return
+        if event == "replaced":  # its connection to us dropped, and it reconnected
+            if peer in self._done_peers:
+                return  # it had said goodbye: nothing of it was in flight
+            limit = getattr(self._transport, "max_message_bytes", None)
+            over = (
+                f"it sent a message over max_message_bytes={limit} (ZeroMQ drops such a frame "
+                "together with the connection carrying it), or "
+                if limit
+                else ""
+            )
+            self._set_failure(
+                peer,
+                f"its connection to {self.name!r} dropped before it said goodbye (it "
+                f"reconnected at once): {over}the network failed; messages it sent may have "
+                "been lost",
+                refused=True,  # it is alive: tell it
+            )
+            return
+        if self._dropped.get(peer) != since:
+            return  # a later drop has its own timer
+        if peer in self._restored:  # it dropped our connection and took a new one
+            self._set_failure(
+                self.name,
+                f"its connection to {peer!r} dropped and {peer!r} accepted a new one at once: "
+                f"{peer!r} refused a message over its max_message_bytes (ZeroMQ drops such a "
+                f"frame together with the connection carrying it), or the network failed; "
+                f"messages to {peer!r} may have been lost",
+            )
+            return
+        if peer in self._done_peers:
+            return  # it said goodbye (or failed) and then closed: normal
+        if self._last_seen.get(peer, since) > since:
+            # its messages still arrive (a long goodbye in flight): wait for the rest
+            now = self._dropped[peer] = time.monotonic()
+            self._judge_link_later(peer, event, now, _LINK_GRACE)
+            return
+        self.peer_lost(
+            peer,
+            f"its connection dropped before it said goodbye and it accepted no new one within "
+            f"{_LINK_GRACE:g} s: its process or its network failed, or it closed its transport; "
+            "messages may have been lost",
+        )
+
     async def _reader(self) -> None:
         # Awaiting a receive that is already complete does not yield to the loop, so without
         # the explicit yields below the reader would decode everything queued in the socket
@@ -746,6 +833,9 @@ class Party:
         """
         now = time.monotonic()
         self._last_seen = dict.fromkeys(self.peers, now)
+        watch = getattr(self._transport, "set_connection_listener", None)
+        if watch is not None:
+            watch(self._connection_event)
         self._reader_task = asyncio.create_task(self._reader(), name=f"hefl-reader-{self.name}")
         opts = self._opts
         try:
@@ -800,6 +890,11 @@ class Party:
                 )
             return value
         finally:
+            if watch is not None:
+                watch(None)
+            for timer in self._link_timers:
+                timer.cancel()
+            self._link_timers.clear()
             for task in (self._heartbeat_task, self._reader_task):
                 if task is not None:
                     task.cancel()

@@ -5,14 +5,26 @@ frames (bytes-like buffers), between named parties. The runtime encodes objects 
 :mod:`hefl.codec`, sends the frames, and runs ONE reader task per party that calls
 :meth:`Transport.recv` in a loop and feeds the tag-addressed buffers (so a pending receive is
 never cancelled and no message is lost).
+
+Optionally a transport reports connections that drop: ``set_connection_listener(listener)``
+makes it call ``listener(peer, event)`` on the event loop, with ``event`` one of ``"down"``
+(the connection to ``peer`` dropped: messages in flight may be lost), ``"up"`` (connected,
+again after a ``"down"``) and ``"replaced"`` (``peer``, which had already delivered messages,
+connected anew, so its previous connection dropped). The runtime turns a drop before the
+peer's goodbye into a failure naming it, instead of waiting for messages that were lost. A
+transport whose connections cannot drop (in-process queues) accepts the listener and never
+calls it; one without the method is simply not watched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 Buffer = bytes | bytearray | memoryview
+
+ConnectionListener = Callable[[str, str], None]
+"""``listener(peer, event)``, event ``"down"``, ``"up"`` or ``"replaced"`` (see above)."""
 
 
 @runtime_checkable
@@ -62,4 +74,4 @@ class Transport(Protocol):
         ...
 
 
-__all__ = ["Buffer", "Transport"]
+__all__ = ["Buffer", "ConnectionListener", "Transport"]

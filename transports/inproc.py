@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from hefl.errors import ConfigError, TransportClosed, TransportError
 
-from .base import Buffer
+from .base import Buffer, ConnectionListener
 
 _CLOSED = object()
 
@@ -69,6 +69,9 @@ class InprocTransport:
             self._closed = True
             raise TransportClosed(f"party {self.name!r}: transport closed")
         return item
+
+    def set_connection_listener(self, listener: ConnectionListener | None) -> None:
+        """Accepted for symmetry with the ZeroMQ transport: queues never drop a connection."""
 
     async def close(self, linger: float | None = None) -> None:
         """Stop this endpoint (``linger`` is accepted for symmetry; nothing is queued); a pending :meth:`recv` raises TransportClosed."""

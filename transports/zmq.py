@@ -17,6 +17,19 @@ receive is never cancelled mid-message. With CURVE, the sender is the authentica
 that our ZAP handler attached to the connection (the frame's ``User-Id``), never the routing
 id the peer declared (with CURVE, hefl's DEALERs declare no routing id at all, so a peer that
 claims another party's id cannot block that party's connection).
+
+Dropped connections: ZeroMQ reconnects by itself and drops whatever was in flight, without a
+word; libzmq also drops an inbound frame over ``max_message_bytes`` (``MAXMSGSIZE``) together
+with the connection carrying it. So the transport watches its connections and reports drops to
+the runtime (:meth:`ZmqTransport.set_connection_listener`), which fails the federation naming
+the peer within about a second instead of leaving a receiver waiting for its recv_timeout: a
+monitor on each DEALER sees our connection to that peer drop (its process died, the network
+failed, or it dropped us for an oversized frame and accepted us again); under CURVE the ZAP
+handler sees a peer that had already sent us messages connect anew (its previous connection
+dropped, e.g. it sent us an oversized frame). ``ZMQ_ROUTER_NOTIFY`` would name the peer of a
+dropped inbound connection directly, but it is a draft option that released libzmq builds
+(pyzmq's wheels included) refuse, and ROUTER monitor events name a file descriptor, not a peer:
+without CURVE an inbound drop is known only through the sender's own report.
 """
 
 from __future__ import annotations
@@ -24,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import zmq
@@ -32,7 +45,7 @@ import zmq.asyncio
 
 from hefl.errors import ConfigError, TransportBroken, TransportClosed, TransportError
 
-from .base import Buffer
+from .base import Buffer, ConnectionListener
 
 log = logging.getLogger("hefl.transports.zmq")
 
@@ -48,11 +61,17 @@ class _ZapHandler:
     libzmq would accept CURVE clients without asking anyone.
     """
 
-    def __init__(self, context: zmq.asyncio.Context, enrolled: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        context: zmq.asyncio.Context,
+        enrolled: Mapping[str, str],
+        on_accept: Callable[[str], None] | None = None,
+    ) -> None:
         import zmq.utils.z85 as z85
 
         self.names = {z85.decode(key): name for name, key in enrolled.items()}
         self.refused: list[str] = []
+        self.on_accept = on_accept  # called with the party name of every accepted connection
         self.socket = context.socket(zmq.REP)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.bind("inproc://zeromq.zap.01")
@@ -88,6 +107,8 @@ class _ZapHandler:
                 await self.socket.send_multipart(
                     [b"1.0", request_id, b"200", b"OK", name.encode(), b""]
                 )
+                if self.on_accept is not None:
+                    self.on_accept(name)
 
     def stop(self) -> None:
         if self.task is not None:
@@ -109,7 +130,9 @@ class ZmqTransport:
         hwm: send/receive high-water marks (messages).
         linger_ms: how long close() may spend flushing queued messages.
         max_message_bytes: libzmq drops (and disconnects) an inbound frame larger than this
-            before it is buffered in memory; the codec still checks whole messages.
+            before it is buffered in memory; the codec still checks whole messages. The
+            runtime is told (see :meth:`set_connection_listener`), so the federation fails
+            at once naming the sender instead of waiting for a message that never comes.
 
     Raises:
         ConfigError: inconsistent CURVE settings or bad addresses.
@@ -143,11 +166,16 @@ class ZmqTransport:
             raise ConfigError(f"peer_keys given for {name!r} but no CURVE keypair")
         self._hwm = hwm
         self._linger = linger_ms
+        self.max_message_bytes = max_message_bytes
         self._max_frame = -1 if max_message_bytes is None else int(max_message_bytes)
         self._ctx = zmq.asyncio.Context()
         self._auth: _ZapHandler | None = None
         self._router: zmq.asyncio.Socket | None = None
         self._dealers: dict[str, zmq.asyncio.Socket] = {}
+        self._monitors: dict[str, zmq.asyncio.Socket] = {}  # one per DEALER
+        self._watchers: dict[str, asyncio.Task] = {}
+        self._listener: ConnectionListener | None = None
+        self._seen: set[str] = set()  # CURVE: who delivered messages over its connection
         self._closed = False
         self.address: str | None = None
         self.rejected = 0
@@ -170,7 +198,7 @@ class ZmqTransport:
         if self._router is not None:
             return self.address  # type: ignore[return-value]
         if self._curve is not None:
-            self._auth = _ZapHandler(self._ctx, self._peer_keys)
+            self._auth = _ZapHandler(self._ctx, self._peer_keys, self._on_accept)
         router = self._ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.RCVHWM, self._hwm)
         router.setsockopt(zmq.SNDHWM, self._hwm)
@@ -227,9 +255,16 @@ class ZmqTransport:
                 dealer.curve_secretkey = self._curve.secret.encode("ascii")
                 dealer.curve_publickey = self._curve.public.encode("ascii")
                 dealer.curve_serverkey = self._peer_keys[peer].encode("ascii")
+            # Watch the connection (before connecting, so the first handshake is seen): a
+            # DEALER has one connection, so its events name the peer exactly.
+            self._monitors[peer] = dealer.get_monitor_socket(
+                zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+            )
             dealer.connect(addr)
             self._dealers[peer] = dealer
             self._peer_addrs[peer] = addr
+            if self._listener is not None:
+                self._watch(peer)
 
     async def start(self) -> None:
         """Bind (if not yet bound) and connect to the peers given at construction."""
@@ -237,6 +272,72 @@ class ZmqTransport:
         if self._auth is not None:
             self._auth.start()
         self.connect(self._peer_addrs)
+
+    # ------------------------------------------------------------------ connection events
+
+    def set_connection_listener(self, listener: ConnectionListener | None) -> None:
+        """Report connections that drop to ``listener(peer, event)`` (on the event loop).
+
+        ZeroMQ reconnects by itself and says nothing about what was in flight: a message
+        being sent when a connection dropped is lost. Events:
+
+        - ``"down"``: our connection to ``peer`` dropped (its process exited or was killed,
+          the network failed, or its ROUTER dropped us for a frame over its
+          max_message_bytes); ``"up"``: it is connected (again).
+        - ``"replaced"`` (CURVE only): ``peer``, which had sent us messages, opened a new
+          connection, so its previous one dropped: it sent a frame over our
+          max_message_bytes, or the network failed.
+
+        A dropped *inbound* connection cannot be attributed without CURVE: libzmq's ROUTER
+        names its connections to nobody (``ZMQ_ROUTER_NOTIFY`` is a draft option that the
+        released libzmq builds, including pyzmq's wheels, refuse with EINVAL, and socket
+        monitor events carry a file descriptor, not a peer). The sender's own transport
+        sees its side of it (``"down"`` then ``"up"``).
+        """
+        self._listener = listener
+        if listener is not None and not self._closed:
+            for peer in self._monitors:
+                self._watch(peer)
+
+    def _watch(self, peer: str) -> None:
+        if peer not in self._watchers:
+            self._watchers[peer] = asyncio.get_running_loop().create_task(
+                self._watch_dealer(peer, self._monitors[peer]),
+                name=f"hefl-zmq-monitor-{self.name}-{peer}",
+            )
+
+    async def _watch_dealer(self, peer: str, monitor: zmq.asyncio.Socket) -> None:
+        connected = False
+        while True:
+            try:
+                msg = await monitor.recv_multipart()
+            except zmq.ZMQError:  # closed
+                return
+            event = int.from_bytes(msg[0][:2], "little")  # uint16 event id, then uint32 value
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED and not connected:
+                connected = True
+                self._report(peer, "up")
+            elif event == zmq.EVENT_DISCONNECTED and connected:
+                connected = False
+                self._report(peer, "down")
+            elif event == zmq.EVENT_MONITOR_STOPPED:
+                return
+
+    def _on_accept(self, name: str) -> None:
+        """ZAP accepted a CURVE connection from ``name``: if that party had already sent us
+        messages, its earlier connection dropped (a DEALER holds one connection)."""
+        if name in self._seen:
+            self._seen.discard(name)
+            self._report(name, "replaced")
+
+    def _report(self, peer: str, event: str) -> None:
+        listener = self._listener
+        if listener is None or self._closed:
+            return
+        try:
+            listener(peer, event)
+        except Exception:  # a bug there must not kill the monitor silently
+            log.exception("%s: connection listener failed on %s %s", self.name, event, peer)
 
     # ------------------------------------------------------------------ messaging
 
@@ -259,37 +360,49 @@ class ZmqTransport:
 
         The sender is the CURVE-authenticated party name with CURVE, else the routing id.
         """
-        if self._closed or self._router is None:
+        router = self._router
+        if self._closed or router is None:
             raise TransportClosed(f"party {self.name!r}: transport closed")
         while True:
-            try:
-                # Without CURVE, receive plain bytes: for small frames that is cheaper than
-                # Frame objects, and for large ones it is the single copy the codec needs
-                # anyway (it hands out bytes). With CURVE the Frame carries the User-Id.
-                parts = await self._router.recv_multipart(copy=self._curve is None)
-            except zmq.ZMQError as exc:
-                if self._closed or exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
-                    raise TransportClosed(f"party {self.name!r}: transport closed") from exc
-                raise TransportBroken(f"party {self.name!r} failed to receive: {exc}") from exc
-            if len(parts) < 2:
-                self.rejected += 1
-                continue
+            # Without CURVE, receive plain bytes: for small frames that is cheaper than Frame
+            # objects, and for large ones it is the single copy the codec needs anyway (it
+            # hands out bytes). With CURVE the Frame carries the User-Id.
             if self._curve is not None:
                 try:
-                    sender = str(parts[1].get("User-Id") or "")
+                    frames = await router.recv_multipart(copy=False)
+                except zmq.ZMQError as exc:
+                    raise self._recv_error(exc) from exc
+                if len(frames) < 2:
+                    self.rejected += 1
+                    continue
+                try:
+                    sender = str(frames[1].get("User-Id") or "")
                 except zmq.ZMQError:
-                    sender = None
+                    sender = ""
                 if not sender:
                     self.rejected += 1
                     log.warning("%s: dropped a message without an authenticated sender", self.name)
                     continue
-                return sender, [p.buffer for p in parts[1:]]
+                self._seen.add(sender)
+                return sender, [f.buffer for f in frames[1:]]
+            try:
+                parts = await router.recv_multipart()
+            except zmq.ZMQError as exc:
+                raise self._recv_error(exc) from exc
+            if len(parts) < 2:
+                self.rejected += 1
+                continue
             try:
                 sender = parts[0].decode()
             except UnicodeDecodeError:
                 self.rejected += 1
                 continue
-            return sender, parts[1:]
+            return sender, list(parts[1:])
+
+    def _recv_error(self, exc: zmq.ZMQError) -> TransportError:
+        if self._closed or exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
+            return TransportClosed(f"party {self.name!r}: transport closed")
+        return TransportBroken(f"party {self.name!r} failed to receive: {exc}")
 
     async def close(self, linger: float | None = None) -> None:
         """Close the sockets and the context; DEALERs flush queued messages for up to
@@ -297,6 +410,16 @@ class ZmqTransport:
         if self._closed:
             return
         self._closed = True
+        self._listener = None
+        watchers = list(self._watchers.values())
+        self._watchers.clear()
+        for task in watchers:
+            task.cancel()
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(t for t in watchers if t.get_loop() is loop), return_exceptions=True)
+        for peer, monitor in self._monitors.items():
+            self._dealers[peer].disable_monitor()
+            monitor.close(linger=0)
         linger_ms = self._linger if linger is None else max(1, int(linger * 1000))
         for dealer in self._dealers.values():
             dealer.close(linger=linger_ms)

@@ -135,18 +135,64 @@ def test_oversized_message_is_refused_by_the_receiver_inproc():
     assert exc.peer == "big" and "malformed message" in exc.cause and "exceeds" in exc.cause
 
 
-def test_oversized_frame_over_zmq_is_dropped_before_buffering():
-    """libzmq drops a frame above max_message_bytes (MAXMSGSIZE) and resets the connection
-    before buffering it, so memory holds; the receiver sees a message that never came and
-    fails at its recv_timeout naming the sender."""
+def _timed_receiver(seen):
+    """honest_receiver that records the error it got and how long it waited."""
+
+    async def receiver(party):
+        t0 = time.monotonic()
+        try:
+            return await party.recv(party.peers[0], "data")
+        except PeerFailed as exc:
+            seen["error"], seen["took"] = exc, time.monotonic() - t0
+            raise
+
+    return receiver
+
+
+@pytest.mark.parametrize("curve", [False, True], ids=["plain", "curve"])
+def test_oversized_frame_over_zmq_fails_the_receiver_fast(curve):
+    """libzmq drops a frame above max_message_bytes (MAXMSGSIZE) together with the connection
+    carrying it, before buffering it (memory holds), and tells nobody. The sender's transport
+    sees that connection cut and a new one accepted at once, so the sender fails and tells the
+    receiver: the receiver fails within about a second naming the sender and saying what
+    happened, not at its recv_timeout. (Regression: it used to wait for recv_timeout and
+    report only "sent no message".)"""
+    seen = {}
     exc, took = run_failing(
-        {"big": _raw_big, "receiver": honest_receiver},
+        {"big": _raw_big, "receiver": _timed_receiver(seen)},
         transport="zmq",
+        curve=curve,
         max_message_bytes=10**6,
-        recv_timeout=2,
+        recv_timeout=15,
     )
-    assert exc.peer == "big" and "sent no message with tag 'data' within 2 s" in exc.cause
-    assert took < 8
+    assert exc.peer == "big" and "max_message_bytes" in exc.cause and "lost" in exc.cause
+    got = seen["error"]
+    assert got.peer == "big" and "max_message_bytes" in got.cause, got
+    assert seen["took"] < 4 and took < 8
+
+
+async def _raw_big_hiding(party):
+    """A hostile sender: it ignores its own dropped connection and tells nobody."""
+    party._transport.set_connection_listener(None)
+    await _raw_big(party)
+
+
+def test_oversized_frame_from_a_hostile_sender_is_caught_by_the_receiver_under_curve():
+    """Under CURVE the receiver's ZAP handler authenticates every new connection: the sender
+    connecting again after it had sent messages means its earlier connection dropped, so the
+    receiver fails by itself, naming the sender, even when the sender keeps quiet."""
+    seen = {}
+    exc, took = run_failing(
+        {"big": _raw_big_hiding, "receiver": _timed_receiver(seen)},
+        transport="zmq",
+        curve=True,
+        max_message_bytes=10**6,
+        recv_timeout=15,
+    )
+    assert exc.peer == "big" and "max_message_bytes=1000000" in exc.cause
+    assert "dropped before it said goodbye" in exc.cause and "reconnected" in exc.cause
+    assert seen["error"].cause == exc.cause
+    assert seen["took"] < 4 and took < 8
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
