@@ -212,21 +212,64 @@ def short_window(n_bits: int) -> int:
     return 13 if n_bits >= 2000 else default_window(n_bits)
 
 
+def _large_spec(n_bits: int, method: str) -> tuple[str, int, int]:
+    """(cache name, window, exponent bits) of the large public DJN table for ``method``."""
+    if method == "djn-short" and short_window(n_bits) != default_window(n_bits):
+        return "djn-short", short_window(n_bits), exponent_bits(n_bits, method)
+    return "djn", default_window(n_bits), n_bits // 2
+
+
 def djn_table(n: mpz, window: int | None = None, method: str = "djn") -> FixedBaseTable:
     """The process-wide DJN table modulo n² for ``method`` (h_s drawn on first use)."""
-    nsq = n * n
     n_bits = n.bit_length()
-    if method == "djn-short" and window is None and short_window(n_bits) != default_window(n_bits):
-        w = short_window(n_bits)
-        return cached_table(
-            ("djn-short", int(n), w),
-            lambda: FixedBaseTable(draw_djn_base(n), nsq, exponent_bits(n_bits, method), w),
-        )
-    w = window or default_window(n_bits)
+    name, w, bits = _large_spec(n_bits, method)
+    if window is not None:
+        name, w, bits = "djn", window, n_bits // 2
+    return cached_table((name, int(n), w), lambda: FixedBaseTable(draw_djn_base(n), n * n, bits, w))
+
+
+LIGHT_WINDOW = 8  # the table a process starts with; its digits are plain bytes
+
+# obfuscators drawn with the public key so far in this process, per (n, method)
+_DRAWN: dict[tuple[int, str], int] = {}
+
+
+def _big_table_pays_after(n_bits: int, method: str) -> int:
+    """Draws after which the large table has paid for itself against the light one: its
+    extra entries (multiplications to build) over the multiplications it saves per draw."""
+    _, w, bits = _large_spec(n_bits, method)
+    bits = min(bits, exponent_bits(n_bits, method))
+    saved = -(-bits // LIGHT_WINDOW) - -(-bits // w)
+    if saved <= 0:
+        return 0
+    entries = sum((1 << min(w, bits - i * w)) - 1 for i in range(-(-bits // w)))
+    return entries // saved
+
+
+def public_table(n: mpz, method: str, count: int) -> FixedBaseTable:
+    """The table for the next ``count`` public-key obfuscators of this process.
+
+    A process that draws few obfuscators (a passive party re-randomizing a few hundred sealed
+    histograms per tree) would spend far more building a large table (tens of MB, ~0.5 s at
+    2048 bits) than using it, so it starts with a light 8-bit-window table and builds the
+    large one once its draws make that pay. A large table already built (e.g. by
+    :func:`djn_table` ahead of time) is always used.
+    """
+    n_bits = n.bit_length()
+    drawn = _DRAWN.get((int(n), method), 0) + count
+    _DRAWN[(int(n), method)] = drawn
+    if drawn >= _big_table_pays_after(n_bits, method) or _has_big_table(n, method):
+        return djn_table(n, method=method)
+    bits = exponent_bits(n_bits, method)
     return cached_table(
-        ("djn", int(n), w),
-        lambda: FixedBaseTable(draw_djn_base(n), nsq, n_bits // 2, w),
+        ("djn-light", method, int(n)),
+        lambda: FixedBaseTable(draw_djn_base(n), n * n, bits, LIGHT_WINDOW),
     )
+
+
+def _has_big_table(n: mpz, method: str) -> bool:
+    name, w, _ = _large_spec(n.bit_length(), method)
+    return (name, int(n), w, _native.AVAILABLE) in _TABLES
 
 
 def public_obfuscators(n: mpz, count: int, method: str) -> list[mpz]:
@@ -237,7 +280,7 @@ def public_obfuscators(n: mpz, count: int, method: str) -> list[mpz]:
     nsq = n * n
     if method == "rn":
         return [gmpy2.powmod(random_unit(n), n, nsq) for _ in range(count)]
-    table = djn_table(n, method=method)
+    table = public_table(n, method, count)
     bits = exponent_bits(n.bit_length(), method)
     out: list[mpz] = []
     for start in range(0, count, _BLOCK):  # bounded memory for the digit lists

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hefl import ConfigError, CryptoError, KeyMismatchError
-from hefl.crypto import ObfuscatorPool
+from hefl.crypto import ObfuscatorPool, generate_keypair
 from hefl.crypto._native import AVAILABLE as NATIVE
 from hefl.crypto._obfuscation import (
     CrtObfuscator,
@@ -182,3 +182,28 @@ def test_pool_low_priority_workers_and_resize(small_keypair):
         assert not set(pool.take(8)) & set(taken)
         with pytest.raises(ConfigError):
             pool.resize(-1)
+
+
+def test_public_table_starts_light_and_grows_with_use(monkeypatch):
+    """A process that draws few public obfuscators never builds the large table; one that
+    draws many builds it once the draws pay for it; either way r is an n-th residue."""
+    from hefl.crypto import _obfuscation as ob
+
+    pk, sk = generate_keypair(2048)
+    phi = (sk.p - 1) * (sk.q - 1)
+    assert ob._big_table_pays_after(2048, "djn-short") > 10_000
+    assert ob._big_table_pays_after(1024, "djn") == 0  # same window: nothing to save
+    light = ob.public_table(pk.n, "djn-short", 10)
+    assert light.window == ob.LIGHT_WINDOW
+    assert not ob._has_big_table(pk.n, "djn-short")
+    for r in public_obfuscators(pk.n, 3, "djn-short"):
+        assert gmpy2.powmod(r, phi, pk.nsquare) == 1
+    monkeypatch.setattr(ob, "_big_table_pays_after", lambda n_bits, method: 20)
+    big = ob.public_table(pk.n, "djn-short", 10)
+    assert big.window == ob.short_window(2048) and ob._has_big_table(pk.n, "djn-short")
+    for r in public_obfuscators(pk.n, 3, "djn-short"):
+        assert gmpy2.powmod(r, phi, pk.nsquare) == 1
+    # a large table built ahead of time is used from the first draw
+    pk2, _ = generate_keypair(2048)
+    ob.djn_table(pk2.n)
+    assert ob.public_table(pk2.n, "djn", 1).window == ob.default_window(2048)
