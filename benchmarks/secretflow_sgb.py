@@ -152,21 +152,29 @@ def main() -> None:
              xp_test=missing_low(tparts[1]), y_test=test.y)  # fmt: skip
     log = work / "sgb.log"
     kp = generate_keypair(2048) if args.only != "sgb" else None
-    runs: dict[str, list[dict]] = {"sgb_paillier": [], "hefl_default": [], "sgb_ou": [],
-                                   "hefl_djn_short": []}  # fmt: skip
+    # "no_optimistic": optimistic splitting off. Its speculative histograms only pay when the
+    # passive party would otherwise idle; here every party shares one process's executor, so
+    # they compete with the active party's decryptions for the same two cores.
+    names = ("sgb_paillier", "hefl_default", "hefl_default_no_optimistic", "sgb_ou",
+             "hefl_djn_short", "hefl_djn_short_no_optimistic")  # fmt: skip
+    runs: dict[str, list[dict]] = {name: [] for name in names}
     previous: dict = {}
     if args.append and (RESULTS / "secretflow_sgb.json").exists():
         previous = json.loads((RESULTS / "secretflow_sgb.json").read_text())
-        runs = previous["runs"]
+        runs.update(previous["runs"])
     first = max((r["round"] for rs in runs.values() for r in rs), default=-1) + 1
     for rnd in range(first, first + args.rounds):
         steps = [
             ("sgb_paillier", lambda: run_sgb(py, data, "paillier", args.trees, test.y, log)),
             ("hefl_default", lambda: run_hefl(parts, train.y, tparts, test.y, kp, args.trees,
                                               "djn")),
+            ("hefl_default_no_optimistic", lambda: run_hefl(
+                parts, train.y, tparts, test.y, kp, args.trees, "djn", optimistic=False)),
             ("sgb_ou", lambda: run_sgb(py, data, "ou", args.trees, test.y, log)),
             ("hefl_djn_short", lambda: run_hefl(parts, train.y, tparts, test.y, kp, args.trees,
                                                 "djn-short")),
+            ("hefl_djn_short_no_optimistic", lambda: run_hefl(
+                parts, train.y, tparts, test.y, kp, args.trees, "djn-short", optimistic=False)),
         ]  # fmt: skip
         for name, step in steps:
             if args.only and not name.startswith(args.only):
@@ -176,7 +184,7 @@ def main() -> None:
             r["round"] = rnd
             runs[name].append(r)
             print(
-                f"round {rnd} {name:15} {r['seconds_per_tree']:7.2f} s/tree  "
+                f"round {rnd} {name:28} {r['seconds_per_tree']:7.2f} s/tree  "
                 f"AUC {r['test_auc']:.5f}  ({time.perf_counter() - t0:.0f} s)",
                 flush=True,
             )
@@ -218,26 +226,28 @@ def main() -> None:
 
     summary = {name: {"median_seconds_per_tree": med(name), "test_auc": med(name, "test_auc"),
                       "runs": len(runs[name])} for name in runs}  # fmt: skip
-    for name in ("hefl_default", "hefl_djn_short"):
-        if runs[name]:
+    for name in names:
+        if name.startswith("hefl") and runs[name]:
             summary[name]["median_mean_tree_seconds"] = med(name, "mean_tree_seconds")
     ratios = {}
-    pairs = [("sgb_paillier", "hefl_default"), ("sgb_ou", "hefl_djn_short"),
+    pairs = [("sgb_paillier", "hefl_default"), ("sgb_paillier", "hefl_default_no_optimistic"),
+             ("sgb_ou", "hefl_djn_short"), ("sgb_ou", "hefl_djn_short_no_optimistic"),
              ("sgb_ou", "hefl_default")]  # fmt: skip
     for sgb, hefl in pairs:
-        if runs[sgb] and runs[hefl]:
-            # per round (interleaved neighbours), then the median
-            per_round = [s["seconds_per_tree"] / h["seconds_per_tree"]
-                         for s, h in zip(runs[sgb], runs[hefl], strict=False)]  # fmt: skip
+        # per round (interleaved neighbours of the same round), then the median
+        by_round = {r["round"]: r["seconds_per_tree"] for r in runs[hefl]}
+        per_round = [s["seconds_per_tree"] / by_round[s["round"]] for s in runs[sgb]
+                     if s["round"] in by_round]  # fmt: skip
+        if per_round:
             ratios[f"{sgb}/{hefl}"] = {"median": float(np.median(per_round)),
                                        "per_round": per_round}  # fmt: skip
-    print(f"\n{'configuration':18} {'s/tree (median)':>16} {'test AUC':>9} {'runs':>5}")
+    print(f"\n{'configuration':30} {'s/tree (median)':>16} {'test AUC':>9} {'runs':>5}")
     for name, s in summary.items():
         if s["runs"]:
-            print(f"{name:18} {s['median_seconds_per_tree']:>16.2f} {s['test_auc']:>9.5f} "
+            print(f"{name:30} {s['median_seconds_per_tree']:>16.2f} {s['test_auc']:>9.5f} "
                   f"{s['runs']:>5}")  # fmt: skip
     for k, v in ratios.items():
-        print(f"{k:30} SGB/hefl = {v['median']:.2f}x  (per round {np.round(v['per_round'], 2)})")
+        print(f"{k:42} SGB/hefl = {v['median']:.2f}x  (per round {np.round(v['per_round'], 2)})")
     out = {
         "machine": {
             "python": platform.python_version(),
