@@ -284,10 +284,19 @@ class CipherVector:
         cs = self._c
         if g.ndim == 1:
             return CipherVector._make(self.public_key, _group_sum_1d(cs, g.tolist(), n_groups, nsq))
-        out: list[mpz] = []
-        for f in range(g.shape[1]):
-            out.extend(_group_sum_1d(cs, g[:, f].tolist(), n_groups, nsq))
-        return CipherVector._make(self.public_key, out)
+        sums: list[list[mpz]] = [[] for _ in range(g.shape[1])]
+        for cols, cell in _joint_columns(g):
+            if len(cols) == 1:
+                sums[cols[0]] = _group_sum_1d(cs, g[:, cols[0]].tolist(), n_groups, nsq)
+                continue
+            # one pass over the rows into the joint cells, then each column from the cells
+            n_cells = int(cell.max()) + 1
+            joint = _group_sum_1d(cs, cell.tolist(), n_cells, nsq)
+            for f in cols:
+                cell_id = np.empty(n_cells, dtype=np.int64)
+                cell_id[cell] = g[:, f]
+                sums[f] = _group_sum_1d(joint, cell_id.tolist(), n_groups, nsq)
+        return CipherVector._make(self.public_key, [c for col in sums for c in col])
 
     def obfuscate(self, *, pool: ObfuscatorPool | None = None, method: str = "djn") -> CipherVector:
         """Re-randomize: multiply every ciphertext by a fresh obfuscator (same plaintexts).
@@ -388,6 +397,49 @@ def _group_sum_1d(cs: list[mpz], ids: list[int], n_groups: int, nsq: mpz) -> lis
         a = acc[g]
         acc[g] = c if a is None else a * c % nsq
     return [_ONE if a is None else a for a in acc]
+
+
+def _joint_columns(g: np.ndarray) -> list[tuple[list[int], np.ndarray]]:
+    """Group the columns of a 2-D id array so their histograms need fewer additions.
+
+    Summing F columns separately costs F additions per row. Columns whose *joint* ids take few
+    distinct values (categorical features, or two features of 32 bins over many rows) are
+    summed once per row into their joint cells, and each column's sums are then added up from
+    the cells: n + cells·k additions for k columns instead of n·k. The products are the same
+    numbers either way (multiplication mod n² is associative and commutative).
+
+    Columns are taken from the fewest distinct ids up and added to the open group while that
+    costs fewer additions than summing the column on its own.
+
+    Returns:
+        ``(columns, cell)`` per group: ``cell`` maps each row to its joint cell id in
+        [0, cells) (for a single column, the column itself).
+    """
+    n, n_cols = g.shape
+    if n == 0:
+        return [([f], g[:, f]) for f in range(n_cols)]
+    distinct = [int(np.count_nonzero(np.bincount(g[:, f]))) for f in range(n_cols)]
+    groups: list[tuple[list[int], np.ndarray]] = []
+    cols: list[int] = []
+    cell = np.zeros(n, dtype=np.int64)
+    cells = 1
+    for f in sorted(range(n_cols), key=distinct.__getitem__):
+        if cols:
+            width = int(g[:, f].max()) + 1
+            ids, merged = np.unique(cell * width + g[:, f], return_inverse=True)
+            # additions: the cells' marginals grow; the column's own pass over the rows goes
+            extra = len(ids) * (len(cols) + 1) - (cells * len(cols) if len(cols) > 1 else 0)
+            if extra < n:
+                cols.append(f)
+                cell, cells = merged.astype(np.int64), len(ids)
+                continue
+            groups.append((cols, cell))
+        cols = [f]
+        ids, first = np.unique(g[:, f], return_inverse=True)
+        cell, cells = first.astype(np.int64), len(ids)
+    if cols:
+        groups.append((cols, cell))
+    return groups
 
 
 def _signed_mod(k: int, n: mpz) -> int:

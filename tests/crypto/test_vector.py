@@ -143,6 +143,42 @@ def test_group_sum(keypair):
         cv.group_sum(groups, 0)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    n_rows=st.integers(0, 300),
+    cards=st.lists(st.integers(1, 40), min_size=1, max_size=7),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_group_sum_columns_share_joint_cells_bit_identically(keypair, n_rows, cards, seed):
+    """Columns summed through their joint cells give the very ciphertexts a pass per column
+    gives (products mod n² in another order), whatever the cardinalities."""
+    from hefl.crypto._vector import _group_sum_1d, _joint_columns
+
+    pk, _ = keypair
+    rng = np.random.default_rng(seed)
+    width = max(cards)
+    g = np.stack([rng.integers(0, c, size=n_rows) for c in cards], axis=1)
+    cv = pk.encrypt(rng.integers(-50, 50, size=n_rows))
+    per_column = [
+        c
+        for f in range(g.shape[1])
+        for c in _group_sum_1d(cv._c, g[:, f].tolist(), width, pk.nsquare)
+    ]
+    assert cv.group_sum(g, width)._c == per_column
+    grouped = sorted(f for cols, _ in _joint_columns(g) for f in cols)
+    assert grouped == list(range(g.shape[1]))  # every column once
+
+
+def test_group_sum_joins_low_cardinality_columns(keypair):
+    from hefl.crypto._vector import _joint_columns
+
+    rng = np.random.default_rng(1)
+    few = [rng.integers(0, c, size=5000) for c in (2, 5, 6)]
+    many = rng.integers(0, 10**6, size=5000) % 4999  # nearly one id per row: alone
+    groups = _joint_columns(np.stack([*few, many], axis=1))
+    assert sorted(sorted(cols) for cols, _ in groups) == [[0, 1, 2], [3]]
+
+
 def test_key_mismatch(keypair, other_keypair):
     a = keypair[0].encrypt([1, 2])
     b = other_keypair[0].encrypt([1, 2])
