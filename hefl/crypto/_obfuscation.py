@@ -238,12 +238,16 @@ def _big_table_pays_after(n_bits: int, method: str) -> int:
     """Draws after which the large table has paid for itself against the light one: its
     extra entries (multiplications to build) over the multiplications it saves per draw."""
     _, w, bits = _large_spec(n_bits, method)
-    bits = min(bits, exponent_bits(n_bits, method))
     saved = -(-bits // LIGHT_WINDOW) - -(-bits // w)
     if saved <= 0:
         return 0
     entries = sum((1 << min(w, bits - i * w)) - 1 for i in range(-(-bits // w)))
     return entries // saved
+
+
+def _has_big_table(n: mpz, method: str) -> bool:
+    name, w, _ = _large_spec(n.bit_length(), method)
+    return (name, int(n), w, _native.AVAILABLE) in _TABLES
 
 
 def public_table(n: mpz, method: str, count: int) -> FixedBaseTable:
@@ -265,11 +269,6 @@ def public_table(n: mpz, method: str, count: int) -> FixedBaseTable:
         ("djn-light", method, int(n)),
         lambda: FixedBaseTable(draw_djn_base(n), n * n, bits, LIGHT_WINDOW),
     )
-
-
-def _has_big_table(n: mpz, method: str) -> bool:
-    name, w, _ = _large_spec(n.bit_length(), method)
-    return (name, int(n), w, _native.AVAILABLE) in _TABLES
 
 
 def public_obfuscators(n: mpz, count: int, method: str) -> list[mpz]:

@@ -413,7 +413,7 @@ def _joint_columns(g: np.ndarray) -> list[tuple[list[int], np.ndarray]]:
 
     Returns:
         ``(columns, cell)`` per group: ``cell`` maps each row to its joint cell id in
-        [0, cells) (for a single column, the column itself).
+        [0, cells) (for a single column, its own ids renumbered without gaps).
     """
     n, n_cols = g.shape
     if n == 0:
