@@ -88,14 +88,19 @@ def training_idle(res) -> dict:
     end = max(s.start_us + s.dur_us for s in spans)
     out = {}
     for party, key in (("active", "active"), ("passive1", "passive")):
-        idle = sum(
-            max(0.0, min(s.start_us + s.dur_us, end) - max(s.start_us, start))
-            for s in spans
-            if s.party == party and s.name == "idle"
-        )
-        out[f"{key}_idle_share_training"] = idle / max(end - start, 1e-9)
+        out[f"{key}_idle_share_training"] = idle_share(spans, party, start, end)
     out.update(steady_idle(spans))
     return out
+
+
+def idle_share(spans, party: str, start: float, end: float) -> float:
+    """The share of [start, end) that ``party`` spent in idle spans."""
+    idle = sum(
+        max(0.0, min(s.start_us + s.dur_us, end) - max(s.start_us, start))
+        for s in spans
+        if s.party == party and s.name == "idle"
+    )
+    return idle / max(end - start, 1e-9)
 
 
 def tree_windows(spans) -> list[tuple[float, float]]:
@@ -117,14 +122,7 @@ def steady_idle(spans) -> dict:
     wins = tree_windows(spans)
     out: dict = {"tree_window_seconds": [(b - a) / 1e6 for a, b in wins]}
     for party, key in (("active", "active"), ("passive1", "passive")):
-        shares = []
-        for a, b in wins:
-            idle = sum(
-                max(0.0, min(s.start_us + s.dur_us, b) - max(s.start_us, a))
-                for s in spans
-                if s.party == party and s.name == "idle"
-            )
-            shares.append(idle / max(b - a, 1e-9))
+        shares = [idle_share(spans, party, a, b) for a, b in wins]
         out[f"{key}_idle_share_per_tree"] = shares
         later = shares[1:] or shares
         out[f"{key}_idle_share_steady"] = float(np.median(later)) if later else float("nan")
