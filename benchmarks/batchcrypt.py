@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from hefl.protocols.batchcrypt import BatchCryptConfig, train
 from hefl.protocols.batchcrypt.models import MLP
 
@@ -159,10 +160,9 @@ def bench_encrypt_rate(key_bits: int, n_clients: int, repeats: int = 3) -> dict:
     The same functions the client role runs in its pool workers; CPU seconds, best of
     ``repeats`` after a warm-up that builds the obfuscator tables.
     """
+    from hefl.crypto import generate_keypair, plan_slots
     from hefl.protocols.batchcrypt import work
     from hefl.protocols.batchcrypt.quantize import quantize
-
-    from hefl.crypto import generate_keypair, plan_slots
 
     pk, sk = generate_keypair(key_bits, allow_insecure=key_bits < 2048)
     layout = plan_slots(pk, 16, n_clients)

@@ -40,11 +40,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hefl.protocols.vf2boost import VF2BoostConfig, fit, plaintext_reference, roc_auc
 
 from hefl.crypto import _native as native
 from hefl.crypto import generate_keypair
 from hefl.data import adult_vertical_parts, load_adult
+from hefl.protocols.vf2boost import VF2BoostConfig, fit, plaintext_reference, roc_auc
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"

@@ -34,6 +34,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import hefl
+from hefl.crypto import generate_keypair
+from hefl.data import adult_vertical_parts, load_adult
 from hefl.protocols.vf2boost import (
     FitResult,
     VF2BoostConfig,
@@ -43,10 +47,6 @@ from hefl.protocols.vf2boost import (
     roc_auc,
 )
 from hefl.protocols.vf2boost.reference import check_parts, party_names
-
-import hefl
-from hefl.crypto import generate_keypair
-from hefl.data import adult_vertical_parts, load_adult
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"

@@ -11,7 +11,7 @@ from hefl._curve import (
     load_curve_keypair,
     save_curve_keypair,
 )
-from hefl._executor import Executor, InlineExecutor, LazyProcessPool
+from hefl._executor import Executor, InlineExecutor, LazyProcessPool, cpu_count
 from hefl._federation import RunResult, run, run_async
 from hefl._party import Party, RuntimeOptions
 from hefl._streams import StreamReceiver, StreamSender
@@ -63,6 +63,7 @@ __all__ = [
     "TransportClosed",
     "TransportError",
     "__version__",
+    "cpu_count",
     "generate_curve_keypair",
     "load_curve_keypair",
     "load_federation",

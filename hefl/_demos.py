@@ -22,8 +22,7 @@ def subsample(data: Dataset, rows: int, seed: int = 0) -> Dataset:
     if rows <= 0 or rows >= len(data.y):
         return data
     keep = np.sort(np.random.default_rng(seed).permutation(len(data.y))[:rows])
-    return Dataset(X=data.X[keep], y=data.y[keep], columns=data.columns,
-                   categories=data.categories)  # fmt: skip
+    return Dataset(X=data.X[keep], y=data.y[keep], columns=data.columns, categories=data.categories)
 
 
 def party_table(statistics: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -156,8 +155,9 @@ def vf2boost_party_role(
     """The role of party ``name`` in a multi-host VF2Boost run on Adult: train, then predict
     the test split through the parties. ``names[0]`` is the active party."""
     index = names.index(name)
-    return functools.partial(_vf2boost_party, names=names, index=index, cfg=cfg, rows=rows,
-                             keypair=keypair)  # fmt: skip
+    return functools.partial(
+        _vf2boost_party, names=names, index=index, cfg=cfg, rows=rows, keypair=keypair
+    )
 
 
 async def _vf2boost_party(
@@ -178,8 +178,11 @@ async def _vf2boost_party(
     if index == 0:
         out = await active_party(party, X, train.y, cfg, passives=names[1:], keypair=keypair)
         proba = await predict_active(party, T, out["model"], passives=names[1:])
-        return {"model": out["model"], "test_auc": roc_auc(test.y, np.asarray(proba)),
-                "tree_seconds": out["tree_seconds"]}  # fmt: skip
+        return {
+            "model": out["model"],
+            "test_auc": roc_auc(test.y, np.asarray(proba)),
+            "tree_seconds": out["tree_seconds"],
+        }
     out = await passive_party(party, X, cfg, active=names[0])
     await predict_passive(party, T, out["model"], active=names[0])
     return {"model": out["model"]}

@@ -77,8 +77,9 @@ class _PartyProgress:
 
     def bar(self) -> ProgressBar:
         if self._bar is None:
-            self._bar = ProgressBar(self.total, self.label, enabled=self.enabled,
-                                    started=self.started)  # fmt: skip
+            self._bar = ProgressBar(
+                self.total, self.label, enabled=self.enabled, started=self.started
+            )
         return self._bar
 
     def start(self, status: str) -> None:

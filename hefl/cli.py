@@ -39,18 +39,30 @@ def _positive(kind: type) -> Any:
 
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    p.add_argument("--trace", metavar="FILE.json", type=Path,
-                   help="write a Chrome trace (open in https://ui.perfetto.dev)")  # fmt: skip
-    p.add_argument("--gantt", metavar="FILE.png", type=Path,
-                   help="draw a Gantt chart of every party's spans (needs matplotlib)")  # fmt: skip
+    p.add_argument(
+        "--trace",
+        metavar="FILE.json",
+        type=Path,
+        help="write a Chrome trace (open in https://ui.perfetto.dev)",
+    )
+    p.add_argument(
+        "--gantt",
+        metavar="FILE.png",
+        type=Path,
+        help="draw a Gantt chart of every party's spans (needs matplotlib)",
+    )
 
 
 def _add_key_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bits", type=int, default=2048, help="Paillier key size (default 2048)")
-    p.add_argument("--insecure", action="store_true",
-                   help="allow keys below 2048 bits (quick trials only)")  # fmt: skip
-    p.add_argument("--short-exponent", action="store_true",
-                   help="opt in to short-exponent obfuscators (faster; extra assumption)")  # fmt: skip
+    p.add_argument(
+        "--insecure", action="store_true", help="allow keys below 2048 bits (quick trials only)"
+    )
+    p.add_argument(
+        "--short-exponent",
+        action="store_true",
+        help="opt in to short-exponent obfuscators (faster; extra assumption)",
+    )
 
 
 def _add_vf2boost_flags(p: argparse.ArgumentParser) -> None:
@@ -58,17 +70,28 @@ def _add_vf2boost_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", type=_positive(int), default=5, help="tree depth (default 5)")
     p.add_argument("--learning-rate", type=_positive(float), default=0.3)
     p.add_argument("--bins", type=_positive(int), default=32, help="max bins per feature")
-    p.add_argument("--rows", type=int, default=0,
-                   help="train on a fixed random subsample of this many rows (default: all)")  # fmt: skip
+    p.add_argument(
+        "--rows",
+        type=int,
+        default=0,
+        help="train on a fixed random subsample of this many rows (default: all)",
+    )
 
 
 def _add_batchcrypt_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=_positive(int), default=10, help="rounds (default 10)")
-    p.add_argument("--quant-bits", type=_positive(int), default=16,
-                   help="quantization bits r per value (default 16)")  # fmt: skip
+    p.add_argument(
+        "--quant-bits",
+        type=_positive(int),
+        default=16,
+        help="quantization bits r per value (default 16)",
+    )
     p.add_argument("--model", choices=("logreg", "mlp"), default="logreg")
-    p.add_argument("--no-shared-decryption", action="store_true",
-                   help="every client decrypts the whole aggregate")  # fmt: skip
+    p.add_argument(
+        "--no-shared-decryption",
+        action="store_true",
+        help="every client decrypts the whole aggregate",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,26 +105,43 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run a protocol end to end on the bundled UCI Adult")
     demos = demo.add_subparsers(dest="protocol", required=True, parser_class=_Parser)
     vf = demos.add_parser("vf2boost", help="vertical federated gradient boosting")
-    vf.add_argument("--parties", type=int, choices=range(2, 9), default=2, metavar="{2..8}",
-                    help="active party + passive parties (default 2)")  # fmt: skip
+    vf.add_argument(
+        "--parties",
+        type=int,
+        choices=range(2, 9),
+        default=2,
+        metavar="{2..8}",
+        help="active party + passive parties (default 2)",
+    )
     _add_vf2boost_flags(vf)
     bc = demos.add_parser("batchcrypt", help="packed Paillier aggregation (horizontal FL)")
     bc.add_argument("--clients", type=_positive(int), default=3, help="clients (default 3)")
     _add_batchcrypt_flags(bc)
     for p in (vf, bc):
         _add_key_flags(p)
-        p.add_argument("--inproc", action="store_true",
-                       help="every party in this process (default: one process per party)")  # fmt: skip
+        p.add_argument(
+            "--inproc",
+            action="store_true",
+            help="every party in this process (default: one process per party)",
+        )
         _add_output_flags(p)
 
     party = commands.add_parser("party", help="run one party of a multi-host federation")
     party.add_argument("--config", required=True, type=Path, help="the federation TOML file")
     party.add_argument("--name", required=True, help="which party of the file this is")
     party.add_argument("--protocol", required=True, choices=("vf2boost", "batchcrypt"))
-    party.add_argument("--paillier-key", type=Path, metavar="FILE",
-                       help="VF2Boost active party: use this private key (hefl keygen paillier)")  # fmt: skip
-    party.add_argument("--out", type=Path, metavar="DIR",
-                       help="write this party's result (and VF2Boost model share) here")  # fmt: skip
+    party.add_argument(
+        "--paillier-key",
+        type=Path,
+        metavar="FILE",
+        help="VF2Boost active party: use this private key (hefl keygen paillier)",
+    )
+    party.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="write this party's result (and VF2Boost model share) here",
+    )
     _add_vf2boost_flags(party)
     _add_batchcrypt_flags(party)
     _add_key_flags(party)
@@ -173,10 +213,14 @@ def _vf2boost_config(args: argparse.Namespace) -> Any:
     from hefl.protocols.vf2boost import VF2BoostConfig
 
     return VF2BoostConfig(
-        n_estimators=args.trees, max_depth=args.depth, learning_rate=args.learning_rate,
-        max_bin=args.bins, key_bits=args.bits, allow_insecure=args.insecure,
+        n_estimators=args.trees,
+        max_depth=args.depth,
+        learning_rate=args.learning_rate,
+        max_bin=args.bins,
+        key_bits=args.bits,
+        allow_insecure=args.insecure,
         obfuscation="djn-short" if args.short_exponent else "djn",
-    )  # fmt: skip
+    )
 
 
 def _batchcrypt_config(args: argparse.Namespace, n_clients: int) -> Any:
@@ -184,10 +228,13 @@ def _batchcrypt_config(args: argparse.Namespace, n_clients: int) -> Any:
     from hefl.protocols.batchcrypt import BatchCryptConfig
 
     return BatchCryptConfig(
-        bits=args.quant_bits, n_clients=n_clients, key_bits=args.bits,
-        allow_insecure=args.insecure, short_exponent=args.short_exponent,
+        bits=args.quant_bits,
+        n_clients=n_clients,
+        key_bits=args.bits,
+        allow_insecure=args.insecure,
+        short_exponent=args.short_exponent,
         shared_decryption=not args.no_shared_decryption,
-    )  # fmt: skip
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -208,8 +255,9 @@ def _demo(args: argparse.Namespace) -> int:
         ok = True
     _emit(args, report, trace, _demos.format_report(report))
     if not ok:
-        print("hefl: error: the federated trees differ from the plaintext reference",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "hefl: error: the federated trees differ from the plaintext reference", file=sys.stderr
+        )
         return 1
     return 0
 
@@ -311,8 +359,10 @@ def _keygen(args: argparse.Namespace) -> int:
     fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(sk.to_json())
-    print(f"wrote {public_path} and {secret_path} ({pk.n_bits}-bit Paillier; keep the private "
-          "key file secret)")  # fmt: skip
+    print(
+        f"wrote {public_path} and {secret_path} ({pk.n_bits}-bit Paillier; keep the private "
+        "key file secret)"
+    )
     return 0
 
 

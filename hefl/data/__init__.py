@@ -17,10 +17,21 @@ import numpy as np
 from hefl.errors import ConfigError
 
 ADULT_COLUMNS: tuple[str, ...] = (
-    "age", "workclass", "fnlwgt", "education", "education_num", "marital_status",
-    "occupation", "relationship", "race", "sex", "capital_gain", "capital_loss",
-    "hours_per_week", "native_country",
-)  # fmt: skip
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education_num",
+    "marital_status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital_gain",
+    "capital_loss",
+    "hours_per_week",
+    "native_country",
+)
 ADULT_NUMERIC: frozenset[str] = frozenset(
     {"age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week"}
 )

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from hefl.protocols.batchcrypt.config import AGGREGATOR, BatchCryptConfig, client_name
-from hefl.protocols.batchcrypt.roles import OneShot, aggregator, client
 
 from hefl.errors import ConfigError
+from hefl.protocols.batchcrypt.config import AGGREGATOR, BatchCryptConfig, client_name
+from hefl.protocols.batchcrypt.roles import OneShot, aggregator, client
 
 
 def check_vectors(vectors: Sequence[np.ndarray], cfg: BatchCryptConfig) -> list[np.ndarray]:

@@ -30,12 +30,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from hefl import cpu_count
+from hefl.errors import ConfigError, KeyMismatchError, ProtocolError
 from hefl.protocols.batchcrypt import work
 from hefl.protocols.batchcrypt.aciq import daciq_alpha, sigma_from_sums
 from hefl.protocols.batchcrypt.config import AGGREGATOR, BatchCryptConfig
 from hefl.protocols.batchcrypt.quantize import dequantize, new_rng, quantize
-
-from hefl.errors import ConfigError, KeyMismatchError, ProtocolError
 
 STATS_FRAC_BITS = 40  # fixed-point fraction bits of the encrypted per-layer sums of squares
 _CLIENT_RE = re.compile(r"^(.*?)(\d+)$")
@@ -520,7 +521,6 @@ class ClientSession:
         """Decrypt on all cores: split the ciphertexts into one piece per worker."""
         if cv is None or len(cv) == 0:
             return []
-        from hefl._executor import cpu_count
 
         pieces = _slices(len(cv), max(1, min(cpu_count(), len(cv))))
         if phe:

@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
+from hefl.errors import ConfigError
 from hefl.protocols.batchcrypt.config import AGGREGATOR, BatchCryptConfig
 from hefl.protocols.batchcrypt.datasets import DATASETS, TrainTest, load_task, split_horizontal
 from hefl.protocols.batchcrypt.models import MLP, MODELS, make_model
 from hefl.protocols.batchcrypt.roles import RoundTiming, aggregator, client
-
-from hefl.errors import ConfigError
 
 ALGORITHMS = ("fedavg", "fedsgd")
 TRANSPORTS = ("inproc", "zmq")

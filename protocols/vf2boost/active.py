@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from hefl import cpu_count
+from hefl.crypto import ObfuscatorPool, PrivateKey, PublicKey, generate_keypair
+from hefl.errors import ConfigError, HeflError, ProtocolError
 from hefl.protocols.vf2boost import tags
 from hefl.protocols.vf2boost.background import discard
 from hefl.protocols.vf2boost.binning import Binner, check_features
@@ -37,10 +41,6 @@ from hefl.protocols.vf2boost.tree import (
     pick_winner,
     score_cumulative,
 )
-
-from hefl._executor import cpu_count
-from hefl.crypto import ObfuscatorPool, PrivateKey, PublicKey, generate_keypair
-from hefl.errors import ConfigError, HeflError, ProtocolError
 
 
 @dataclass
@@ -128,8 +128,9 @@ async def active_party(
             pk, sk = generate_keypair(cfg.key_bits, allow_insecure=cfg.allow_insecure)
     else:
         pk, sk = keypair
-    plan = plan_bits(n, cfg.frac_bits, pk.n_bits, pack_gh=cfg.pack_gh,
-                     pack_histograms=cfg.pack_histograms)  # fmt: skip
+    plan = plan_bits(
+        n, cfg.frac_bits, pk.n_bits, pack_gh=cfg.pack_gh, pack_histograms=cfg.pack_histograms
+    )
     for i, name in enumerate(passives, start=1):
         await party.send(name, tags.SETUP, {"public_key": pk, "index": i, "n_rows": n})
     layout = layout_of(cfg.pack_gh, cfg.encoding)
@@ -152,9 +153,15 @@ async def active_party(
         # next tree. With prefill, every tree's worth is made up front at normal priority (an
         # offline phase).
         need = per_row * n * (cfg.n_estimators if prefill else min(cfg.n_estimators, 2))
-        pool = ObfuscatorPool(pk, capacity=need, chunk=256, workers=cpu_count(),
-                              low_priority=not prefill, method=cfg.obfuscation,
-                              private_key=sk)  # fmt: skip
+        pool = ObfuscatorPool(
+            pk,
+            capacity=need,
+            chunk=256,
+            workers=cpu_count(),
+            low_priority=not prefill,
+            method=cfg.obfuscation,
+            private_key=sk,
+        )
         if prefill:
             with party.span("prefill-obfuscators"):
                 while not pool.wait(need, timeout=0.05):
@@ -174,8 +181,9 @@ async def active_party(
     async def send_gh(t: int, gi: np.ndarray, hi: np.ndarray) -> None:
         if not cfg.blaster:
             with party.span("encrypt", tree=t, rows=n):
-                enc = await party.offload(encrypt_gh, enc_key, gi, hi, plan, layout,
-                                          cfg.obfuscation, cfg.reorder)  # fmt: skip
+                enc = await party.offload(
+                    encrypt_gh, enc_key, gi, hi, plan, layout, cfg.obfuscation, cfg.reorder
+                )
             wire = enc.to_wire()
             with party.span("send-gh", tree=t):
                 for name in passives:
@@ -205,8 +213,9 @@ async def active_party(
 
         async def cold(s: int) -> EncGH:
             async with slots:
-                return await party.offload(encrypt_gh, enc_key, *chunk(s), plan, layout,
-                                           cfg.obfuscation, cfg.reorder)  # fmt: skip
+                return await party.offload(
+                    encrypt_gh, enc_key, *chunk(s), plan, layout, cfg.obfuscation, cfg.reorder
+                )
 
         jobs: list[Any] = [None] * n_warm + [
             asyncio.ensure_future(cold(s)) for s in starts[n_warm:]
@@ -218,8 +227,9 @@ async def active_party(
             for i, job in enumerate(jobs):
                 if job is None:
                     with party.span("encrypt-warm", tree=t, chunk=i):
-                        enc = encrypt_gh(pk, *chunk(starts[i]), plan, layout, cfg.obfuscation,
-                                         cfg.reorder, pool)  # fmt: skip
+                        enc = encrypt_gh(
+                            pk, *chunk(starts[i]), plan, layout, cfg.obfuscation, cfg.reorder, pool
+                        )
                     wire = enc.to_wire()
                     await asyncio.sleep(0)  # let the wire and peers make progress
                 else:
@@ -239,8 +249,9 @@ async def active_party(
         assert node.hist is not None  # _own_histograms filled every open node
         hg, hh = node.hist
         GLc, HLc = np.cumsum(hg, axis=1), np.cumsum(hh, axis=1)
-        gains = score_cumulative(GLc, HLc, node.G, node.H, fb, cfg.reg_lambda, cfg.gamma,
-                                 cfg.min_child_weight)  # fmt: skip
+        gains = score_cumulative(
+            GLc, HLc, node.G, node.H, fb, cfg.reg_lambda, cfg.gamma, cfg.min_child_weight
+        )
         gains = np.where(mask, gains, -np.inf)
         gain, pos = best_position(gains)
         return Candidate(gain, 0, pos), GLc, HLc
@@ -268,13 +279,17 @@ async def active_party(
                         for nd in layer:
                             _make_leaf(nd, nodes, leaf_values, tree_out, cfg)
                         for name in passives:
-                            await party.send(name, tags.layer(t, d),
-                                             {"splits": splits_msg, "open": [], "nodes": nodes})  # fmt: skip
+                            await party.send(
+                                name,
+                                tags.layer(t, d),
+                                {"splits": splits_msg, "open": [], "nodes": nodes},
+                            )
                         break
                     open_ids = [nd.index for nd in open_nodes]
                     for name in passives:
-                        await party.send(name, tags.layer(t, d),
-                                         {"splits": splits_msg, "open": open_ids})  # fmt: skip
+                        await party.send(
+                            name, tags.layer(t, d), {"splits": splits_msg, "open": open_ids}
+                        )
                     with party.span("own-histograms", tree=t, layer=d):
                         _own_histograms(open_nodes, bins, width, gi, hi)
                         own = {nd.index: own_candidate(nd) for nd in open_nodes}
@@ -295,9 +310,9 @@ async def active_party(
                     if d == 0:
                         await sender  # surface encryption/sending errors before waiting on peers
                     with party.span("decrypt", tree=t, layer=d):
-                        theirs = await _decode_passive(party, t, d, passives,
-                                                       n_features, open_nodes, sk, plan, cfg,
-                                                       horner)  # fmt: skip
+                        theirs = await _decode_passive(
+                            party, t, d, passives, n_features, open_nodes, sk, plan, cfg, horner
+                        )
                     with party.span("score", tree=t, layer=d):
                         winners: dict[int, tuple[Candidate, Any]] = {}
                         for nd in open_nodes:
@@ -308,9 +323,15 @@ async def active_party(
                                 best = float(gains.max()) if gains.size else -np.inf
                                 tied = ids[gains == best] if np.isfinite(best) else ids[:0]
                                 cands.append(Candidate(best, p, 0 if tied.size else -1))
-                                extra[p] = (tied, {(int(a), int(b)) for a, b in
-                                                   zip(GLs[gains == best], HLs[gains == best],
-                                                       strict=True)})  # fmt: skip
+                                extra[p] = (
+                                    tied,
+                                    {
+                                        (int(a), int(b))
+                                        for a, b in zip(
+                                            GLs[gains == best], HLs[gains == best], strict=True
+                                        )
+                                    },
+                                )
                             win = pick_winner(cands)
                             if win is not None:
                                 winners[nd.index] = (win, extra.get(win.party))
@@ -340,15 +361,21 @@ async def active_party(
                         else:
                             split_id, left_mask, GL, HL = placements[nd.index]
                         left = _Node(len(nodes), nd.depth + 1, nd.rows[left_mask], GL, HL)
-                        right = _Node(len(nodes) + 1, nd.depth + 1, nd.rows[~left_mask],
-                                      nd.G - GL, nd.H - HL)  # fmt: skip
+                        right = _Node(
+                            len(nodes) + 1, nd.depth + 1, nd.rows[~left_mask], nd.G - GL, nd.H - HL
+                        )
                         left.parent = right.parent = nd
                         left.sibling, right.sibling = right, left
-                        nodes[nd.index] = {"owner": cand.party, "split": split_id,
-                                           "left": left.index, "right": right.index}  # fmt: skip
+                        nodes[nd.index] = {
+                            "owner": cand.party,
+                            "split": split_id,
+                            "left": left.index,
+                            "right": right.index,
+                        }
                         nodes.extend([{}, {}])
-                        splits_msg.append([nd.index, left.index, right.index,
-                                           np.packbits(left_mask)])  # fmt: skip
+                        splits_msg.append(
+                            [nd.index, left.index, right.index, np.packbits(left_mask)]
+                        )
                         next_layer.extend([left, right])
                     for nd in layer:  # free parents' histograms
                         if nd.parent is not None:
@@ -390,9 +417,12 @@ def _splittable(nd: _Node, cfg: VF2BoostConfig, fb: int) -> bool:
 
 
 def _make_leaf(
-    nd: _Node, nodes: list[dict[str, int]], leaf_values: list[float], out: np.ndarray,
+    nd: _Node,
+    nodes: list[dict[str, int]],
+    leaf_values: list[float],
+    out: np.ndarray,
     cfg: VF2BoostConfig,
-) -> None:  # fmt: skip
+) -> None:
     w = leaf_weight(nd.G, nd.H, cfg.frac_bits, cfg.reg_lambda, cfg.learning_rate)
     nodes[nd.index] = {"leaf": len(leaf_values)}
     leaf_values.append(w)
@@ -455,8 +485,11 @@ async def _decode_passive(
                 if not ok or ids.ndim != 1 or len(set(ids.tolist())) != len(ids):
                     raise ProtocolError(f"party {name!r} sent duplicate or malformed split ids")
                 count = len(ids) + n_features[name]
-                jobs.append(asyncio.ensure_future(party.offload(
-                    _decrypt_job, sk, wire, plan, count, cfg.reorder, horner)))  # fmt: skip
+                jobs.append(
+                    asyncio.ensure_future(
+                        party.offload(_decrypt_job, sk, wire, plan, count, cfg.reorder, horner)
+                    )
+                )
                 keys.append((name, node, ids))
     except BaseException:
         discard(jobs)
@@ -487,8 +520,9 @@ async def _decode_passive(
                 f"party {name!r} sent impossible gradient sums; the data was tampered with "
                 "or encrypted under another key"
             )
-        gains = score_cumulative(GL, HL, nd.G, nd.H, cfg.frac_bits, cfg.reg_lambda, cfg.gamma,
-                                 cfg.min_child_weight)  # fmt: skip
+        gains = score_cumulative(
+            GL, HL, nd.G, nd.H, cfg.frac_bits, cfg.reg_lambda, cfg.gamma, cfg.min_child_weight
+        )
         out[name][node] = (gains, ids, GL, HL)
     return out
 

@@ -123,8 +123,15 @@ class VF2BoostConfig:
                 f"keys below {MIN_SECURE_KEY_BITS} bits are insecure; pass "
                 "allow_insecure=True to use them in tests or demos",
             )
-        for name in ("allow_insecure", "blaster", "optimistic", "reorder", "pack_gh",
-                     "pack_histograms", "precompute"):  # fmt: skip
+        for name in (
+            "allow_insecure",
+            "blaster",
+            "optimistic",
+            "reorder",
+            "pack_gh",
+            "pack_histograms",
+            "precompute",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
         if self.encoding not in ENCODINGS:

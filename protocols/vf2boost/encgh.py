@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from hefl.protocols.vf2boost.budget import BitPlan
 
 from hefl.crypto import (
     CipherVector,
@@ -30,6 +29,7 @@ from hefl.crypto import (
     unpack_slots,
 )
 from hefl.crypto._expencoding import LOG2_BASE
+from hefl.protocols.vf2boost.budget import BitPlan
 
 
 @dataclass
@@ -64,14 +64,17 @@ class EncGH:
         return EncGH(self.layout, out, self.reorder)
 
     def __add__(self, other: EncGH) -> EncGH:
-        return EncGH(self.layout, [a + b for a, b in zip(self.parts, other.parts, strict=True)],
-                     self.reorder)  # fmt: skip
+        return EncGH(
+            self.layout, [a + b for a, b in zip(self.parts, other.parts, strict=True)], self.reorder
+        )
 
     def __sub__(self, other: EncGH) -> EncGH:
         if self.layout != "phe":
             return EncGH(self.layout, [a - b for a, b in zip(self.parts, other.parts, strict=True)])
-        out = [a + EncryptedExpVector(-b.cv, b.exponents) for a, b in
-               zip(self.parts, other.parts, strict=True)]  # fmt: skip
+        out = [
+            a + EncryptedExpVector(-b.cv, b.exponents)
+            for a, b in zip(self.parts, other.parts, strict=True)
+        ]
         return EncGH(self.layout, out, self.reorder)
 
     @staticmethod
@@ -81,8 +84,9 @@ class EncGH:
         if first.layout == "phe":
             parts = [_concat_exp([it.parts[i] for it in items]) for i in range(2)]
         else:
-            parts = [CipherVector.concat([it.parts[i] for it in items])
-                     for i in range(len(first.parts))]  # fmt: skip
+            parts = [
+                CipherVector.concat([it.parts[i] for it in items]) for i in range(len(first.parts))
+            ]
         return EncGH(first.layout, parts, first.reorder)
 
     # -- wire form: only CipherVectors and numeric arrays cross the network ----------------
@@ -130,8 +134,9 @@ class EncGH:
 
 
 def _concat_exp(evs: list[EncryptedExpVector]) -> EncryptedExpVector:
-    return EncryptedExpVector(CipherVector.concat([e.cv for e in evs]),
-                              np.concatenate([e.exponents for e in evs]))  # fmt: skip
+    return EncryptedExpVector(
+        CipherVector.concat([e.cv for e in evs]), np.concatenate([e.exponents for e in evs])
+    )
 
 
 def layout_of(pack_gh: bool, encoding: str) -> str:
@@ -172,8 +177,10 @@ def encrypt_gh(
         return EncGH(layout, [key.encrypt(g, **kw), key.encrypt(h, **kw)])
     pk = key if isinstance(key, PublicKey) else key.public_key
     scale = 2.0**-plan.frac_bits  # exact: |g_int| <= 2^53, so g_int·2^-F is a float
-    parts = [EncryptedExpVector.encrypt(pk, np.asarray(v, dtype=np.float64) * scale, **kw)
-             for v in (g, h)]  # fmt: skip
+    parts = [
+        EncryptedExpVector.encrypt(pk, np.asarray(v, dtype=np.float64) * scale, **kw)
+        for v in (g, h)
+    ]
     return EncGH(layout, parts, reorder)
 
 
@@ -277,7 +284,8 @@ def seal_entries(entries: EncGH, plan: BitPlan, method: str) -> EncGH:
         packed = pack_ciphertexts(cv + plan.offset, plan.slot_bits)
         return EncGH(entries.layout, [packed.obfuscate(method=method)])
     if entries.layout == "phe":
-        parts = [EncryptedExpVector(ev.cv.obfuscate(method=method), ev.exponents)
-                 for ev in entries.parts]  # fmt: skip
+        parts = [
+            EncryptedExpVector(ev.cv.obfuscate(method=method), ev.exponents) for ev in entries.parts
+        ]
         return EncGH("phe", parts, entries.reorder)
     return EncGH(entries.layout, [p.obfuscate(method=method) for p in entries.parts])

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+import hefl
 from hefl.protocols.vf2boost.active import active_party
 from hefl.protocols.vf2boost.budget import plan_bits
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
 from hefl.protocols.vf2boost.passive import passive_party
 from hefl.protocols.vf2boost.reference import check_parts, party_names
-
-import hefl
 
 
 @dataclass
@@ -130,8 +130,9 @@ def fit(
     parts, yf = check_parts(X_parts, y)
     key_bits = keypair[0].n_bits if keypair is not None else cfg.key_bits
     # refuse an impossible bit budget before any party starts
-    plan_bits(len(yf), cfg.frac_bits, key_bits, pack_gh=cfg.pack_gh,
-              pack_histograms=cfg.pack_histograms)  # fmt: skip
+    plan_bits(
+        len(yf), cfg.frac_bits, key_bits, pack_gh=cfg.pack_gh, pack_histograms=cfg.pack_histograms
+    )
     names = list(names) if names is not None else party_names(len(parts))
     if len(names) != len(parts) or len(set(names)) != len(names):
         raise hefl.ConfigError(f"need {len(parts)} distinct party names, got {names}")
@@ -150,8 +151,14 @@ def fit(
     for name, X in zip(names[1:], parts[1:], strict=True):
         roles[name] = functools.partial(passive_party, X=X, cfg=cfg, active=names[0])
     t0 = time.perf_counter()
-    result = hefl.run(roles, transport=transport, processes=processes, executor=executor,
-                      max_workers=max_workers, timeout=timeout)  # fmt: skip
+    result = hefl.run(
+        roles,
+        transport=transport,
+        processes=processes,
+        executor=executor,
+        max_workers=max_workers,
+        timeout=timeout,
+    )
     return FitResult.from_run(result, names, time.perf_counter() - t0)
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hefl.protocols.vf2boost.binning import Binner
-from hefl.protocols.vf2boost.tree import sigmoid
 
 from hefl.errors import ConfigError
+from hefl.protocols.vf2boost.binning import Binner
+from hefl.protocols.vf2boost.tree import sigmoid
 
 FORMAT = "hefl.vf2boost.party-model/1"
 
@@ -225,8 +225,15 @@ class FederatedModel:
                 else:
                     owner = self.parties[node["owner"]]
                     f, k = owner.splits[node["split"]]
-                    nodes.append({"party": node["owner"], "feature": f, "bin": k,
-                                  "left": node["left"], "right": node["right"]})  # fmt: skip
+                    nodes.append(
+                        {
+                            "party": node["owner"],
+                            "feature": f,
+                            "bin": k,
+                            "left": node["left"],
+                            "right": node["right"],
+                        }
+                    )
             out.append(nodes)
         return out
 

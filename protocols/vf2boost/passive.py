@@ -16,6 +16,8 @@ import secrets
 from typing import Any
 
 import numpy as np
+
+from hefl.errors import ConfigError, HeflError, ProtocolError
 from hefl.protocols.vf2boost import tags
 from hefl.protocols.vf2boost.background import discard
 from hefl.protocols.vf2boost.binning import Binner, check_features
@@ -29,8 +31,6 @@ from hefl.protocols.vf2boost.encgh import (
 )
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
 from hefl.protocols.vf2boost.tree import candidate_mask
-
-from hefl.errors import ConfigError, HeflError, ProtocolError
 
 _sysrand = secrets.SystemRandom()
 
@@ -85,9 +85,11 @@ async def passive_party(
     n_bins = binner.n_bins
     width = int(n_bins.max()) if binner.n_features else 1
     valid = np.flatnonzero(candidate_mask(n_bins, width).ravel())
-    await party.send(active, tags.HELLO,
-                     {"n_rows": int(X.shape[0]), "n_features": int(X.shape[1]),
-                      "config": cfg.to_dict()})  # fmt: skip
+    await party.send(
+        active,
+        tags.HELLO,
+        {"n_rows": int(X.shape[0]), "n_features": int(X.shape[1]), "config": cfg.to_dict()},
+    )
     setup = await party.recv(active, tags.SETUP)
     try:
         pk = setup["public_key"]
@@ -97,14 +99,18 @@ async def passive_party(
         raise ProtocolError(f"malformed setup from {active!r}: {exc!r}") from None
     if n_rows != X.shape[0]:
         raise ConfigError(f"party {party.name!r} has {X.shape[0]} rows, {active!r} has {n_rows}")
-    plan = plan_bits(n_rows, cfg.frac_bits, pk.n_bits, pack_gh=cfg.pack_gh,
-                     pack_histograms=cfg.pack_histograms)  # fmt: skip
+    plan = plan_bits(
+        n_rows, cfg.frac_bits, pk.n_bits, pack_gh=cfg.pack_gh, pack_histograms=cfg.pack_histograms
+    )
     model = PartyModel(index=index, name=party.name, binner=binner)
     split_workers = max(1, cfg.workers or 1)
     # build the re-randomization table while the first gradients arrive (this party mostly
     # waits then) rather than at the first seal, where the active party waits for it
-    warm = (asyncio.ensure_future(party.offload(_warm_job, pk, cfg.obfuscation))
-            if cfg.obfuscation != "rn" else None)  # fmt: skip
+    warm = (
+        asyncio.ensure_future(party.offload(_warm_job, pk, cfg.obfuscation))
+        if cfg.obfuscation != "rn"
+        else None
+    )
 
     def parse_enc(obj: Any) -> EncGH:
         try:
@@ -117,8 +123,9 @@ async def passive_party(
         if split_workers == 1 or rows_bins.shape[1] < 2:
             return await party.offload(_hist_job, enc, rows_bins, width)
         groups = np.array_split(np.arange(rows_bins.shape[1]), split_workers)
-        parts = await asyncio.gather(*(party.offload(_hist_job, enc, rows_bins[:, g], width)
-                                       for g in groups if len(g)))  # fmt: skip
+        parts = await asyncio.gather(
+            *(party.offload(_hist_job, enc, rows_bins[:, g], width) for g in groups if len(g))
+        )
         return EncGH.concat(list(parts))
 
     # what is still running when the role fails: cancelled, not left behind (background.py)
@@ -173,8 +180,9 @@ async def passive_party(
                     nodes = msg.get("nodes")
                     if not isinstance(nodes, list):
                         raise ProtocolError(f"{active!r} ended tree {t} without its structure")
-                    model.trees.append(TreeStructure(nodes=[{k: int(v) for k, v in n.items()}
-                                                            for n in nodes]))  # fmt: skip
+                    model.trees.append(
+                        TreeStructure(nodes=[{k: int(v) for k, v in n.items()} for n in nodes])
+                    )
                     party.retire(
                         *tags.tree_tags(t)
                     )  # a replayed message of tree t is refused from now
@@ -191,8 +199,19 @@ async def passive_party(
                         order = _shuffled(valid)  # hides which candidate is which feature/bin
                         ids = _fresh_ids(len(order))
                         st.lookup[node] = dict(zip(ids.tolist(), order.tolist(), strict=True))
-                        jobs.append(asyncio.ensure_future(party.offload(
-                            _seal_job, st.hists[node], n_bins, width, order, plan, cfg.obfuscation)))  # fmt: skip
+                        jobs.append(
+                            asyncio.ensure_future(
+                                party.offload(
+                                    _seal_job,
+                                    st.hists[node],
+                                    n_bins,
+                                    width,
+                                    order,
+                                    plan,
+                                    cfg.obfuscation,
+                                )
+                            )
+                        )
                         out.append((node, ids))
                     # one message per node, sent as soon as it is sealed: the active party
                     # decrypts one node while this party seals the next

@@ -12,12 +12,12 @@ import functools
 from typing import Any
 
 import numpy as np
-from hefl.protocols.vf2boost import tags
-from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
-from hefl.protocols.vf2boost.tree import sigmoid
 
 import hefl
 from hefl.errors import ConfigError, ProtocolError
+from hefl.protocols.vf2boost import tags
+from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
+from hefl.protocols.vf2boost.tree import sigmoid
 
 
 def _as_party_model(model: PartyModel | str) -> PartyModel:
@@ -40,10 +40,14 @@ async def predict_passive(
     """
     pm = _as_party_model(model)
     masks = pm.leaf_masks(X)
-    await party.send(active, tags.PREDICT, {
-        "n_rows": int(np.shape(X)[0]),
-        "masks": [np.packbits(m, axis=1) for m in masks],
-    })  # fmt: skip
+    await party.send(
+        active,
+        tags.PREDICT,
+        {
+            "n_rows": int(np.shape(X)[0]),
+            "masks": [np.packbits(m, axis=1) for m in masks],
+        },
+    )
 
 
 async def predict_active(
@@ -69,8 +73,10 @@ async def predict_active(
                 f"but the active party has {n}; the rows must be aligned"
             )
         try:
-            masks = [np.unpackbits(np.asarray(m, dtype=np.uint8), axis=1, count=n).astype(bool)
-                     for m in r["masks"]]  # fmt: skip
+            masks = [
+                np.unpackbits(np.asarray(m, dtype=np.uint8), axis=1, count=n).astype(bool)
+                for m in r["masks"]
+            ]
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"party {name!r} sent malformed leaf masks: {exc!r}") from None
         if len(masks) != len(pm.trees) or any(

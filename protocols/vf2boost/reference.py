@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from hefl.errors import ConfigError
 from hefl.protocols.vf2boost.binning import Binner, check_features
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel, TreeStructure
@@ -26,8 +28,6 @@ from hefl.protocols.vf2boost.tree import (
     pick_winner,
     score_cumulative,
 )
-
-from hefl.errors import ConfigError
 
 
 def party_names(n_parties: int) -> list[str]:
@@ -128,8 +128,10 @@ def plaintext_reference(
     bins = [b.transform(X) for b, X in zip(binners, parts, strict=True)]
     widths = [int(b.n_bins.max()) if b.n_features else 1 for b in binners]
     masks = [candidate_mask(b.n_bins, w) for b, w in zip(binners, widths, strict=True)]
-    models = [PartyModel(index=i, name=n, binner=b) for i, (n, b) in
-              enumerate(zip(names, binners, strict=True))]  # fmt: skip
+    models = [
+        PartyModel(index=i, name=n, binner=b)
+        for i, (n, b) in enumerate(zip(names, binners, strict=True))
+    ]
     margin0 = base_margin(yf, cfg.base_score)
     models[0].base_margin = margin0
     margin = np.full(yf.shape[0], margin0)
@@ -155,17 +157,24 @@ def plaintext_reference(
                     cands = []
                     for p, (hg, hh) in enumerate(hists):
                         gains = score_cumulative(
-                            np.cumsum(hg, axis=1), np.cumsum(hh, axis=1), node.G, node.H,
-                            fb, cfg.reg_lambda, cfg.gamma, cfg.min_child_weight,
-                        )  # fmt: skip
+                            np.cumsum(hg, axis=1),
+                            np.cumsum(hh, axis=1),
+                            node.G,
+                            node.H,
+                            fb,
+                            cfg.reg_lambda,
+                            cfg.gamma,
+                            cfg.min_child_weight,
+                        )
                         gains = np.where(masks[p], gains, -np.inf)
                         gain, pos = best_position(gains)
                         cands.append(Candidate(gain, p, pos))
                     winner = pick_winner(cands)
                 if winner is None:
                     nodes[node.index] = {"leaf": len(leaf_values)}
-                    leaf_values.append(leaf_weight(node.G, node.H, fb, cfg.reg_lambda,
-                                                   cfg.learning_rate))  # fmt: skip
+                    leaf_values.append(
+                        leaf_weight(node.G, node.H, fb, cfg.reg_lambda, cfg.learning_rate)
+                    )
                     continue
                 p = winner.party
                 f, k = divmod(winner.position, widths[p])
@@ -176,10 +185,15 @@ def plaintext_reference(
                 GL = int(np.sum(hg[f, : k + 1]))
                 HL = int(np.sum(hh[f, : k + 1]))
                 left = _Node(len(nodes), node.depth + 1, node.rows[go_left], GL, HL)
-                right = _Node(len(nodes) + 1, node.depth + 1, node.rows[~go_left],
-                              node.G - GL, node.H - HL)  # fmt: skip
-                nodes[node.index] = {"owner": p, "split": split_id,
-                                     "left": left.index, "right": right.index}  # fmt: skip
+                right = _Node(
+                    len(nodes) + 1, node.depth + 1, node.rows[~go_left], node.G - GL, node.H - HL
+                )
+                nodes[node.index] = {
+                    "owner": p,
+                    "split": split_id,
+                    "left": left.index,
+                    "right": right.index,
+                }
                 nodes.extend([{}, {}])
                 left.parent_hists = right.parent_hists = hists
                 left.sibling, right.sibling = right, left
@@ -208,15 +222,18 @@ def _fill_histograms(
             continue
         parent, sib = node.parent_hists, node.sibling
         if parent is None or sib is None:
-            node.hists = [party_histogram(b, w, node.rows, gi, hi)
-                          for b, w in zip(bins, widths, strict=True)]  # fmt: skip
+            node.hists = [
+                party_histogram(b, w, node.rows, gi, hi) for b, w in zip(bins, widths, strict=True)
+            ]
             done.add(node.index)
             continue
         small, big = (node, sib) if len(node.rows) <= len(sib.rows) else (sib, node)
-        small.hists = [party_histogram(b, w, small.rows, gi, hi)
-                       for b, w in zip(bins, widths, strict=True)]  # fmt: skip
-        big.hists = [(pg - sg, ph - sh) for (pg, ph), (sg, sh) in
-                     zip(parent, small.hists, strict=True)]  # fmt: skip
+        small.hists = [
+            party_histogram(b, w, small.rows, gi, hi) for b, w in zip(bins, widths, strict=True)
+        ]
+        big.hists = [
+            (pg - sg, ph - sh) for (pg, ph), (sg, sh) in zip(parent, small.hists, strict=True)
+        ]
         done.update((small.index, big.index))
         node.parent_hists = sib.parent_hists = None  # free memory as the tree grows
 

@@ -48,8 +48,9 @@ def encode_fixed(x: np.ndarray, frac_bits: int) -> np.ndarray:
 def decode_fixed(ints: np.ndarray | list[int], frac_bits: int) -> np.ndarray:
     """Exact integers -> float64, each correctly rounded (Python int true division)."""
     scale = 1 << frac_bits
-    return np.array([int(v) / scale for v in np.asarray(ints, dtype=object).ravel()],
-                    dtype=np.float64).reshape(np.shape(ints))  # fmt: skip
+    return np.array(
+        [int(v) / scale for v in np.asarray(ints, dtype=object).ravel()], dtype=np.float64
+    ).reshape(np.shape(ints))
 
 
 def base_margin(y: np.ndarray, base_score: float | None) -> float:

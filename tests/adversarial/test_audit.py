@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
-from hefl.protocols.batchcrypt import BatchCryptConfig
-from hefl.protocols.batchcrypt.quantize import new_rng
-from hefl.protocols.vf2boost.config import VF2BoostConfig
 
 import hefl
 from hefl.crypto import generate_keypair
 from hefl.errors import ConfigError
+from hefl.protocols.batchcrypt import BatchCryptConfig
+from hefl.protocols.batchcrypt.quantize import new_rng
+from hefl.protocols.vf2boost.config import VF2BoostConfig
 
 pytestmark = pytest.mark.timeout(60)
 

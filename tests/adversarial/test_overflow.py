@@ -8,8 +8,6 @@ import functools
 
 import numpy as np
 import pytest
-from hefl.protocols.batchcrypt import BatchCryptConfig
-from hefl.protocols.vf2boost.budget import plan_bits
 from hefl_faults import TALLY
 
 from hefl.crypto import (
@@ -20,6 +18,8 @@ from hefl.crypto import (
     unpack_slots,
 )
 from hefl.errors import PackingOverflowError
+from hefl.protocols.batchcrypt import BatchCryptConfig
+from hefl.protocols.vf2boost.budget import plan_bits
 
 pytestmark = pytest.mark.timeout(60)
 KEY_BITS = 512

@@ -9,13 +9,13 @@ import time
 import pytest
 import zmq
 import zmq.asyncio
-from hefl.transports.zmq import ZmqTransport
 from hefl_faults import TALLY, child_pids, open_sockets
 
 import hefl
 from hefl._curve import generate_curve_keypair
 from hefl._party import Kind
 from hefl.errors import CodecError, PeerFailed
+from hefl.transports.zmq import ZmqTransport
 
 pytestmark = pytest.mark.timeout(30, method="thread")
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import zmq
 import zmq.asyncio
-from hefl.transports.zmq import ZmqTransport
 
 import hefl
 from hefl._curve import generate_curve_keypair
+from hefl.transports.zmq import ZmqTransport
 
 pytestmark = pytest.mark.timeout(30, method="thread")
 

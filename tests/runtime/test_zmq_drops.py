@@ -15,10 +15,10 @@ import time
 import warnings
 
 import pytest
-from hefl.transports.inproc import InprocNetwork
 
 import hefl
 from hefl.errors import PeerFailed
+from hefl.transports.inproc import InprocNetwork
 
 pytestmark = pytest.mark.timeout(40, method="thread")
 

@@ -6,12 +6,12 @@ import functools
 
 import numpy as np
 import pytest
-from hefl.protocols.batchcrypt import BatchCryptConfig, aggregate_local
-from hefl.protocols.batchcrypt.quantize import step
-from hefl.protocols.batchcrypt.roles import ClientSession, aggregator, client
 
 import hefl
 from hefl.errors import ConfigError, HeflError, PeerFailed
+from hefl.protocols.batchcrypt import BatchCryptConfig, aggregate_local
+from hefl.protocols.batchcrypt.quantize import step
+from hefl.protocols.batchcrypt.roles import ClientSession, aggregator, client
 
 pytestmark = pytest.mark.timeout(60)
 if not hasattr(hefl, "run"):  # the runtime lands separately

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hefl.protocols.batchcrypt.quantize import dequantize, max_level, quantize, step
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hefl.crypto import generate_keypair, plan_slots
 from hefl.errors import PackingOverflowError
+from hefl.protocols.batchcrypt.quantize import dequantize, max_level, quantize, step
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,15 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hefl.errors import ConfigError
 from hefl.protocols.batchcrypt.aciq import aciq_c, daciq_alpha, sigma_from_sums, total_error
 from hefl.protocols.batchcrypt.config import BatchCryptConfig
 from hefl.protocols.batchcrypt.datasets import load_fmnist, split_horizontal
 from hefl.protocols.batchcrypt.models import MLP, make_model
 from hefl.protocols.batchcrypt.quantize import dequantize, max_level, quantize, step
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from hefl.errors import ConfigError
 
 
 # --- config ---------------------------------------------------------------------------------

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from hefl.protocols.batchcrypt import BatchCryptConfig, TrainSpec, party_role, train
 
 import hefl
 from hefl.errors import ConfigError
+from hefl.protocols.batchcrypt import BatchCryptConfig, TrainSpec, party_role, train
 
 if not hasattr(hefl, "run"):  # the runtime lands separately
     pytest.skip("hefl.run is not available yet", allow_module_level=True)

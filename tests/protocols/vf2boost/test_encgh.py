@@ -2,6 +2,9 @@
 
 import numpy as np
 import pytest
+
+from hefl.crypto import generate_keypair
+from hefl.errors import PackingOverflowError
 from hefl.protocols.vf2boost.budget import plan_bits
 from hefl.protocols.vf2boost.encgh import (
     EncGH,
@@ -12,9 +15,6 @@ from hefl.protocols.vf2boost.encgh import (
     seal_entries,
 )
 from hefl.protocols.vf2boost.tree import encode_fixed, exact_group_sums
-
-from hefl.crypto import generate_keypair
-from hefl.errors import PackingOverflowError
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,16 @@ import functools
 
 import numpy as np
 import pytest
+
+import hefl
+from hefl.crypto import generate_keypair
+from hefl.errors import ConfigError, PackingOverflowError, PeerFailed
 from hefl.protocols.vf2boost import passive
 from hefl.protocols.vf2boost.active import active_party
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.local import fit, fit_local
 from hefl.protocols.vf2boost.passive import passive_party
 from hefl.protocols.vf2boost.reference import plaintext_reference
-
-import hefl
-from hefl.crypto import generate_keypair
-from hefl.errors import ConfigError, PackingOverflowError, PeerFailed
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -179,9 +179,8 @@ def test_fit_refuses_bad_labels_and_features(adult_small):
 
 
 def test_federated_prediction_matches_local(adult_small, adult):
-    from hefl.protocols.vf2boost import predict
-
     from hefl.data import ADULT_ACTIVE_COLUMNS, ADULT_PASSIVE_COLUMNS
+    from hefl.protocols.vf2boost import predict
 
     two, _, y = adult_small
     model = plaintext_reference(two, y, VF2BoostConfig(n_estimators=3, max_depth=3))

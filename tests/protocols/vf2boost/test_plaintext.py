@@ -4,15 +4,15 @@ import math
 
 import numpy as np
 import pytest
+
+from hefl.data import ADULT_ACTIVE_COLUMNS, ADULT_PASSIVE_COLUMNS
+from hefl.errors import ConfigError
 from hefl.protocols.vf2boost.binning import MISSING_BIN, Binner
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.metrics import roc_auc
 from hefl.protocols.vf2boost.model import FederatedModel
 from hefl.protocols.vf2boost.reference import plaintext_reference
 from hefl.protocols.vf2boost.tree import exact_group_sums
-
-from hefl.data import ADULT_ACTIVE_COLUMNS, ADULT_PASSIVE_COLUMNS
-from hefl.errors import ConfigError
 
 
 @pytest.mark.parametrize(
