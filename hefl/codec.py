@@ -33,6 +33,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from hefl.crypto import CipherVector, PublicKey
 from hefl.errors import CodecError, CryptoError
 
 EXT_BIGINT = 1
@@ -59,23 +60,6 @@ _MAX_NESTED_EXT = 64
 _DTYPE_RE = re.compile(r"[<>|=]?[biufc][0-9]{1,2}")
 
 Buffer = bytes | bytearray | memoryview
-
-
-def _crypto():
-    """Import the crypto core lazily: the codec must work before (and without) it."""
-    from hefl import crypto
-
-    return crypto
-
-
-def _is_ciphervector(obj: Any) -> bool:
-    cls = type(obj)
-    return cls.__name__ == "CipherVector" and cls.__module__.startswith("hefl.crypto")
-
-
-def _is_publickey(obj: Any) -> bool:
-    cls = type(obj)
-    return cls.__name__ == "PublicKey" and cls.__module__.startswith("hefl.crypto")
 
 
 def _int_to_bytes(value: int) -> bytes:
@@ -136,13 +120,13 @@ class _Encoder:
             return dict(obj)
         if isinstance(obj, list):
             return list(obj)
-        if _is_ciphervector(obj):
+        if isinstance(obj, CipherVector):
             raw = obj.to_bytes()
             n = obj.public_key.n
             return msgpack.ExtType(
                 EXT_CIPHERS, self.pack([_int_to_bytes(int(n)), len(obj), self.body(raw)])
             )
-        if _is_publickey(obj):
+        if isinstance(obj, PublicKey):
             return msgpack.ExtType(EXT_PUBKEY, _int_to_bytes(int(obj.n)))
         return self._refuse(obj)
 
@@ -322,7 +306,7 @@ class _Decoder:
                 f"{pk.n_bits}-bit key, got {len(data)}"
             )
         try:  # from_bytes checks 0 < c < n² and gcd(c, n) = 1 for every ciphertext
-            return _crypto().CipherVector.from_bytes(pk, data)
+            return CipherVector.from_bytes(pk, data)
         except CryptoError as exc:
             raise CodecError(f"invalid ciphertexts in message: {exc}") from exc
 
@@ -383,7 +367,7 @@ class Codec:
                 f"expected an odd n of at most {self.max_key_bits} bits"
             )
         try:
-            pk = _crypto().PublicKey(n)
+            pk = PublicKey(n)
         except CryptoError as exc:
             raise CodecError(f"received an invalid public key: {exc}") from exc
         if len(self._keys) < 64:  # a peer must not grow this cache without bound

@@ -90,30 +90,32 @@ class Fields:
         sender: the party the message came from (named in errors).
         message: the :class:`Message` subclass being parsed.
         obj: what the codec decoded: a list with one value per dataclass field.
+        context: where these fields sit, for errors (set for nested messages).
 
     Raises:
         ProtocolError: ``obj`` is not a list of the message's length.
     """
 
-    def __init__(self, sender: str, message: type[Message], obj: Any) -> None:
+    def __init__(
+        self, sender: str, message: type[Message], obj: Any, *, context: str | None = None
+    ) -> None:
         self.sender = sender
         self.kind = message
+        self._context = context or f"{message.__name__} message"
         names = [f.name for f in dataclasses.fields(message)]  # type: ignore[arg-type]
         if not isinstance(obj, list) or len(obj) != len(names):
             got = f"a list of {len(obj)}" if isinstance(obj, list) else type(obj).__name__
             raise ProtocolError(
-                f"{sender} sent a malformed {self._what}: expected a list of {len(names)} "
+                f"{sender} sent a malformed {self._context}: expected a list of {len(names)} "
                 f"fields ({', '.join(names)}), got {got}"
             )
         self._values = dict(zip(names, obj, strict=True))
 
-    @property
-    def _what(self) -> str:
-        return f"{self.kind.__name__} message"
-
     def fail(self, name: str, why: str) -> ProtocolError:
         """The error for field ``name`` (raise it): names the sender, message and field."""
-        return ProtocolError(f"{self.sender} sent a malformed {self._what}: field {name!r} {why}")
+        return ProtocolError(
+            f"{self.sender} sent a malformed {self._context}: field {name!r} {why}"
+        )
 
     def get(self, name: str, check: Callable[[Any], T]) -> T:
         """Field ``name`` through ``check``, whose ValueError/TypeError becomes ProtocolError."""
@@ -122,7 +124,9 @@ class Fields:
         except ProtocolError:
             raise
         except KeyMismatchError as exc:
-            raise KeyMismatchError(f"{self.sender}'s {self._what}, field {name!r}: {exc}") from exc
+            raise KeyMismatchError(
+                f"{self.sender}'s {self._context}, field {name!r}: {exc}"
+            ) from exc
         except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
             raise self.fail(name, str(exc)) from None
 
@@ -241,12 +245,17 @@ class Fields:
         return self.get(name, lambda v: _typed(v, PublicKey, "a PublicKey"))
 
     def message(self, name: str, kind: type[M]) -> M:
-        """A nested message of class ``kind``."""
-        return self.get(name, lambda v: kind.from_wire(self.sender, v))
+        """A nested message of class ``kind`` (errors name the path to the bad field)."""
+        return kind.parse(self._nested(name, kind, self._values[name]))
 
     def messages(self, name: str, kind: type[M]) -> list[M]:
         """A list of nested messages of class ``kind``."""
-        return self.items(name, lambda v: kind.from_wire(self.sender, v))
+        values = self.get(name, lambda v: _typed(v, list, "a list"))
+        return [kind.parse(self._nested(f"{name}[{i}]", kind, v)) for i, v in enumerate(values)]
+
+    def _nested(self, name: str, kind: type[Message], value: Any) -> Fields:
+        context = f"{self._context}: field {name!r} ({kind.__name__})"
+        return Fields(self.sender, kind, value, context=context)
 
     def optional(self, name: str, read: Callable[[str], T]) -> T | None:
         """None, or field ``name`` read with ``read`` (one of the methods above)."""

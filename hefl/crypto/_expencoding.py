@@ -23,6 +23,7 @@ import numpy as np
 from gmpy2 import mpz
 
 from hefl.crypto._ints import check_signed_range
+from hefl.crypto._types import KeyModulus
 from hefl.crypto._vector import CipherVector, _same_key
 from hefl.errors import ConfigError, KeyMismatchError, PlaintextRangeError
 
@@ -105,7 +106,7 @@ class EncryptedExpVector:
         self.exponents = ex.astype(np.int64)
 
     @property
-    def public_key(self) -> PublicKey:
+    def public_key(self) -> KeyModulus:
         return self.cv.public_key
 
     def __len__(self) -> int:

@@ -14,18 +14,16 @@ import hashlib
 import json
 import secrets
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gmpy2
 from gmpy2 import mpz
 
 from hefl.crypto._ints import as_int_list, check_signed_range
 from hefl.crypto._obfuscation import CrtObfuscator, check_method, public_obfuscators
+from hefl.crypto._types import ObfuscatorSource
 from hefl.crypto._vector import CipherVector
 from hefl.errors import ConfigError, CryptoError, KeyMismatchError
-
-if TYPE_CHECKING:
-    from hefl.crypto._pool import ObfuscatorPool
 
 DEFAULT_KEY_BITS = 2048
 MIN_SECURE_BITS = 2048
@@ -109,7 +107,7 @@ class PublicKey:
 
     # -- encryption -----------------------------------------------------------------------
     def encrypt(
-        self, ints: Any, *, pool: ObfuscatorPool | None = None, method: str = "djn"
+        self, ints: Any, *, pool: ObfuscatorSource | None = None, method: str = "djn"
     ) -> CipherVector:
         """Encrypt a vector of signed integers.
 
@@ -139,7 +137,7 @@ class PublicKey:
         return CipherVector._make(self, out)
 
     def obfuscators(
-        self, count: int, *, pool: ObfuscatorPool | None = None, method: str = "djn"
+        self, count: int, *, pool: ObfuscatorSource | None = None, method: str = "djn"
     ) -> list[mpz]:
         """Draw ``count`` fresh obfuscators r (n-th residues mod n²), never reused.
 

@@ -22,15 +22,13 @@ import sys
 import threading
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gmpy2 import mpz
 
 from hefl.crypto._obfuscation import CrtObfuscator, check_method, public_obfuscators
+from hefl.crypto._types import KeyFactors, KeyModulus
 from hefl.errors import ConfigError, CryptoError
-
-if TYPE_CHECKING:
-    from hefl.crypto._keys import PrivateKey, PublicKey
 
 
 def _make_chunk(n: int, count: int, method: str, factors: tuple[int, int] | None) -> bytes:
@@ -82,14 +80,14 @@ class ObfuscatorPool:
 
     def __init__(
         self,
-        public_key: PublicKey,
+        public_key: KeyModulus,
         *,
         capacity: int = 4096,
         chunk: int = 128,
         workers: int | None = None,
         executor: Executor | None = None,
         method: str = "djn",
-        private_key: PrivateKey | None = None,
+        private_key: KeyFactors | None = None,
         low_priority: bool = False,
         start: bool = True,
     ) -> None:

@@ -7,18 +7,15 @@ homomorphic operations are tight loops of one multiplication modulo n² per elem
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
 from hefl.crypto._ints import as_int_list, check_signed_range
+from hefl.crypto._types import KeyModulus, ObfuscatorSource
 from hefl.errors import CiphertextRangeError, ConfigError, CryptoError, KeyMismatchError
-
-if TYPE_CHECKING:
-    from hefl.crypto._keys import PublicKey
-    from hefl.crypto._pool import ObfuscatorPool
 
 _ONE = mpz(1)
 _MPZ = type(_ONE)
@@ -69,7 +66,7 @@ class CipherVector:
     # make numpy defer to our reflected operators: ``ints_array * cv`` means ``cv * ints_array``
     __array_ufunc__ = None
 
-    def __init__(self, public_key: PublicKey, ciphertexts: Sequence[int]) -> None:
+    def __init__(self, public_key: KeyModulus, ciphertexts: Sequence[int]) -> None:
         """Wrap raw ciphertext integers after validating them (0 < c < n², gcd(c, n) = 1).
 
         Raises:
@@ -81,7 +78,7 @@ class CipherVector:
         self._c = cs
 
     @classmethod
-    def _make(cls, public_key: PublicKey, cs: list[mpz]) -> CipherVector:
+    def _make(cls, public_key: KeyModulus, cs: list[mpz]) -> CipherVector:
         """Internal constructor: trusts ``cs`` (a fresh list of mpz in range)."""
         obj = cls.__new__(cls)
         obj.public_key = public_key
@@ -90,7 +87,7 @@ class CipherVector:
 
     @classmethod
     def from_ciphertexts(
-        cls, public_key: PublicKey, ciphertexts: Sequence[int], *, validate: bool = True
+        cls, public_key: KeyModulus, ciphertexts: Sequence[int], *, validate: bool = True
     ) -> CipherVector:
         """Wrap raw ciphertext integers.
 
@@ -298,7 +295,9 @@ class CipherVector:
                 sums[f] = _group_sum_1d(joint, cell_id.tolist(), n_groups, nsq)
         return CipherVector._make(self.public_key, [c for col in sums for c in col])
 
-    def obfuscate(self, *, pool: ObfuscatorPool | None = None, method: str = "djn") -> CipherVector:
+    def obfuscate(
+        self, *, pool: ObfuscatorSource | None = None, method: str = "djn"
+    ) -> CipherVector:
         """Re-randomize: multiply every ciphertext by a fresh obfuscator (same plaintexts).
 
         Args:
@@ -318,7 +317,7 @@ class CipherVector:
 
     @classmethod
     def from_bytes(
-        cls, public_key: PublicKey, data: bytes | bytearray | memoryview
+        cls, public_key: KeyModulus, data: bytes | bytearray | memoryview
     ) -> CipherVector:
         """Parse :meth:`to_bytes` output, validating every ciphertext.
 
@@ -354,7 +353,7 @@ class CipherVector:
         return [phe.EncryptedNumber(ppk, int(c), 0) for c in self._c]
 
     @classmethod
-    def from_phe(cls, public_key: PublicKey, numbers: Sequence[Any]) -> CipherVector:
+    def from_phe(cls, public_key: KeyModulus, numbers: Sequence[Any]) -> CipherVector:
         """Wrap ``phe.EncryptedNumber`` objects with exponent 0 (raw integers, e.g. from ``raw_encrypt``
         or ``encrypt(int)``).
 
@@ -383,7 +382,7 @@ def _as_mpz_list(values: Any) -> list[mpz]:
     return [mpz(c) for c in as_int_list(values, "ciphertexts")]
 
 
-def _unpickle(public_key: PublicKey, data: bytes) -> CipherVector:
+def _unpickle(public_key: KeyModulus, data: bytes) -> CipherVector:
     w = public_key.ciphertext_bytes
     from_bytes = mpz.from_bytes
     return CipherVector._make(
@@ -463,7 +462,7 @@ def _scale_all(cs: list[mpz], k: int, nsq: mpz) -> list[mpz]:
     return [gmpy2.powmod(c, k, nsq) for c in cs]
 
 
-def _same_key(pk: PublicKey, other: CipherVector) -> None:
+def _same_key(pk: KeyModulus, other: CipherVector) -> None:
     if other.public_key != pk:
         raise KeyMismatchError(
             f"cannot combine ciphertexts under key {other.public_key.key_id.hex()} with key "
@@ -476,7 +475,7 @@ def _same_len(cv: CipherVector, k: int) -> None:
         raise ConfigError(f"length mismatch: CipherVector of {len(cv._c)} vs {k} operands")
 
 
-def _validate(public_key: PublicKey, cs: list[mpz]) -> None:
+def _validate(public_key: KeyModulus, cs: list[mpz]) -> None:
     """Refuse ciphertexts outside 0 < c < n² or sharing a factor with n.
 
     The gcd test is batched: gcd(Π c mod n, n) = 1 iff every c is a unit, since n = p·q.
