@@ -15,11 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from hefl import Party
 from hefl.errors import ConfigError
+from hefl.protocols.batchcrypt.aggregator import aggregator
+from hefl.protocols.batchcrypt.client import client
 from hefl.protocols.batchcrypt.config import AGGREGATOR, BatchCryptConfig
 from hefl.protocols.batchcrypt.datasets import DATASETS, TrainTest, load_task, split_horizontal
+from hefl.protocols.batchcrypt.federation import RoundTiming
 from hefl.protocols.batchcrypt.models import MLP, MODELS, make_model
-from hefl.protocols.batchcrypt.roles import RoundTiming, aggregator, client
 
 ALGORITHMS = ("fedavg", "fedsgd")
 TRANSPORTS = ("inproc", "zmq")
@@ -153,7 +156,7 @@ class FedTrainer:
 
 
 async def _client_role(
-    party: Any,
+    party: Party,
     cfg: BatchCryptConfig,
     spec: TrainSpec,
     index: int,
@@ -168,7 +171,7 @@ async def _client_role(
     }
 
 
-async def _aggregator_role(party: Any, cfg: BatchCryptConfig) -> dict[str, Any]:
+async def _aggregator_role(party: Party, cfg: BatchCryptConfig) -> dict[str, Any]:
     report = await aggregator(party, cfg)
     return {
         "timings": [t.to_dict() for t in report.timings],
@@ -201,7 +204,7 @@ def party_role(name: str, cfg: BatchCryptConfig, spec: TrainSpec) -> Callable[[A
     return functools.partial(_client_role, cfg=cfg, spec=spec, index=cfg.clients.index(name))
 
 
-def _n_clients(party: Any) -> int:
+def _n_clients(party: Party) -> int:
     return sum(1 for n in (party.name, *party.peers) if n != AGGREGATOR)
 
 
