@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -44,6 +44,12 @@ from hefl.protocols.batchcrypt.messages import (
     UploadChunk,
     round_prefix,
 )
+
+
+class _ChunkSink(Protocol):
+    """The sending end of a stream (what ``party.stream(peer, tag)`` enters as)."""
+
+    async def send(self, chunk: Any) -> None: ...
 
 
 @dataclass
@@ -259,7 +265,9 @@ class Aggregator:
                 for stream, (lo, hi) in zip(streams, parts, strict=True):
                     group.create_task(self._send_slice(stream, total, lo, hi))
 
-    async def _send_slice(self, stream: Any, total: CipherVector | None, lo: int, hi: int) -> None:
+    async def _send_slice(
+        self, stream: _ChunkSink, total: CipherVector | None, lo: int, hi: int
+    ) -> None:
         for a, b in chunk_bounds(lo, hi, self.cfg.chunk_size):
             assert total is not None  # a non-empty range means there were uploads
             await stream.send(DownloadChunk(ciphers=total[a:b]).to_wire())

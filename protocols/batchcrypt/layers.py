@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 
 from hefl.protocols.batchcrypt.aciq import daciq_alpha, sigma_from_sums
-from hefl.protocols.batchcrypt.quantize import dequantize, quantize
+from hefl.protocols.batchcrypt.quantize import SystemUniform, dequantize, quantize
 
 STATS_FRAC_BITS = 40  # fixed-point fraction bits of the encrypted per-layer sums of squares
 
@@ -44,9 +44,10 @@ def daciq_alphas(sums: list[int], layers: tuple[int, ...], n_clients: int, bits:
 
 
 def quantize_layers(
-    x: np.ndarray, layers: tuple[int, ...], alphas: np.ndarray, bits: int, rng: np.random.Generator
+    x: np.ndarray, layers: tuple[int, ...], alphas: np.ndarray, bits: int, rng: SystemUniform
 ) -> np.ndarray:
-    """Clip each layer at its α and quantize it to ``bits``-bit integers (int64)."""
+    """Clip each layer at its α and quantize it to ``bits``-bit integers (int64), rounding
+    stochastically with ``rng`` (the OS CSPRNG)."""
     parts = [
         quantize(x[a:b], float(alpha), bits, rng)
         for (a, b), alpha in zip(_bounds(layers), alphas, strict=True)
