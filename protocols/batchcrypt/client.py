@@ -175,8 +175,8 @@ class ClientSession:
         """
         x, layers = self._checked_update(update, layer_sizes)
         t, start, timing = self._round, time.perf_counter(), RoundTiming(round=self._round)
-        first_daciq = self.cfg.mode == "batchcrypt" and self.cfg.clipping == "daciq"
-        need_pre = first_daciq and self.alphas is None
+        daciq = self.cfg.mode == "batchcrypt" and self.cfg.clipping == "daciq"
+        need_pre = daciq and self.alphas is None  # no α yet: the start-up exchange first
         header = RoundHeader(
             t, len(x), x.dtype.str, layers, self.cfg.mode, self._key_id(), pre=need_pre, done=False
         )

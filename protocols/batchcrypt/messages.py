@@ -25,7 +25,7 @@ Tags (``t`` is the round)::
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -37,6 +37,7 @@ from hefl.messages import Fields, Message, check_array, check_int
 from hefl.protocols.batchcrypt.config import AGGREGATOR, MODES
 
 _FLOAT_DTYPE = re.compile(r"^[<>=|]f(2|4|8|16)$")
+_NO_DTYPE = re.compile(r"^$")  # a done header announces no update
 _KEY_ID = re.compile(r"^([0-9a-f]{2})*$")
 
 
@@ -133,7 +134,7 @@ def _layers(value: Any) -> tuple[int, ...]:
         raise type(exc)(f"every layer size {exc}") from None
 
 
-def _text(pattern: re.Pattern[str], what: str) -> Any:
+def _text(pattern: re.Pattern[str], what: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str):
             raise TypeError(f"must be a str, not {type(value).__name__}")
@@ -142,6 +143,11 @@ def _text(pattern: re.Pattern[str], what: str) -> Any:
         return value
 
     return check
+
+
+_DTYPE_TEXT = _text(_FLOAT_DTYPE, "a float dtype")
+_NO_DTYPE_TEXT = _text(_NO_DTYPE, "empty in a done header")
+_KEY_ID_TEXT = _text(_KEY_ID, "a hex key id")
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -225,12 +231,10 @@ class RoundHeader(BatchCryptMessage):
         header = cls(
             round=f.integer("round", min=0),
             n=f.integer("n", min=0 if done else 1),
-            dtype=f.get(
-                "dtype", _text(re.compile(r"^$") if done else _FLOAT_DTYPE, "a float dtype")
-            ),
+            dtype=f.get("dtype", _NO_DTYPE_TEXT if done else _DTYPE_TEXT),
             layers=f.get("layers", _layers),
             mode=f.text("mode", choices=MODES),
-            key=f.get("key", _text(_KEY_ID, "a hex key id")),
+            key=f.get("key", _KEY_ID_TEXT),
             pre=f.flag("pre"),
             done=done,
         )
