@@ -65,7 +65,7 @@ def test_demo_batchcrypt_inproc_three_clients(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["clients"] == 3 and report["rounds"] == 2
     assert abs(report["accuracy_gap_points"]) < 0.5
-    assert report["aggregator_received"] == ["CipherVector", "PublicKey", "dict"]
+    assert report["aggregator_received"] == ["CipherVector", "PublicKey", "RoundHeader"]
     assert set(report["party_statistics"]) == {"aggregator", "client0", "client1", "client2"}
 
 

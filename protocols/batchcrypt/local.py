@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from hefl.errors import ConfigError
+from hefl.protocols.batchcrypt.aggregator import aggregator
+from hefl.protocols.batchcrypt.client import OneShot, client
 from hefl.protocols.batchcrypt.config import AGGREGATOR, BatchCryptConfig, client_name
-from hefl.protocols.batchcrypt.roles import OneShot, aggregator, client
 
 
 def check_vectors(vectors: Sequence[np.ndarray], cfg: BatchCryptConfig) -> list[np.ndarray]:

@@ -15,11 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from hefl import Party
 from hefl.errors import ConfigError
+from hefl.protocols.batchcrypt.aggregator import aggregator
+from hefl.protocols.batchcrypt.client import client
 from hefl.protocols.batchcrypt.config import AGGREGATOR, BatchCryptConfig
 from hefl.protocols.batchcrypt.datasets import DATASETS, TrainTest, load_task, split_horizontal
+from hefl.protocols.batchcrypt.federation import RoundTiming
 from hefl.protocols.batchcrypt.models import MLP, MODELS, make_model
-from hefl.protocols.batchcrypt.roles import RoundTiming, aggregator, client
 
 ALGORITHMS = ("fedavg", "fedsgd")
 TRANSPORTS = ("inproc", "zmq")
@@ -153,7 +156,7 @@ class FedTrainer:
 
 
 async def _client_role(
-    party: Any,
+    party: Party,
     cfg: BatchCryptConfig,
     spec: TrainSpec,
     index: int,
@@ -168,7 +171,7 @@ async def _client_role(
     }
 
 
-async def _aggregator_role(party: Any, cfg: BatchCryptConfig) -> dict[str, Any]:
+async def _aggregator_role(party: Party, cfg: BatchCryptConfig) -> dict[str, Any]:
     report = await aggregator(party, cfg)
     return {
         "timings": [t.to_dict() for t in report.timings],
@@ -201,7 +204,7 @@ def party_role(name: str, cfg: BatchCryptConfig, spec: TrainSpec) -> Callable[[A
     return functools.partial(_client_role, cfg=cfg, spec=spec, index=cfg.clients.index(name))
 
 
-def _n_clients(party: Any) -> int:
+def _n_clients(party: Party) -> int:
     return sum(1 for n in (party.name, *party.peers) if n != AGGREGATOR)
 
 
@@ -309,7 +312,7 @@ def train(
         progress: ``progress(round, test_accuracy)`` after every round, called by the first
             client (with ``processes=True`` it must be picklable and runs in that client's
             process, so it reports live from there).
-        spec: full hyperparameters (overrides model/dataset/rounds/spec_options).
+        spec: full hyperparameters (overrides model/dataset/rounds; not with spec_options).
         executor: where each party's crypto runs (``hefl.run``'s ``executor``: ``"process"``
             pool by default, ``"thread"``, ``"inline"``).
         run_options: further keyword arguments for :func:`hefl.run` (timeouts, CURVE, ...).
@@ -319,19 +322,41 @@ def train(
         A :class:`TrainResult`.
 
     Raises:
-        ConfigError: bad options; PeerFailed: a party failed (named).
+        ConfigError: bad options, or spec together with spec_options; PeerFailed: a party
+            failed (named).
     """
     import hefl
 
+    if spec is not None and spec_options:
+        raise ConfigError(
+            f"pass either spec or TrainSpec fields ({', '.join(sorted(spec_options))}), not both"
+        )
+    spec = spec or TrainSpec(dataset=dataset, model=model, rounds=rounds, **spec_options)
+    options = _run_options(cfg, transport, processes, executor, run_options)
+    roles: dict[str, Any] = {name: party_role(name, cfg, spec) for name in cfg.parties}
+    if progress is not None:
+        roles[cfg.clients[0]] = functools.partial(roles[cfg.clients[0]], progress=progress)
+    start = time.perf_counter()
+    results = hefl.run(roles, **options)
+    return _train_result(results, cfg, spec, time.perf_counter() - start)
+
+
+def _run_options(
+    cfg: BatchCryptConfig,
+    transport: str,
+    processes: bool,
+    executor: Any,
+    run_options: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`hefl.run` for :func:`train`.
+
+    Raises:
+        ConfigError: an unknown transport, or processes without sockets.
+    """
     if transport not in TRANSPORTS:
         raise ConfigError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
     if processes and transport != "zmq":
         raise ConfigError("processes=True needs transport='zmq' (parties talk over sockets)")
-    spec = spec or TrainSpec(dataset=dataset, model=model, rounds=rounds, **spec_options)
-    k = cfg.n_clients
-    roles: dict[str, Any] = {name: party_role(name, cfg, spec) for name in cfg.parties}
-    if progress is not None:
-        roles[cfg.clients[0]] = functools.partial(roles[cfg.clients[0]], progress=progress)
     options: dict[str, Any] = dict(run_options or {})
     options.setdefault("recv_timeout", cfg.round_timeout)
     if executor is not None:
@@ -340,9 +365,13 @@ def train(
         options["transport"] = transport
     if processes:
         options["processes"] = True
-    start = time.perf_counter()
-    results = hefl.run(roles, **options)
-    seconds = time.perf_counter() - start
+    return options
+
+
+def _train_result(
+    results: Any, cfg: BatchCryptConfig, spec: TrainSpec, seconds: float
+) -> TrainResult:
+    """Assemble :class:`TrainResult` from the parties' role results."""
     first = results[cfg.clients[0]]["result"]
     per_round = _round_table(results, cfg)
     return TrainResult(
@@ -357,7 +386,7 @@ def train(
         mode=cfg.mode,
         dataset=spec.dataset,
         model=spec.model,
-        n_clients=k,
+        n_clients=cfg.n_clients,
         spec=asdict(spec),
         trace=getattr(results, "trace", None),
     )

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from hefl.crypto import CipherVector, PrivateKey, PublicKey, SlotLayout
+
 ENC_METHOD = {False: "djn", True: "djn-short"}
 
 # Keys arrive pickled with every task; a worker keeps the first copy it sees of each key so the
@@ -26,7 +28,9 @@ def _cached(key: Any) -> Any:
     return _KEY_CACHE.setdefault((type(key).__name__, bytes(public.key_id)), key)
 
 
-def encrypt_packed(key: Any, layout: Any, q: np.ndarray, short_exponent: bool) -> tuple[Any, float]:
+def encrypt_packed(
+    key: PrivateKey | PublicKey, layout: SlotLayout, q: np.ndarray, short_exponent: bool
+) -> tuple[CipherVector, float]:
     """Pack quantized integers into lanes and encrypt each plaintext once.
 
     Args:
@@ -44,14 +48,16 @@ def encrypt_packed(key: Any, layout: Any, q: np.ndarray, short_exponent: bool) -
     return cv, time.process_time() - start
 
 
-def encrypt_plain(key: Any, ints: list[int], short_exponent: bool) -> tuple[Any, float]:
+def encrypt_plain(
+    key: PrivateKey | PublicKey, ints: list[int], short_exponent: bool
+) -> tuple[CipherVector, float]:
     """Encrypt integers one per ciphertext (small side messages). Returns (CipherVector, s)."""
     start = time.process_time()
     cv = _cached(key).encrypt(ints, method=ENC_METHOD[short_exponent])
     return cv, time.process_time() - start
 
 
-def decrypt_vector(sk: Any, cv: Any) -> tuple[list[int], float]:
+def decrypt_vector(sk: PrivateKey, cv: CipherVector) -> tuple[list[int], float]:
     """Decrypt a CipherVector with the CRT fast path. Returns (signed ints, seconds)."""
     start = time.process_time()
     ints = _cached(sk).decrypt(cv)

@@ -10,6 +10,7 @@ import pytest
 import hefl
 from hefl.errors import ConfigError, HeflError, PeerFailed
 from hefl.protocols.batchcrypt import BatchCryptConfig, aggregate_local
+from hefl.protocols.batchcrypt.messages import DownloadChunk, RoundHeader, UploadChunk
 from hefl.protocols.batchcrypt.quantize import step
 from hefl.protocols.batchcrypt.roles import ClientSession, aggregator, client
 
@@ -31,9 +32,14 @@ def vectors(k: int, n: int, scale: float = 0.5, seed: int = 0) -> list[np.ndarra
 def test_round_is_within_k_quantization_steps(layout, shared, bits):
     k, alpha = 4, 0.5
     cfg = BatchCryptConfig(
-        n_clients=k, clipping=alpha, layout=layout, shared_decryption=shared, bits=bits,
-        chunk_size=2, **SMALL,
-    )  # fmt: skip
+        n_clients=k,
+        clipping=alpha,
+        layout=layout,
+        shared_decryption=shared,
+        bits=bits,
+        chunk_size=2,
+        **SMALL,
+    )
     xs = vectors(k, 700, scale=alpha)
     got = aggregate_local(xs, cfg)
     err = np.abs(got - np.sum(xs, axis=0))
@@ -90,7 +96,7 @@ def test_aggregator_never_receives_the_private_key(monkeypatch):
     assert "PublicKey" in out["aggregator"].received_types
     assert "PrivateKey" not in out["aggregator"].received_types
     # headers, the public key and ciphertexts only: no statistic in the clear (dACIQ included)
-    assert set(out["aggregator"].received_types) <= {"PublicKey", "dict", "CipherVector"}
+    assert set(out["aggregator"].received_types) <= {"PublicKey", "RoundHeader", "CipherVector"}
     pk, sk = keys["pair"]
     blob = b"\n".join(seen)
     assert blob  # the spy saw the aggregator's traffic
@@ -192,29 +198,30 @@ async def _foreign_ciphertext_client(party, cfg, work_):
     await session.aggregate(work_)
 
 
+async def _send_header(party, session, work_):
+    n, key = len(work_), session.pk.key_id.hex()
+    header = RoundHeader(0, n, work_.dtype.str, (n,), "batchcrypt", key, pre=False, done=False)
+    await party.send("aggregator", RoundHeader.tag(t=0), header.to_wire())
+
+
 async def _dropout_client(party, cfg, work_):
     session = ClientSession(party, cfg)
     await session.open()
-    await party.send("aggregator", "bc/0/hdr", {
-        "round": 0, "n": len(work_), "dtype": work_.dtype.str, "layers": [len(work_)],
-        "mode": "batchcrypt", "key": session.pk.key_id.hex(), "pre": False, "done": False,
-    })  # fmt: skip
-    async with party.stream("aggregator", "bc/0/up") as s:
+    await _send_header(party, session, work_)
+    async with party.stream("aggregator", UploadChunk.tag(t=0)) as s:
         q = np.zeros(session.layout.slots_per_plaintext * cfg.chunk_size, dtype=np.int64)
-        await s.send(session.sk.encrypt(session.layout.pack(q)))  # 1 of several chunks
-    await party.recv("aggregator", "bc/0/down")  # then waits, as a stalled client would
+        cv = session.sk.encrypt(session.layout.pack(q))
+        await s.send(UploadChunk(ciphers=cv).to_wire())  # 1 of several chunks
+    await party.recv("aggregator", DownloadChunk.tag(t=0))  # then waits, as a stalled client would
 
 
 async def _garbage_client(party, cfg, work_):
     session = ClientSession(party, cfg)
     await session.open()
-    await party.send("aggregator", "bc/0/hdr", {
-        "round": 0, "n": len(work_), "dtype": work_.dtype.str, "layers": [len(work_)],
-        "mode": "batchcrypt", "key": session.pk.key_id.hex(), "pre": False, "done": False,
-    })  # fmt: skip
-    async with party.stream("aggregator", "bc/0/up") as s:
-        await s.send(b"\x00" * 64)
-    await party.recv("aggregator", "bc/0/down")
+    await _send_header(party, session, work_)
+    async with party.stream("aggregator", UploadChunk.tag(t=0)) as s:
+        await s.send([b"\x00" * 64])  # an UploadChunk whose ciphertexts are bytes
+    await party.recv("aggregator", DownloadChunk.tag(t=0))
 
 
 @pytest.mark.parametrize(
@@ -237,13 +244,10 @@ def test_misbehaving_client_is_named(role, expected):
 async def _crash_mid_round_client(party, cfg, work_):
     session = ClientSession(party, cfg)
     await session.open()
-    await party.send("aggregator", "bc/0/hdr", {
-        "round": 0, "n": len(work_), "dtype": work_.dtype.str, "layers": [len(work_)],
-        "mode": "batchcrypt", "key": session.pk.key_id.hex(), "pre": False, "done": False,
-    })  # fmt: skip
-    async with party.stream("aggregator", "bc/0/up") as s:
+    await _send_header(party, session, work_)
+    async with party.stream("aggregator", UploadChunk.tag(t=0)) as s:
         q = np.zeros(session.layout.slots_per_plaintext * cfg.chunk_size, dtype=np.int64)
-        await s.send(session.sk.encrypt(session.layout.pack(q)))
+        await s.send(UploadChunk(ciphers=session.sk.encrypt(session.layout.pack(q))).to_wire())
         raise OSError("connection reset")  # dies with the upload half done
 
 

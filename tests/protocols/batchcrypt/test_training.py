@@ -20,8 +20,14 @@ SMALL = {"key_bits": 512, "allow_insecure": True}
 def test_batchcrypt_training_matches_plaintext_fedavg():
     cfg = BatchCryptConfig(n_clients=3, **SMALL)
     seen = []
-    enc = train(cfg, model="logreg", dataset="adult", rounds=4, lr=0.5,
-                progress=lambda t, acc: seen.append((t, acc)))  # fmt: skip
+    enc = train(
+        cfg,
+        model="logreg",
+        dataset="adult",
+        rounds=4,
+        lr=0.5,
+        progress=lambda t, acc: seen.append((t, acc)),
+    )
     plain = train(cfg.with_(mode="plain"), model="logreg", dataset="adult", rounds=4, lr=0.5)
     assert [t for t, _ in seen] == [0, 1, 2, 3]
     assert len(enc.accuracy) == len(plain.accuracy) == 4
@@ -55,8 +61,16 @@ def test_train_refuses_bad_options():
 @pytest.mark.timeout(120)
 def test_multiprocess_zeromq_run_with_three_clients():
     cfg = BatchCryptConfig(n_clients=3, **SMALL)
-    res = train(cfg, model="logreg", dataset="adult", rounds=2, lr=0.5, transport="zmq",
-                processes=True, executor="inline")  # fmt: skip
+    res = train(
+        cfg,
+        model="logreg",
+        dataset="adult",
+        rounds=2,
+        lr=0.5,
+        transport="zmq",
+        processes=True,
+        executor="inline",
+    )
     assert len(res.accuracy) == 2 and res.final_accuracy > 0.75
     assert "PrivateKey" not in res.aggregator_received
     assert all(s["bytes_sent"] > 0 for s in res.statistics.values())
