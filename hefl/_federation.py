@@ -61,17 +61,18 @@ def _prepare(
     """
     checked = validate_roles(roles)
     options = RunOptions.from_keywords(keywords)
-    if processes and transport not in (None, "zmq"):
-        raise ConfigError(
-            f"processes=True runs every party over ZeroMQ; transport={transport!r} cannot be "
-            "used with it (leave transport out, or pass transport='zmq')"
-        )
-    if isinstance(transport, Mapping) and options.curve:
+    if processes:
+        if transport not in (None, "zmq"):
+            raise ConfigError(
+                f"processes=True runs every party over ZeroMQ; transport={transport!r} cannot "
+                "be used with it (leave transport out, or pass transport='zmq')"
+            )
+    elif options.curve and isinstance(transport, Mapping):
         raise ConfigError(
             "curve=True cannot apply to a mapping of transports built by the caller: "
             "create them with CURVE keys instead (ZmqTransport(curve=..., peer_keys=...))"
         )
-    if transport == "inproc" and options.curve:
+    elif options.curve and transport in (None, "inproc"):
         raise ConfigError("curve=True needs transport='zmq' (inproc never leaves the process)")
     return checked, options
 

@@ -13,8 +13,8 @@ from hefl_faults import TALLY, child_pids, open_sockets
 
 import hefl
 from hefl._envelope import Kind
-from hefl.transports.curve import generate_curve_keypair
 from hefl.errors import CodecError, PeerFailed
+from hefl.transports.curve import generate_curve_keypair
 from hefl.transports.zmq import ZmqTransport
 
 pytestmark = pytest.mark.timeout(30, method="thread")
