@@ -117,6 +117,12 @@ class RunOptions:
             )
         if not isinstance(self.curve, bool):
             raise ConfigError(f"curve must be True or False, got {self.curve!r}")
+        if self.max_workers is not None and self.executor not in ("process", "thread"):
+            raise ConfigError(
+                f"max_workers sizes a 'process' or 'thread' executor; it cannot apply to "
+                f"executor={self.executor!r} (leave max_workers out, or size that executor "
+                "yourself)"
+            )
 
     @classmethod
     def from_keywords(cls, keywords: RunKeywords | dict[str, Any]) -> RunOptions:

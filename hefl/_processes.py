@@ -197,8 +197,10 @@ def run_processes(
                 "processes=True use module-level functions or functools.partial of them"
             ) from exc
     names = list(roles)
-    workers = options.max_workers or max(1, cpu_count() // len(names))
-    options = dataclasses.replace(options, max_workers=workers)
+    if options.executor in ("process", "thread") and options.max_workers is None:
+        # the parties share this machine's cores
+        workers = max(1, cpu_count() // len(names))
+        options = dataclasses.replace(options, max_workers=workers)
     setup = {"curve_keys": _curve_keys(names) if options.curve else None, "address": address}
     ctx = multiprocessing.get_context("spawn")
     supervisor = _Supervisor(names, options, kill_grace)

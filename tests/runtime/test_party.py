@@ -183,6 +183,7 @@ def test_bad_arguments():
         ({"stream_windw": 8}, r"unknown option\(s\) \['stream_windw'\]"),
         ({"timeout": -1}, "timeout must be a positive number"),
         ({"processes": True, "executor": concurrent.futures.ThreadPoolExecutor(1)}, "by name"),
+        ({"executor": "inline", "max_workers": 2}, "max_workers sizes"),
     ],
 )
 def test_conflicting_or_unknown_options_are_refused_before_anything_starts(kwargs, match):
