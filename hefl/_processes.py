@@ -252,6 +252,15 @@ class _Supervisor:
         self.start = time.monotonic()
 
     def run(self) -> RunResult:
+        """Hand out the address book once every child is bound, then collect the outcomes.
+
+        Returns:
+            the :class:`RunResult` of the run.
+
+        Raises:
+            PeerFailed: a party failed, died or did not start in time.
+            ProtocolError: the federation did not finish within the timeout.
+        """
         self._collect_addresses()
         if self.outcomes:  # a party failed to start: stop the others
             for name in self.book:
