@@ -5,15 +5,10 @@ The public namespaces are ``hefl`` (runtime and errors), ``hefl.crypto``, ``hefl
 """
 
 from hefl._config import FederationConfig, PartySpec, load_federation, run_party, run_party_async
-from hefl._curve import (
-    CurveKeyPair,
-    generate_curve_keypair,
-    load_curve_keypair,
-    save_curve_keypair,
-)
 from hefl._executor import Executor, InlineExecutor, LazyProcessPool, cpu_count
 from hefl._federation import RunResult, run, run_async
-from hefl._party import Party, RuntimeOptions
+from hefl._options import RuntimeOptions
+from hefl._party import Party
 from hefl._streams import StreamReceiver, StreamSender
 from hefl._tracing import Span, Trace, Tracer, merge_statistics
 from hefl.errors import (
@@ -30,6 +25,12 @@ from hefl.errors import (
     TransportBroken,
     TransportClosed,
     TransportError,
+)
+from hefl.transports.curve import (
+    CurveKeyPair,
+    generate_curve_keypair,
+    load_curve_keypair,
+    save_curve_keypair,
 )
 
 __version__ = "0.1.0"

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hefl._curve import CurveKeyPair, check_curve_key, load_curve_key
-from hefl._executor import make_executor
-from hefl._federation import RunResult, loop_factory
-from hefl._party import Party, RuntimeOptions, check_name
-from hefl.codec import DEFAULT_MAX_MESSAGE_BYTES, Codec
+from hefl._assembly import RunResult, executor_scope, loop_factory, run_party_role
+from hefl._options import RunOptions, RuntimeOptions, check_name
+from hefl._party import Party
+from hefl.codec import DEFAULT_MAX_MESSAGE_BYTES
 from hefl.errors import ConfigError
+from hefl.transports.curve import CurveKeyPair, check_curve_key, curve_public, load_curve_key
 
 _FEDERATION_KEYS = {
     "heartbeat_interval",
@@ -108,22 +108,7 @@ def load_federation(source: str | Path | Mapping[str, Any]) -> FederationConfig:
         ConfigError: the file is missing or malformed, or a value is invalid (the message names
             the key).
     """
-    base = Path.cwd()
-    if isinstance(source, Mapping):
-        data = dict(source)
-    else:
-        text = str(source)
-        if isinstance(source, Path) or "\n" not in text:
-            path = Path(source)
-            try:
-                text = path.read_text()
-            except OSError as exc:
-                raise ConfigError(f"cannot read federation file {path}: {exc}") from exc
-            base = path.resolve().parent
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"federation TOML is malformed: {exc}") from exc
+    data, base = _read_source(source)
     unknown = set(data) - {"federation", "parties"}
     if unknown:
         raise ConfigError(f"unknown top-level TOML tables {sorted(unknown)}")
@@ -141,49 +126,75 @@ def load_federation(source: str | Path | Mapping[str, Any]) -> FederationConfig:
     parties_raw = data.get("parties")
     if not isinstance(parties_raw, dict) or len(parties_raw) < 2:
         raise ConfigError("a federation needs a [parties.<name>] table for at least two parties")
-    parties: dict[str, PartySpec] = {}
-    for name, spec in parties_raw.items():
-        check_name(name)
-        if not isinstance(spec, dict):
-            raise ConfigError(f"[parties.{name}] must be a table")
-        bad = set(spec) - _PARTY_KEYS
-        if bad:
-            raise ConfigError(f"unknown keys {sorted(bad)} in [parties.{name}]")
-        address = spec.get("address")
-        if not isinstance(address, str) or not address.startswith(("tcp://", "ipc://")):
-            raise ConfigError(
-                f"[parties.{name}] address must be a tcp:// or ipc:// address, got {address!r}"
-            )
-        bind = spec.get("bind", address)
-        if not isinstance(bind, str) or not bind.startswith(("tcp://", "ipc://")):
-            raise ConfigError(f"[parties.{name}] bind must be a tcp:// or ipc:// address")
-        public_key = spec.get("public_key")
-        if public_key is not None:
-            check_curve_key(public_key, f"public_key of party {name!r}")
-        elif curve:
-            raise ConfigError(f"curve = true but [parties.{name}] has no public_key")
-        secret = spec.get("secret_key_file")
-        secret_path = None
-        if secret is not None:
-            if not isinstance(secret, str):
-                raise ConfigError(f"[parties.{name}] secret_key_file must be a path string")
-            secret_path = Path(secret) if Path(secret).is_absolute() else base / secret
-        parties[name] = PartySpec(name, address, bind, public_key, secret_path)
+    parties = {name: _party_spec(name, spec, curve, base) for name, spec in parties_raw.items()}
+    max_bytes = fed.get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)
+    if type(max_bytes) is not int or max_bytes <= 0:
+        raise ConfigError(f"max_message_bytes must be a positive integer, got {max_bytes!r}")
+    return FederationConfig(parties, _runtime_options(fed), max_bytes, curve)
+
+
+def _read_source(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], Path]:
+    """The parsed TOML and the folder relative key paths are resolved against."""
+    if isinstance(source, Mapping):
+        return dict(source), Path.cwd()
+    base = Path.cwd()
+    text = str(source)
+    if isinstance(source, Path) or "\n" not in text:
+        path = Path(source)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read federation file {path}: {exc}") from exc
+        base = path.resolve().parent
+    try:
+        return tomllib.loads(text), base
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"federation TOML is malformed: {exc}") from exc
+
+
+def _party_spec(name: str, spec: Any, curve: bool, base: Path) -> PartySpec:
+    """Validate one ``[parties.<name>]`` table."""
+    check_name(name)
+    if not isinstance(spec, dict):
+        raise ConfigError(f"[parties.{name}] must be a table")
+    bad = set(spec) - _PARTY_KEYS
+    if bad:
+        raise ConfigError(f"unknown keys {sorted(bad)} in [parties.{name}]")
+    address = spec.get("address")
+    if not isinstance(address, str) or not address.startswith(("tcp://", "ipc://")):
+        raise ConfigError(
+            f"[parties.{name}] address must be a tcp:// or ipc:// address, got {address!r}"
+        )
+    bind = spec.get("bind", address)
+    if not isinstance(bind, str) or not bind.startswith(("tcp://", "ipc://")):
+        raise ConfigError(f"[parties.{name}] bind must be a tcp:// or ipc:// address")
+    public_key = spec.get("public_key")
+    if public_key is not None:
+        check_curve_key(public_key, f"public_key of party {name!r}")
+    elif curve:
+        raise ConfigError(f"curve = true but [parties.{name}] has no public_key")
+    secret = spec.get("secret_key_file")
+    secret_path = None
+    if secret is not None:
+        if not isinstance(secret, str):
+            raise ConfigError(f"[parties.{name}] secret_key_file must be a path string")
+        secret_path = Path(secret) if Path(secret).is_absolute() else base / secret
+    return PartySpec(name, address, bind, public_key, secret_path)
+
+
+def _runtime_options(fed: dict[str, Any]) -> RuntimeOptions:
+    """The runtime options of ``[federation]`` (heartbeats on by default across hosts)."""
     heartbeat = fed.get("heartbeat_interval", 2.0)
     if heartbeat == 0:  # TOML has no null: 0 switches heartbeats off
         heartbeat = None
     peer_timeout = fed.get("peer_timeout", 30.0) if heartbeat is not None else None
-    options = RuntimeOptions(
+    return RuntimeOptions(
         stream_window=fed.get("stream_window", 32),
         connect_timeout=fed.get("connect_timeout", 120.0),
         heartbeat_interval=heartbeat,
         peer_timeout=peer_timeout,
         recv_timeout=fed.get("recv_timeout"),
     )
-    max_bytes = fed.get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)
-    if type(max_bytes) is not int or max_bytes <= 0:
-        raise ConfigError(f"max_message_bytes must be a positive integer, got {max_bytes!r}")
-    return FederationConfig(parties, options, max_bytes, curve)
 
 
 def _resolve_keys(
@@ -209,10 +220,7 @@ def _resolve_keys(
         else:
             secret = check_curve_key(secret_key, "secret key")
         keys = CurveKeyPair(spec.public_key, secret)  # type: ignore[arg-type]
-    import zmq
-
-    derived = zmq.curve_public(keys.secret.encode("ascii")).decode("ascii")
-    if derived != spec.public_key:
+    if curve_public(keys.secret) != spec.public_key:
         raise ConfigError(
             f"the secret key given for {name!r} does not match its public_key in the federation "
             "file (wrong key file?)"
@@ -240,10 +248,16 @@ async def run_party_async(
 
     keys = _resolve_keys(config, name, secret_key)
     peers = [p for p in config.names if p != name]
-    me = config.parties[name]
+    options = RunOptions(
+        executor=executor,
+        max_workers=max_workers,
+        max_message_bytes=config.max_message_bytes,
+        curve=config.curve,
+        runtime=config.options,
+    )
     transport = ZmqTransport(
         name,
-        me.bind,
+        config.parties[name].bind,
         {p: config.parties[p].address for p in peers},
         curve=keys,
         peer_keys={p: config.parties[p].public_key for p in peers} if keys else None,  # type: ignore[misc]
@@ -254,23 +268,11 @@ async def run_party_async(
     except BaseException:
         await transport.close(linger=0)
         raise
-    pool, owned = make_executor(executor, max_workers)
-    party = Party(
-        name,
-        peers,
-        transport,
-        codec=Codec(max_message_bytes=config.max_message_bytes),
-        executor=pool,
-        options=config.options,
-    )
-    try:
-        value = await party.run_role(role)
-    finally:
-        if owned:
-            pool.shutdown(wait=True, cancel_futures=True)
-    if party.error is not None:  # pragma: no cover - run_role raises in that case
-        raise party.error
-    return RunResult({name: value}, {name: party.statistics()}, list(party.tracer.spans))
+    with executor_scope(executor, max_workers) as pool:
+        outcome = await run_party_role(name, peers, transport, role, options, pool)
+    if outcome.error is not None:
+        raise outcome.error
+    return RunResult({name: outcome.value}, {name: outcome.statistics}, outcome.spans)
 
 
 def run_party(

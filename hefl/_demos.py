@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hefl._progress import RoundProgress, TreeProgress
 from hefl.crypto import _native as native
 from hefl.data import Dataset, adult_vertical_parts, load_adult
+
+if TYPE_CHECKING:
+    from hefl._party import Party
 
 
 def subsample(data: Dataset, rows: int, seed: int = 0) -> Dataset:
@@ -161,7 +164,7 @@ def vf2boost_party_role(
 
 
 async def _vf2boost_party(
-    party: Any, names: list[str], index: int, cfg: Any, rows: int, keypair: Any
+    party: Party, names: list[str], index: int, cfg: Any, rows: int, keypair: Any
 ) -> dict[str, Any]:
     from hefl.protocols.vf2boost import (
         active_party,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import pickle
@@ -28,47 +29,96 @@ import traceback
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from hefl._executor import cpu_count, make_executor
-from hefl._federation import RunResult, as_peer_failed, loop_factory
-from hefl._party import Party, RuntimeOptions
-from hefl.codec import Codec
+from hefl._assembly import (
+    Outcome,
+    Role,
+    RunResult,
+    executor_scope,
+    loop_factory,
+    run_party_role,
+    run_result,
+)
+from hefl._executor import cpu_count
+from hefl._liveness import Liveness
+from hefl._options import RunOptions
 from hefl.errors import ConfigError, PeerFailed, ProtocolError
 
 _SUPERVISOR = "<supervisor>"
 
 
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "its process vanished"
-    if code < 0:
-        try:
-            sig = signal.Signals(-code).name
-        except ValueError:
-            sig = f"signal {-code}"
-        return f"its process was killed by {sig}"
-    return f"its process exited with code {code} before reporting a result"
+# ---------------------------------------------------------------------- the party process
 
 
-def _picklable(value: Any) -> Any:
-    try:
-        pickle.dumps(value)
-        return value
-    except Exception:
-        return None
-
-
-def _child_main(name: str, role: Any, names: list[str], conn: Connection, cfg: dict) -> None:
+def _child_main(
+    name: str, role: Role, names: list[str], conn: Connection, options: RunOptions, setup: dict
+) -> None:
     """Entry point of a party process."""
     # The parent supervises; a Ctrl-C in the terminal must not kill children mid-flush.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        with asyncio.Runner(loop_factory=loop_factory(cfg["use_uvloop"])) as runner:
-            runner.run(_child_async(name, role, names, conn, cfg))
+        with asyncio.Runner(loop_factory=loop_factory(options.use_uvloop)) as runner:
+            runner.run(_child_async(name, role, names, conn, options, setup))
     except BaseException as exc:  # report what we can; the parent treats silence as death
         with contextlib.suppress(Exception):
-            conn.send(("failed", time.time(), _picklable(exc), traceback.format_exc(), {}, []))
+            conn.send(("outcome", _sendable(Outcome(name, error=exc, failed_at=time.time()))))
     finally:
         conn.close()
+
+
+async def _child_async(
+    name: str, role: Role, names: list[str], conn: Connection, options: RunOptions, setup: dict
+) -> None:
+    from hefl.transports.zmq import ZmqTransport
+
+    keys = setup["curve_keys"]
+    peers = [p for p in names if p != name]
+    transport = ZmqTransport(
+        name,
+        setup["address"],
+        curve=keys[name] if keys else None,
+        peer_keys={p: keys[p].public for p in peers} if keys else None,
+        max_message_bytes=options.max_message_bytes,
+    )
+    try:
+        conn.send(("bound", transport.bind()))
+        message = await _recv_pipe(conn)
+        if message[0] != "book":  # another party failed to start
+            await transport.close(linger=0)
+            return
+    except BaseException:
+        await transport.close(linger=0)
+        raise
+    transport.connect({p: message[1][p] for p in peers})
+    await transport.start()
+    loop = asyncio.get_running_loop()
+
+    def supervise(liveness: Liveness) -> None:
+        loop.add_reader(conn.fileno(), _on_pipe, loop, conn, liveness)
+
+    try:
+        with executor_scope(options.executor, options.max_workers) as pool:
+            outcome = await run_party_role(name, peers, transport, role, options, pool, supervise)
+    finally:
+        _unwatch(loop, conn)
+    try:
+        conn.send(("outcome", _sendable(outcome)))
+    except Exception as exc:  # e.g. an unpicklable return value
+        why = f"the result of party {name!r} cannot be sent to the parent: {exc}"
+        outcome = dataclasses.replace(outcome, value=None, error=ConfigError(why))
+        conn.send(("outcome", dataclasses.replace(outcome, failed_at=time.time())))
+
+
+def _on_pipe(loop: asyncio.AbstractEventLoop, conn: Connection, liveness: Liveness) -> None:
+    """The parent tells us about dead peers; EOF means the parent itself is gone."""
+    try:
+        os.set_blocking(conn.fileno(), True)  # read whole messages (see _unwatch)
+        msg = conn.recv()
+    except (EOFError, OSError):
+        _unwatch(loop, conn)
+        liveness.fail(_SUPERVISOR, "the supervising process exited")
+        return
+    if msg[0] == "lost":
+        liveness.peer_lost(msg[1], msg[2])
 
 
 async def _recv_pipe(conn: Connection) -> Any:
@@ -97,109 +147,43 @@ def _unwatch(loop: asyncio.AbstractEventLoop, conn: Connection) -> None:
         os.set_blocking(conn.fileno(), True)
 
 
-async def _child_async(name: str, role: Any, names: list[str], conn: Connection, cfg: dict) -> None:
-    from hefl.transports.zmq import ZmqTransport
-
-    keys = cfg["curve_keys"]
-    transport = ZmqTransport(
-        name,
-        cfg["address"],
-        curve=keys[name] if keys else None,
-        peer_keys={p: keys[p].public for p in names if p != name} if keys else None,
-        max_message_bytes=cfg["max_message_bytes"],
-    )
+def _sendable(outcome: Outcome) -> Outcome:
+    """The outcome with its error ready for the pipe: the child's traceback as a note, and a
+    ProtocolError standing in for an exception that cannot be pickled."""
+    exc = outcome.error
+    if exc is None:
+        return outcome
+    text = "".join(traceback.format_exception(exc))
     try:
-        address = transport.bind()
-    except BaseException:
-        await transport.close(linger=0)
-        raise
-    conn.send(("bound", address))
-    message = await _recv_pipe(conn)
-    if message[0] != "book":
-        await transport.close(linger=0)
-        return
-    peers = [p for p in names if p != name]
-    transport.connect({p: message[1][p] for p in peers})
-    await transport.start()
-    pool, owned = make_executor(cfg["executor"], cfg["max_workers"])
-    party = Party(
-        name,
-        peers,
-        transport,
-        codec=Codec(max_message_bytes=cfg["max_message_bytes"]),
-        executor=pool,
-        options=cfg["options"],
-    )
-    loop = asyncio.get_running_loop()
+        pickle.dumps(exc)
+    except Exception:
+        exc = ProtocolError(f"party {outcome.name!r} failed with an unpicklable exception")
+    with contextlib.suppress(Exception):
+        exc.add_note(f"in the process of party {outcome.name!r}:\n{text}")
+    return dataclasses.replace(outcome, error=exc)
 
-    def on_pipe() -> None:
-        # The parent tells us about dead peers; EOF means the parent itself is gone.
-        try:
-            os.set_blocking(conn.fileno(), True)  # read whole messages (see _unwatch)
-            msg = conn.recv()
-        except (EOFError, OSError):
-            _unwatch(loop, conn)
-            party._set_failure(_SUPERVISOR, "the supervising process exited")
-            return
-        if msg[0] == "lost":
-            party.peer_lost(msg[1], msg[2])
 
-    loop.add_reader(conn.fileno(), on_pipe)
-    outcome: tuple
-    try:
-        try:
-            value = await party.run_role(role)
-        except BaseException as exc:
-            outcome = (
-                "failed",
-                party.failed_at or time.time(),
-                _picklable(exc),
-                "".join(traceback.format_exception(exc)),
-            )
-        else:
-            outcome = ("done", value)
-    finally:
-        _unwatch(loop, conn)
-        if owned:
-            pool.shutdown(wait=True, cancel_futures=True)
-    stats = party.statistics()
-    spans = party.tracer.spans
-    try:
-        conn.send((*outcome, stats, spans))
-    except Exception as exc:  # e.g. an unpicklable return value
-        conn.send(
-            (
-                "failed",
-                time.time(),
-                ConfigError(f"the result of party {name!r} cannot be sent to the parent: {exc}"),
-                "",
-                stats,
-                spans,
-            )
-        )
+# ---------------------------------------------------------------------- the supervisor
 
 
 def run_processes(
-    roles: dict[str, Any],
+    roles: dict[str, Role],
+    options: RunOptions,
     *,
-    executor: Any = "process",
-    max_workers: int | None = None,
-    timeout: float | None = None,
-    max_message_bytes: int,
-    curve: bool = False,
-    use_uvloop: bool = True,
-    options: RuntimeOptions,
     address: str = "tcp://127.0.0.1:*",
     kill_grace: float = 5.0,
 ) -> RunResult:
     """Run every role in its own spawned process over ZeroMQ; see :func:`hefl.run`.
 
+    Returns:
+        the :class:`RunResult` of the run.
+
     Raises:
         ConfigError: a role is not picklable or the executor is not given by name.
         PeerFailed: a party failed or its process died.
-        ProtocolError: the federation did not finish within ``timeout``.
+        ProtocolError: the federation did not finish within ``options.timeout``.
     """
-    if not isinstance(executor, str):
+    if not isinstance(options.executor, str):
         raise ConfigError(
             "with processes=True the executor must be given by name ('process', 'thread', "
             "'inline'): each party process creates its own"
@@ -213,161 +197,178 @@ def run_processes(
                 "processes=True use module-level functions or functools.partial of them"
             ) from exc
     names = list(roles)
-    keys = None
-    if curve:
-        from hefl._curve import generate_curve_keypair
-
-        keys = {name: generate_curve_keypair() for name in names}
-    cfg = {
-        "executor": executor,
-        "max_workers": max_workers or max(1, cpu_count() // len(names)),
-        "max_message_bytes": max_message_bytes,
-        "use_uvloop": use_uvloop,
-        "options": options,
-        "curve_keys": keys,
-        "address": address,
-    }
+    if options.executor in ("process", "thread") and options.max_workers is None:
+        # the parties share this machine's cores
+        workers = max(1, cpu_count() // len(names))
+        options = dataclasses.replace(options, max_workers=workers)
+    setup = {"curve_keys": _curve_keys(names) if options.curve else None, "address": address}
     ctx = multiprocessing.get_context("spawn")
-    conns: dict[str, Connection] = {}
-    procs: dict[str, Any] = {}
+    supervisor = _Supervisor(names, options, kill_grace)
     try:
         for name in names:
             parent_end, child_end = ctx.Pipe()
             proc = ctx.Process(
                 target=_child_main,
-                args=(name, roles[name], names, child_end, cfg),
+                args=(name, roles[name], names, child_end, options, setup),
                 name=f"hefl-party-{name}",
             )
             proc.start()
             child_end.close()
-            conns[name], procs[name] = parent_end, proc
-        return _supervise(names, conns, procs, options, timeout, kill_grace)
+            supervisor.conns[name], supervisor.procs[name] = parent_end, proc
+        return supervisor.run()
     finally:
-        for proc in procs.values():
+        supervisor.reap()
+
+
+def _curve_keys(names: list[str]) -> dict[str, Any]:
+    from hefl.transports.curve import generate_curve_keypair
+
+    return {name: generate_curve_keypair() for name in names}
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "its process vanished"
+    if code < 0:
+        try:
+            sig = signal.Signals(-code).name
+        except ValueError:
+            sig = f"signal {-code}"
+        return f"its process was killed by {sig}"
+    return f"its process exited with code {code} before reporting a result"
+
+
+class _Supervisor:
+    """Waits on the party processes (pipes and process sentinels) from the calling thread."""
+
+    def __init__(self, names: list[str], options: RunOptions, kill_grace: float) -> None:
+        self.names = names
+        self.options = options
+        self.kill_grace = kill_grace
+        self.conns: dict[str, Connection] = {}
+        self.procs: dict[str, Any] = {}
+        self.book: dict[str, str] = {}
+        self.outcomes: dict[str, Outcome] = {}
+        self.start = time.monotonic()
+
+    def run(self) -> RunResult:
+        """Hand out the address book once every child is bound, then collect the outcomes.
+
+        Returns:
+            the :class:`RunResult` of the run.
+
+        Raises:
+            PeerFailed: a party failed, died or did not start in time.
+            ProtocolError: the federation did not finish within the timeout.
+        """
+        self._collect_addresses()
+        if self.outcomes:  # a party failed to start: stop the others
+            for name in self.book:
+                with contextlib.suppress(OSError):
+                    self.conns[name].send(("stop",))
+            return run_result(self.outcomes.values())
+        for name in self.names:
+            self.conns[name].send(("book", self.book))
+        self._collect_outcomes()
+        return run_result(self.outcomes[name] for name in self.names)
+
+    def reap(self) -> None:
+        """Kill whatever still runs; close the pipes."""
+        for proc in self.procs.values():
             if proc.is_alive():
                 proc.kill()
-        for proc in procs.values():
+        for proc in self.procs.values():
             proc.join(5)
-        for conn in conns.values():
+        for conn in self.conns.values():
             conn.close()
 
+    def _died(self, name: str, cause: str) -> None:
+        self.outcomes[name] = Outcome(name, error=PeerFailed(name, cause), failed_at=time.time())
 
-def _supervise(
-    names: list[str],
-    conns: dict[str, Connection],
-    procs: dict[str, Any],
-    options: RuntimeOptions,
-    timeout: float | None,
-    kill_grace: float,
-) -> RunResult:
-    start = time.monotonic()
-    deadline = None if timeout is None else start + timeout
-    # phase 1: every child binds and reports its address
-    book: dict[str, str] = {}
-    setup_seconds = options.connect_timeout + 60.0  # spawning imports numpy etc.
-    setup_deadline = start + setup_seconds
-    if timeout is not None:  # then deadline == start + timeout
-        setup_deadline = min(setup_deadline, start + timeout)
-        setup_seconds = min(setup_seconds, timeout)
-    outcomes: dict[str, tuple] = {}
-    closed: set[str] = set()  # pipe closed before a report: wait for the exit code instead
-    while len(book) + len(outcomes) < len(names):
-        pending = [
-            conns[n] for n in names if n not in book and n not in outcomes and n not in closed
-        ]
-        sentinels = [procs[n].sentinel for n in names if n not in book and n not in outcomes]
-        remaining = setup_deadline - time.monotonic()
-        if remaining <= 0:
-            missing = [n for n in names if n not in book and n not in outcomes]
-            raise PeerFailed(missing[0], f"its process did not start within {setup_seconds:g} s")
-        ready = wait(pending + sentinels, remaining)
-        for name in names:
-            if name in book or name in outcomes:
-                continue
-            if name not in closed and (conns[name] in ready or conns[name].poll()):
-                try:
-                    msg = conns[name].recv()
-                except EOFError:  # the child is dying before reporting anything
-                    closed.add(name)
-                    continue
-                if msg[0] == "bound":
-                    book[name] = msg[1]
-                else:
-                    outcomes[name] = msg
-            elif procs[name].sentinel in ready:
-                procs[name].join(5)  # the sentinel closes a moment before the exit is reapable
-                outcomes[name] = ("died", time.time(), _describe_exit(procs[name].exitcode))
-    if outcomes:
-        for name in book:
-            with contextlib.suppress(OSError):
-                conns[name].send(("stop",))
-        return _result(names, outcomes)
-    for name in names:
-        conns[name].send(("book", book))
-    # phase 2: wait for outcomes; a dead process is reported to everyone still running
-    kill_at: float | None = None
-    while len(outcomes) < len(names):
-        now = time.monotonic()
-        limits = [t for t in (deadline, kill_at) if t is not None]
-        wait_for = None if not limits else max(0.0, min(limits) - now)
-        live = [n for n in names if n not in outcomes]
-        ready = wait([conns[n] for n in live] + [procs[n].sentinel for n in live], wait_for)
-        for name in live:
-            if conns[name] in ready or conns[name].poll():
-                try:
-                    outcomes[name] = conns[name].recv()
-                    continue
-                except EOFError:
-                    procs[name].join(1)
-            if procs[name].sentinel in ready and name not in outcomes:
-                if conns[name].poll():
-                    with contextlib.suppress(EOFError):
-                        outcomes[name] = conns[name].recv()
+    def _collect_addresses(self) -> None:
+        """Phase 1: every child binds and reports its address (or fails)."""
+        timeout = self.options.timeout
+        setup_seconds = self.options.runtime.connect_timeout + 60.0  # spawning imports numpy
+        if timeout is not None:
+            setup_seconds = min(setup_seconds, timeout)
+        deadline = self.start + setup_seconds
+        closed: set[str] = set()  # pipe closed before a report: wait for the exit code instead
+        while True:
+            waiting = [n for n in self.names if n not in self.book and n not in self.outcomes]
+            if not waiting:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PeerFailed(
+                    waiting[0], f"its process did not start within {setup_seconds:g} s"
+                )
+            pipes = [self.conns[n] for n in waiting if n not in closed]
+            ready = wait(pipes + [self.procs[n].sentinel for n in waiting], remaining)
+            for name in waiting:
+                conn, proc = self.conns[name], self.procs[name]
+                if name not in closed and (conn in ready or conn.poll()):
+                    try:
+                        msg = conn.recv()
+                    except EOFError:  # the child is dying before reporting anything
+                        closed.add(name)
                         continue
-                procs[name].join(1)
-                cause = _describe_exit(procs[name].exitcode)
-                outcomes[name] = ("died", time.time(), cause)
-                for other in names:
-                    if other not in outcomes:
-                        with contextlib.suppress(OSError):
-                            conns[other].send(("lost", name, cause))
-        if kill_at is None and any(o[0] != "done" for o in outcomes.values()):
-            kill_at = time.monotonic() + kill_grace
-        now = time.monotonic()
-        if kill_at is not None and now >= kill_at and len(outcomes) < len(names):
-            for name in names:
-                if name not in outcomes:
-                    procs[name].kill()
-                    outcomes[name] = ("died", time.time(), "killed after the federation failed")
-        if deadline is not None and now >= deadline and len(outcomes) < len(names):
-            stuck = [n for n in names if n not in outcomes]
-            raise ProtocolError(
-                f"the federation did not finish within {timeout:g} s; still running: {stuck}"
+                    if msg[0] == "bound":
+                        self.book[name] = msg[1]
+                    else:
+                        self.outcomes[name] = msg[1]
+                elif proc.sentinel in ready:
+                    proc.join(5)  # the sentinel closes a moment before the exit is reapable
+                    self._died(name, _describe_exit(proc.exitcode))
+
+    def _collect_outcomes(self) -> None:
+        """Phase 2: wait for outcomes; a dead process is reported to everyone still running."""
+        timeout = self.options.timeout
+        deadline = None if timeout is None else self.start + timeout
+        kill_at: float | None = None
+        while len(self.outcomes) < len(self.names):
+            limits = [t for t in (deadline, kill_at) if t is not None]
+            wait_for = None if not limits else max(0.0, min(limits) - time.monotonic())
+            live = [n for n in self.names if n not in self.outcomes]
+            ready = wait(
+                [self.conns[n] for n in live] + [self.procs[n].sentinel for n in live], wait_for
             )
-    return _result(names, outcomes)
+            for name in live:
+                self._check_child(name, ready)
+            if kill_at is None and any(o.error is not None for o in self.outcomes.values()):
+                kill_at = time.monotonic() + self.kill_grace
+            now = time.monotonic()
+            if kill_at is not None and now >= kill_at:
+                for name in self.names:
+                    if name not in self.outcomes:
+                        self.procs[name].kill()
+                        self._died(name, "killed after the federation failed")
+            if deadline is not None and now >= deadline and len(self.outcomes) < len(self.names):
+                stuck = [n for n in self.names if n not in self.outcomes]
+                raise ProtocolError(
+                    f"the federation did not finish within {timeout:g} s; still running: {stuck}"
+                )
 
-
-def _result(names: list[str], outcomes: dict[str, tuple]) -> RunResult:
-    failures = []
-    for name, outcome in outcomes.items():
-        if outcome[0] == "died":
-            failures.append((outcome[1], name, PeerFailed(name, outcome[2])))
-        elif outcome[0] == "failed":
-            exc = outcome[2]
-            if exc is None:
-                exc = ProtocolError(f"party {name!r} failed with an unpicklable exception")
-            if outcome[3]:
-                with contextlib.suppress(Exception):
-                    exc.add_note(f"in the process of party {name!r}:\n{outcome[3]}")
-            failures.append((outcome[1], name, exc))
-    if failures:
-        _, name, exc = min(failures, key=lambda f: f[0])
-        raise as_peer_failed(name, exc)
-    return RunResult(
-        {name: outcomes[name][1] for name in names},
-        {name: outcomes[name][2] for name in names},
-        [s for name in names for s in outcomes[name][3]],
-    )
+    def _check_child(self, name: str, ready: list[Any]) -> None:
+        conn, proc = self.conns[name], self.procs[name]
+        if conn in ready or conn.poll():
+            try:
+                self.outcomes[name] = conn.recv()[1]
+                return
+            except EOFError:
+                proc.join(1)
+        if proc.sentinel not in ready or name in self.outcomes:
+            return
+        if conn.poll():
+            with contextlib.suppress(EOFError):
+                self.outcomes[name] = conn.recv()[1]
+                return
+        proc.join(1)
+        cause = _describe_exit(proc.exitcode)
+        self._died(name, cause)
+        for other in self.names:
+            if other not in self.outcomes:
+                with contextlib.suppress(OSError):
+                    self.conns[other].send(("lost", name, cause))
 
 
 __all__ = ["run_processes"]

@@ -49,12 +49,15 @@ class Tracer:
     """Records the spans of one party.
 
     Args:
-        party: the party's name.
+        party_name: the name of the party whose spans it records.
         max_spans: stop recording (and count drops) beyond this many spans.
+
+    Attributes:
+        party: the party's name (stamped on every span).
     """
 
-    def __init__(self, party: str, max_spans: int = 200_000) -> None:
-        self.party = party
+    def __init__(self, party_name: str, max_spans: int = 200_000) -> None:
+        self.party = party_name
         self.spans: list[Span] = []
         self.max_spans = max_spans
         self.dropped = 0

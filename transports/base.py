@@ -6,25 +6,46 @@ frames (bytes-like buffers), between named parties. The runtime encodes objects 
 :meth:`Transport.recv` in a loop and feeds the tag-addressed buffers (so a pending receive is
 never cancelled and no message is lost).
 
-Optionally a transport reports connections that drop: ``set_connection_listener(listener)``
-makes it call ``listener(peer, event)`` on the event loop, with ``event`` one of ``"down"``
-(the connection to ``peer`` dropped: messages in flight may be lost), ``"up"`` (connected,
-again after a ``"down"``) and ``"replaced"`` (``peer``, which had already delivered messages,
-connected anew, so its previous connection dropped). The runtime turns a drop before the
-peer's goodbye into a failure naming it, instead of waiting for messages that were lost. A
-transport whose connections cannot drop (in-process queues) accepts the listener and never
-calls it; one without the method is simply not watched.
+Optionally a transport judges its links: ``watch_links(listener)`` makes it call
+``listener(LinkLost(...))`` on the event loop when messages to or from a peer may have been
+lost (ZeroMQ reconnects by itself and drops whatever was in flight, without a word), and
+``expect_close(peer)`` tells it that ``peer`` said goodbye, so its link may now drop without
+loss. The runtime turns a :class:`LinkLost` into a failure naming the party responsible,
+instead of waiting for messages that were lost. A transport whose links cannot drop
+(in-process queues) accepts the listener and never calls it; one without the methods is simply
+not watched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 Buffer = bytes | bytearray | memoryview
 
-ConnectionListener = Callable[[str, str], None]
-"""``listener(peer, event)``, event ``"down"``, ``"up"`` or ``"replaced"`` (see above)."""
+
+@dataclass(frozen=True)
+class LinkLost:
+    """A transport's verdict: messages on the link with ``peer`` may have been lost.
+
+    Attributes:
+        peer: the peer at the other end of the link.
+        origin: the party the failure is to be blamed on: ``peer``, or this party when it was
+            the peer that refused something of ours.
+        cause: what happened, for the error message.
+        peer_alive: the peer still runs (it should be told about the failure); False when
+            its process or its network is gone.
+    """
+
+    peer: str
+    origin: str
+    cause: str
+    peer_alive: bool
+
+
+LinkListener = Callable[[LinkLost], None]
+"""``listener(lost)``, called on the event loop (see :class:`LinkLost`)."""
 
 
 @runtime_checkable
@@ -74,4 +95,4 @@ class Transport(Protocol):
         ...
 
 
-__all__ = ["Buffer", "ConnectionListener", "Transport"]
+__all__ = ["Buffer", "LinkListener", "LinkLost", "Transport"]

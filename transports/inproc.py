@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from hefl.errors import ConfigError, TransportClosed, TransportError
 
-from .base import Buffer, ConnectionListener
+from .base import Buffer, LinkListener
 
 _CLOSED = object()
 
@@ -70,8 +70,11 @@ class InprocTransport:
             raise TransportClosed(f"party {self.name!r}: transport closed")
         return item
 
-    def set_connection_listener(self, listener: ConnectionListener | None) -> None:
-        """Accepted for symmetry with the ZeroMQ transport: queues never drop a connection."""
+    def watch_links(self, listener: LinkListener | None) -> None:
+        """Accepted for symmetry with the ZeroMQ transport: queues never lose a message."""
+
+    def expect_close(self, peer: str) -> None:
+        """Accepted for symmetry with the ZeroMQ transport (nothing to judge)."""
 
     async def close(self, linger: float | None = None) -> None:
         """Stop this endpoint (``linger`` is accepted for symmetry; nothing is queued); a pending :meth:`recv` raises TransportClosed."""

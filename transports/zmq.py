@@ -21,8 +21,8 @@ claims another party's id cannot block that party's connection).
 Dropped connections: ZeroMQ reconnects by itself and drops whatever was in flight, without a
 word; libzmq also drops an inbound frame over ``max_message_bytes`` (``MAXMSGSIZE``) together
 with the connection carrying it. So the transport watches its connections and reports drops to
-the runtime (:meth:`ZmqTransport.set_connection_listener`), which fails the federation naming
-the peer within about a second instead of leaving a receiver waiting for its recv_timeout: a
+the runtime (:meth:`ZmqTransport.watch_links`, judged by :class:`~hefl.transports.links.LinkJudge`),
+which fails the federation naming the peer within about a second instead of leaving a receiver waiting for its recv_timeout: a
 monitor on each DEALER sees our connection to that peer drop (its process died, the network
 failed, or it dropped us for an oversized frame and accepted us again); under CURVE the ZAP
 handler sees a peer that had already sent us messages connect anew (its previous connection
@@ -45,7 +45,9 @@ import zmq.asyncio
 
 from hefl.errors import ConfigError, TransportBroken, TransportClosed, TransportError
 
-from .base import Buffer, ConnectionListener
+from .base import Buffer, LinkListener
+from .curve import check_curve_key, generate_curve_keypair
+from .links import LinkJudge
 
 log = logging.getLogger("hefl.transports.zmq")
 
@@ -131,7 +133,7 @@ class ZmqTransport:
         linger_ms: how long close() may spend flushing queued messages.
         max_message_bytes: libzmq drops (and disconnects) an inbound frame larger than this
             before it is buffered in memory; the codec still checks whole messages. The
-            runtime is told (see :meth:`set_connection_listener`), so the federation fails
+            runtime is told (see :meth:`watch_links`), so the federation fails
             at once naming the sender instead of waiting for a message that never comes.
 
     Raises:
@@ -159,8 +161,6 @@ class ZmqTransport:
             if not zmq.has("curve"):
                 raise ConfigError("this libzmq has no CURVE support")
             for key in self._peer_keys.values():
-                from hefl._curve import check_curve_key
-
                 check_curve_key(key, "peer public key")
         elif self._peer_keys:
             raise ConfigError(f"peer_keys given for {name!r} but no CURVE keypair")
@@ -174,7 +174,7 @@ class ZmqTransport:
         self._dealers: dict[str, zmq.asyncio.Socket] = {}
         self._monitors: dict[str, zmq.asyncio.Socket] = {}  # one per DEALER
         self._watchers: dict[str, asyncio.Task] = {}
-        self._listener: ConnectionListener | None = None
+        self._links = LinkJudge(name, max_message_bytes)
         self._seen: set[str] = set()  # CURVE: who delivered messages over its connection
         self._closed = False
         self.address: str | None = None
@@ -263,7 +263,7 @@ class ZmqTransport:
             dealer.connect(addr)
             self._dealers[peer] = dealer
             self._peer_addrs[peer] = addr
-            if self._listener is not None:
+            if self._links.listener is not None:
                 self._watch(peer)
 
     async def start(self) -> None:
@@ -275,29 +275,40 @@ class ZmqTransport:
 
     # ------------------------------------------------------------------ connection events
 
-    def set_connection_listener(self, listener: ConnectionListener | None) -> None:
-        """Report connections that drop to ``listener(peer, event)`` (on the event loop).
+    def watch_links(self, listener: LinkListener | None) -> None:
+        """Report links on which messages may have been lost to ``listener`` (on the loop).
 
         ZeroMQ reconnects by itself and says nothing about what was in flight: a message
-        being sent when a connection dropped is lost. Events:
+        being sent when a connection dropped is lost. The transport watches:
 
-        - ``"down"``: our connection to ``peer`` dropped (its process exited or was killed,
-          the network failed, or its ROUTER dropped us for a frame over its
-          max_message_bytes); ``"up"``: it is connected (again).
-        - ``"replaced"`` (CURVE only): ``peer``, which had sent us messages, opened a new
-          connection, so its previous one dropped: it sent a frame over our
-          max_message_bytes, or the network failed.
+        - our connection to each peer (a monitor on its DEALER): it drops when the peer's
+          process exits or is killed, the network fails, or its ROUTER drops us for a frame
+          over its max_message_bytes;
+        - under CURVE, the ZAP handler: ``peer``, which had sent us messages, opening a new
+          connection means its previous one dropped (it sent a frame over our
+          max_message_bytes, or the network failed).
 
-        A dropped *inbound* connection cannot be attributed without CURVE: libzmq's ROUTER
-        names its connections to nobody (``ZMQ_ROUTER_NOTIFY`` is a draft option that the
-        released libzmq builds, including pyzmq's wheels, refuse with EINVAL, and socket
-        monitor events carry a file descriptor, not a peer). The sender's own transport
-        sees its side of it (``"down"`` then ``"up"``).
+        :class:`~hefl.transports.links.LinkJudge` turns these events into a
+        :class:`~hefl.transports.base.LinkLost` after a short grace. A dropped *inbound*
+        connection cannot be attributed without CURVE: libzmq's ROUTER names its connections
+        to nobody (``ZMQ_ROUTER_NOTIFY`` is a draft option that the released libzmq builds,
+        including pyzmq's wheels, refuse with EINVAL, and socket monitor events carry a file
+        descriptor, not a peer). The sender's own transport sees its side of it.
+
+        Args:
+            listener: called with each verdict; None stops watching.
         """
-        self._listener = listener
-        if listener is not None and not self._closed:
+        if listener is None:
+            self._links.stop()
+            return
+        self._links.listener = listener
+        if not self._closed:
             for peer in self._monitors:
                 self._watch(peer)
+
+    def expect_close(self, peer: str) -> None:
+        """``peer`` said goodbye (or failed): its connection may now drop without loss."""
+        self._links.expect_close(peer)
 
     def _watch(self, peer: str) -> None:
         if peer not in self._watchers:
@@ -331,13 +342,8 @@ class ZmqTransport:
             self._report(name, "replaced")
 
     def _report(self, peer: str, event: str) -> None:
-        listener = self._listener
-        if listener is None or self._closed:
-            return
-        try:
-            listener(peer, event)
-        except Exception:  # a bug there must not kill the monitor silently
-            log.exception("%s: connection listener failed on %s %s", self.name, event, peer)
+        if not self._closed:
+            self._links.event(peer, event)
 
     # ------------------------------------------------------------------ messaging
 
@@ -384,6 +390,7 @@ class ZmqTransport:
                     log.warning("%s: dropped a message without an authenticated sender", self.name)
                     continue
                 self._seen.add(sender)
+                self._links.heard(sender)
                 return sender, [f.buffer for f in frames[1:]]
             try:
                 parts = await router.recv_multipart()
@@ -397,6 +404,7 @@ class ZmqTransport:
             except UnicodeDecodeError:
                 self.rejected += 1
                 continue
+            self._links.heard(sender)
             return sender, list(parts[1:])
 
     def _recv_error(self, exc: zmq.ZMQError) -> TransportError:
@@ -410,7 +418,7 @@ class ZmqTransport:
         if self._closed:
             return
         self._closed = True
-        self._listener = None
+        self._links.stop()
         watchers = list(self._watchers.values())
         self._watchers.clear()
         for task in watchers:
@@ -453,8 +461,6 @@ async def local_zmq_transports(
     """
     keys: dict[str, Any] = {}
     if curve:
-        from hefl._curve import generate_curve_keypair
-
         keys = {name: generate_curve_keypair() for name in names}
     transports = {
         name: ZmqTransport(

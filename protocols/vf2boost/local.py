@@ -153,7 +153,7 @@ def fit(
     t0 = time.perf_counter()
     result = hefl.run(
         roles,
-        transport=transport,
+        transport="zmq" if processes else transport,  # processes always talk over ZeroMQ
         processes=processes,
         executor=executor,
         max_workers=max_workers,

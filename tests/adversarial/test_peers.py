@@ -12,9 +12,9 @@ import zmq.asyncio
 from hefl_faults import TALLY, child_pids, open_sockets
 
 import hefl
-from hefl._curve import generate_curve_keypair
-from hefl._party import Kind
+from hefl._envelope import Kind
 from hefl.errors import CodecError, PeerFailed
+from hefl.transports.curve import generate_curve_keypair
 from hefl.transports.zmq import ZmqTransport
 
 pytestmark = pytest.mark.timeout(30, method="thread")
@@ -125,8 +125,8 @@ def test_an_honest_sender_refuses_to_send_an_oversized_message():
 
 async def _raw_big(party):
     """Bypasses its own codec check, as a hostile peer would."""
-    head = party._codec.encode([Kind.MSG, "data", None])[0]
-    await party._transport.send("receiver", [head, b"\0" * 3_000_000])
+    head = party._wire.codec.encode([Kind.MSG, "data", None])[0]
+    await party._wire.transport.send("receiver", [head, b"\0" * 3_000_000])
     await asyncio.sleep(60)
 
 
@@ -173,7 +173,7 @@ def test_oversized_frame_over_zmq_fails_the_receiver_fast(curve):
 
 async def _raw_big_hiding(party):
     """A hostile sender: it ignores its own dropped connection and tells nobody."""
-    party._transport.set_connection_listener(None)
+    party._wire.transport.watch_links(None)
     await _raw_big(party)
 
 
@@ -203,7 +203,7 @@ def test_oversized_frame_from_a_hostile_sender_is_caught_by_the_receiver_under_c
 )
 def test_malformed_frames_fail_naming_the_sender(transport, frames):
     async def garbler(party):
-        await party._transport.send("receiver", frames)
+        await party._wire.transport.send("receiver", frames)
         await asyncio.sleep(60)
 
     exc, _ = run_failing({"garbler": garbler, "receiver": honest_receiver}, transport=transport)

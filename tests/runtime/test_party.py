@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
+import multiprocessing
 import time
 
 import hefl_test_roles as R
@@ -168,6 +170,33 @@ def test_bad_arguments():
     with pytest.raises(hefl.PeerFailed) as info:
         hefl.run({"a": to_unknown, "b": R.sleeper})
     assert "ConfigError" in info.value.cause and "nobody" in info.value.cause
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"processes": True, "transport": "inproc"}, "processes=True runs every party over ZeroMQ"),
+        ({"processes": True, "transport": {}}, "processes=True runs every party over ZeroMQ"),
+        ({"curve": True}, "curve=True needs transport='zmq'"),
+        ({"curve": True, "transport": "inproc"}, "curve=True needs transport='zmq'"),
+        ({"curve": True, "transport": {"alice": None, "bob": None}}, "mapping of transports"),
+        ({"stream_windw": 8}, r"unknown option\(s\) \['stream_windw'\]"),
+        ({"timeout": -1}, "timeout must be a positive number"),
+        ({"processes": True, "executor": concurrent.futures.ThreadPoolExecutor(1)}, "by name"),
+        ({"executor": "inline", "max_workers": 2}, "max_workers sizes"),
+    ],
+)
+def test_conflicting_or_unknown_options_are_refused_before_anything_starts(kwargs, match):
+    """An option that would be silently ignored (a transport under processes=True, CURVE on
+    queues or on transports the caller built) is a ConfigError, as is a misspelt one."""
+    with pytest.raises(hefl.ConfigError, match=match):
+        hefl.run({"alice": R.alice, "bob": R.bob}, **kwargs)
+    assert not multiprocessing.active_children()
+
+
+async def test_run_async_refuses_conflicting_options_too():
+    with pytest.raises(hefl.ConfigError, match="processes=True"):
+        await hefl.run_async({"alice": R.alice, "bob": R.bob}, processes=True, transport="inproc")
 
 
 def test_unencodable_object_is_refused_at_the_sender():

@@ -13,7 +13,9 @@ import zmq
 import zmq.asyncio
 
 import hefl
-from hefl._curve import generate_curve_keypair
+from hefl._assembly import run_party_role
+from hefl._options import RunOptions, RuntimeOptions
+from hefl.transports.curve import generate_curve_keypair
 from hefl.transports.zmq import ZmqTransport
 
 pytestmark = pytest.mark.timeout(30, method="thread")
@@ -93,6 +95,15 @@ def test_address_in_use_is_a_clear_error():
         sock.close()
 
 
+async def _run_alone(transport, role, connect_timeout):
+    """Run party "a" (peer "b") over ``transport`` as every runner does, raising its error."""
+    options = RunOptions(runtime=RuntimeOptions(connect_timeout=connect_timeout))
+    outcome = await run_party_role("a", ["b"], transport, role, options, None)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.value
+
+
 def test_peer_that_never_comes_up():
     a = ZmqTransport("a", "tcp://127.0.0.1:*")
     a.bind()
@@ -103,8 +114,7 @@ def test_peer_that_never_comes_up():
     a.connect({"b": f"tcp://127.0.0.1:{dead_port}"})
 
     async def main():
-        party = hefl.Party("a", ["b"], a, options=hefl.RuntimeOptions(connect_timeout=0.5))
-        return await party.run_role(R.alice)
+        return await _run_alone(a, R.alice, connect_timeout=0.5)
 
     t0 = time.monotonic()
     with pytest.raises(hefl.PeerFailed) as info:
@@ -148,10 +158,9 @@ def test_malformed_frames_stop_the_party_cleanly(frames):
         await party.recv("b", "never")
 
     async def main():
-        party = hefl.Party("a", ["b"], a, options=hefl.RuntimeOptions(connect_timeout=5))
         hostile = asyncio.create_task(_hostile(a_addr, b"b", [hello, frames]))
         try:
-            return await party.run_role(victim)
+            return await _run_alone(a, victim, connect_timeout=5)
         finally:
             await hostile
 
@@ -217,10 +226,9 @@ def test_oversized_frame_is_dropped_by_libzmq_before_buffering():
         await party.recv("b", "big", timeout=1.0)
 
     async def main():
-        party = hefl.Party("a", ["b"], a, options=hefl.RuntimeOptions(connect_timeout=5))
         hostile = asyncio.create_task(_hostile(a_addr, b"b", [hello, huge]))
         try:
-            return await party.run_role(victim)
+            return await _run_alone(a, victim, connect_timeout=5)
         finally:
             await hostile
 

@@ -41,7 +41,7 @@ async def _vanisher(party):
     notice can get out), as when its host or network fails."""
     await party.send("receiver", "data", 1)
     await asyncio.sleep(0.2)
-    await party._transport.close(linger=0)
+    await party._wire.transport.close(linger=0)
     raise RuntimeError("crashed after its transport closed")
 
 
@@ -143,5 +143,6 @@ def test_a_normal_run_ends_cleanly_with_no_drop_reported(curve, caplog):
 
 def test_the_inproc_transport_accepts_a_listener_and_never_calls_it():
     t = InprocNetwork(["a", "b"]).transport("a")
-    t.set_connection_listener(lambda peer, event: pytest.fail("called"))
-    t.set_connection_listener(None)
+    t.watch_links(lambda lost: pytest.fail("called"))
+    t.expect_close("b")
+    t.watch_links(None)

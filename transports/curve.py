@@ -5,6 +5,11 @@ that key, its DEALERs are CURVE clients with the same key, and each party enrols
 of its peers: a connection from any other key is refused by the ZAP handler, and the sender of
 every accepted message is taken from the authenticated key (the frame's ``User-Id``), never
 from the self-declared routing id. Keys are Z85 text (40 characters).
+
+``hefl.transports.curve`` holds them because only a transport uses them; :mod:`hefl`
+re-exports the key functions users call (``hefl.generate_curve_keypair`` and friends). zmq is
+imported inside the functions so that ``import hefl`` stays light (every process-pool worker
+imports it).
 """
 
 from __future__ import annotations
@@ -108,9 +113,22 @@ def load_curve_keypair(directory: str | Path, name: str) -> CurveKeyPair:
     )
 
 
+def curve_public(secret: str) -> str:
+    """The Z85 public key that belongs to the Z85 secret key ``secret``.
+
+    Raises:
+        ConfigError: ``secret`` is not a valid Z85 key.
+    """
+    import zmq
+
+    check_curve_key(secret, "secret key")
+    return zmq.curve_public(secret.encode("ascii")).decode("ascii")
+
+
 __all__ = [
     "CurveKeyPair",
     "check_curve_key",
+    "curve_public",
     "generate_curve_keypair",
     "load_curve_key",
     "load_curve_keypair",
