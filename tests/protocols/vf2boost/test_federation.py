@@ -8,10 +8,13 @@ import pytest
 import hefl
 from hefl.crypto import generate_keypair
 from hefl.errors import ConfigError, PackingOverflowError, PeerFailed
+from hefl.messages import send
 from hefl.protocols.vf2boost import passive
 from hefl.protocols.vf2boost.active import active_party
 from hefl.protocols.vf2boost.config import VF2BoostConfig
+from hefl.protocols.vf2boost.encgh import EncGH
 from hefl.protocols.vf2boost.local import fit, fit_local
+from hefl.protocols.vf2boost.messages import Hello
 from hefl.protocols.vf2boost.passive import passive_party
 from hefl.protocols.vf2boost.reference import plaintext_reference
 
@@ -123,8 +126,7 @@ def test_passive_party_disconnecting_mid_tree(adult_small, kp512):
     cfg = small_cfg(512, n_estimators=1)
 
     async def quitter(party):
-        await party.send("active", "vf2/hello",
-                         {"n_rows": len(y), "n_features": 7, "config": cfg.to_dict()})  # fmt: skip
+        await send(party, "active", Hello(n_rows=len(y), n_features=7, config=cfg.to_dict()))
         await party.recv("active", "vf2/setup")
         async for _ in party.stream_from("active", "vf2/gh/0"):
             pass
@@ -147,15 +149,15 @@ def test_tampered_or_wrong_key_histograms_are_refused(adult_small, kp512, monkey
     honest = passive._seal_job
 
     def evil(hist, n_bins, width, order, plan, method):
-        layout, parts = honest(hist, n_bins, width, order, plan, method)
-        cv = parts[0]
+        sealed = honest(hist, n_bins, width, order, plan, method)
+        cv = sealed.parts[0]
         if attack == "wrong-key":
             bad = other_pk.encrypt([1] * len(cv))
         else:  # corrupt the first ciphertext, as a bit flip on the wire would
             cs = cv.ciphertexts
             cs[0] = cs[0] * 12345 % cv.public_key.nsquare
             bad = type(cv).from_ciphertexts(cv.public_key, cs)
-        return [layout, [bad, *parts[1:]]]
+        return EncGH(sealed.layout, [bad, *sealed.parts[1:]], sealed.reorder)
 
     monkeypatch.setattr(passive, "_seal_job", evil)
     roles = {
