@@ -7,7 +7,7 @@ import pytest
 
 import hefl
 from hefl.crypto import generate_keypair
-from hefl.errors import ConfigError, PackingOverflowError, PeerFailed
+from hefl.errors import ConfigError, PackingOverflowError, PeerFailed, ProtocolError
 from hefl.messages import send
 from hefl.protocols.vf2boost import passive
 from hefl.protocols.vf2boost.active import active_party
@@ -191,3 +191,48 @@ def test_federated_prediction_matches_local(adult_small, adult):
     np.testing.assert_array_equal(predict(tparts, model), model.predict_proba(tparts))
     with pytest.raises(PeerFailed, match="rows"):
         predict([tparts[0], tparts[1][:10]], model)
+
+
+def test_malformed_histograms_under_the_real_tag_fail_the_active_party(adult_small, kp512):
+    """A passive party that follows the protocol up to its first histograms, then sends a
+    malformed Hist: the active party refuses it, naming the sender, the message and the field."""
+    two, _, y = adult_small
+    cfg = small_cfg(512, n_estimators=1)
+
+    async def mallory(party):
+        await send(party, "active", Hello(n_rows=len(y), n_features=7, config=cfg.to_dict()))
+        await party.recv("active", "vf2/setup")
+        async for _ in party.stream_from("active", "vf2/gh/0"):
+            pass
+        await party.recv("active", "vf2/layer/0/0")
+        await party.send("active", "vf2/hist/0/0/0", [np.array([5, 5]), ["packed", []]])
+        await party.recv("active", "vf2/win/0/0")
+
+    roles = {
+        "active": functools.partial(active_party, X=two[0], y=y, cfg=cfg, keypair=kp512),
+        "passive1": mallory,
+    }
+    with pytest.raises(PeerFailed) as info:
+        _run(roles)
+    assert info.value.peer == "active"
+    assert isinstance(info.value.__cause__, ProtocolError)
+    assert "passive1 sent a malformed Hist message: field 'ids'" in info.value.cause
+
+
+def test_malformed_setup_fails_the_passive_party(adult_small):
+    """An active party whose setup names party index 0: the passive party refuses it."""
+    two, _, y = adult_small
+    cfg = small_cfg(512, n_estimators=1)
+    pk, _ = generate_keypair(512, allow_insecure=True)
+
+    async def mallory(party):
+        await party.recv("passive1", "vf2/hello")
+        await party.send("passive1", "vf2/setup", [pk, 0, len(y)])
+        await party.recv("passive1", "vf2/hist/0/0/0")
+
+    roles = {"active": mallory, "passive1": functools.partial(passive_party, X=two[1], cfg=cfg)}
+    with pytest.raises(PeerFailed) as info:
+        _run(roles)
+    assert info.value.peer == "passive1"
+    assert isinstance(info.value.__cause__, ProtocolError)
+    assert "active sent a malformed Setup message: field 'index' must be >= 1" in info.value.cause
