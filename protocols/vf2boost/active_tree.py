@@ -11,6 +11,7 @@ reports which rows go left.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,7 +133,9 @@ async def grow_tree(run: Training, t: int, margin: np.ndarray, y: np.ndarray) ->
     gi, hi = encode_fixed(g, fb), encode_fixed(h, fb)
     grower = TreeGrower(run, t, gi, hi)
     async with task_group() as tree_tasks:  # the g‖h stream runs while the layers grow
-        tree_tasks.create_task(stream_gh(run.party, run.crypto, run.cfg, run.passives, t, gi, hi))
+        grower.sender = tree_tasks.create_task(
+            stream_gh(run.party, run.crypto, run.cfg, run.passives, t, gi, hi)
+        )
         structure = await grower.grow()
     run.party.retire(*tree_prefixes(t))  # a replayed message of tree t is refused from now
     run.model.trees.append(structure)
@@ -150,6 +153,7 @@ class TreeGrower:
         self.leaf_values: list[float] = []
         self.splits: list[Split] = []  # the last layer's, announced with the next layer
         self.out = np.zeros(n)  # the tree's output on the training rows, leaf by leaf
+        self.sender: asyncio.Task[None] | None = None  # the g‖h stream
 
     async def grow(self) -> TreeStructure:
         """Grow every layer; returns the tree's structure with its leaf values."""
@@ -169,6 +173,11 @@ class TreeGrower:
         with run.party.span("own-histograms", **span):
             own = self.own_candidates(open_nodes)
         spec_nodes = await self.speculate(d, open_nodes, own) if run.cfg.optimistic else set()
+        if self.sender is not None:
+            # the stream ends before any histogram can come: finish it first, so its time is
+            # this party's work (not a wait for peers) and its errors surface before any wait
+            await self.sender
+            self.sender = None
         with run.party.span("decrypt", **span):
             crypto = run.crypto
             theirs = await decode_layer(

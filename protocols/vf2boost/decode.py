@@ -11,6 +11,7 @@ candidate's, so an owner cannot misreport them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -102,7 +103,7 @@ async def decode_layer(
     plan: BitPlan,
     sessions: dict[str, Session],
     ids: tuple[int, int],
-    open_nodes: list[OpenNode],
+    open_nodes: Sequence[OpenNode],
 ) -> dict[str, dict[int, PassiveCandidates]]:
     """Receive, decrypt and check every passive party's candidates of the open nodes.
 
@@ -177,7 +178,7 @@ async def receive_placements(
     party: Party,
     ids: tuple[int, int],
     won: dict[str, dict[int, set[tuple[int, int]]]],
-    nodes: dict[int, OpenNode],
+    nodes: Mapping[int, OpenNode],
     gi: np.ndarray,
     hi: np.ndarray,
 ) -> dict[int, Placed]:

@@ -12,6 +12,8 @@ records the split and tells the active party which rows go left.
 from __future__ import annotations
 
 import asyncio
+import functools
+import operator
 import secrets
 from typing import Any
 
@@ -184,28 +186,31 @@ class PassiveParty:
                     why = f"holds {len(enc)} rows, expected {n_rows}"
                     raise refuse(self.active, Gradients, "enc", why)
                 return enc
-            pieces: list[EncGH] = []
-            async with task_group() as summing:
-                roots = []
-                async for chunk in self.party.stream_from(self.active, Gradients.tag(t=t)):
-                    enc = self._parse_gh(chunk)
-                    start = sum(len(p) for p in pieces)
-                    if start + len(enc) > n_rows:
-                        why = f"brings the stream to more than the training's {n_rows} rows"
-                        raise refuse(self.active, Gradients, "enc", why)
-                    pieces.append(enc)
-                    rows = np.arange(start, start + len(enc))
-                    roots.append(summing.create_task(self.histograms.build(enc, rows)))
-            if sum(len(p) for p in pieces) != n_rows:
-                got = sum(len(p) for p in pieces)
-                raise refuse(
-                    self.active, Gradients, "enc", f"streamed {got} rows, expected {n_rows}"
-                )
-            root = roots[0].result()
-            for part in roots[1:]:
-                root = root + part.result()
-            st.hists[0] = root
+            pieces, roots = await self._receive_chunks(t)
+            received = sum(len(p) for p in pieces)
+            if received != n_rows:
+                why = f"streamed {received} rows, expected {n_rows}"
+                raise refuse(self.active, Gradients, "enc", why)
+            st.hists[0] = functools.reduce(operator.add, roots)
             return EncGH.concat(pieces)
+
+    async def _receive_chunks(self, t: int) -> tuple[list[EncGH], list[EncGH]]:
+        """The streamed chunks, and the histogram of each (built as the next ones arrive)."""
+        n_rows = self.X.shape[0]
+        pieces: list[EncGH] = []
+        received = 0
+        async with task_group() as summing:
+            roots = []
+            async for chunk in self.party.stream_from(self.active, Gradients.tag(t=t)):
+                enc = self._parse_gh(chunk)
+                if received + len(enc) > n_rows:
+                    why = f"brings the stream to more than the training's {n_rows} rows"
+                    raise refuse(self.active, Gradients, "enc", why)
+                rows = np.arange(received, received + len(enc))
+                roots.append(summing.create_task(self.histograms.build(enc, rows)))
+                pieces.append(enc)
+                received += len(enc)
+        return pieces, [r.result() for r in roots]
 
     def reuse_speculation(self, st: TreeState, msg: Layer, spec: dict[int, Speculated]) -> None:
         """Keep the speculative children whose partition turned out to be the real one (a
