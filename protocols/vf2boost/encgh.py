@@ -92,7 +92,7 @@ class EncGH:
 
     def to_wire(self) -> list[Any]:
         """``[layout, parts]``: only CipherVectors and numeric arrays cross the network (read
-        back by :func:`hefl.protocols.vf2boost.messages.read_enc`)."""
+        back by :func:`hefl.protocols.vf2boost.session.read_enc`)."""
         if self.layout == "phe":
             return [self.layout, [[ev.cv, ev.exponents.astype(np.int16)] for ev in self.parts]]
         return [self.layout, list(self.parts)]
@@ -102,9 +102,6 @@ def _concat_exp(evs: list[EncryptedExpVector]) -> EncryptedExpVector:
     return EncryptedExpVector(
         CipherVector.concat([e.cv for e in evs]), np.concatenate([e.exponents for e in evs])
     )
-
-
-LAYOUTS = ("packed", "pair", "phe")
 
 
 def layout_of(pack_gh: bool, encoding: str) -> str:
