@@ -236,3 +236,15 @@ def test_malformed_setup_fails_the_passive_party(adult_small):
     assert info.value.peer == "passive1"
     assert isinstance(info.value.__cause__, ProtocolError)
     assert "active sent a malformed Setup message: field 'index' must be >= 1" in info.value.cause
+
+
+def test_prefilled_obfuscators_keep_the_model_lossless(adult_small, kp512):
+    """prefill: every tree's obfuscators are made before the first tree (waited for without
+    blocking the event loop), then each chunk is encrypted with them."""
+    two, _, y = adult_small
+    X_parts, y = [two[0][:300], two[1][:300]], y[:300]
+    cfg = small_cfg(512, chunk_size=100)
+    res = fit(X_parts, y, cfg, keypair=kp512, prefill=True)
+    assert_lossless(res.model, plaintext_reference(X_parts, y, cfg), X_parts)
+    names = {s.name for s in res.trace.spans}
+    assert {"prefill-obfuscators", "encrypt-warm"} <= names
