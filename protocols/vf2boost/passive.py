@@ -103,6 +103,9 @@ class PassiveParty:
         active: the active party's name.
     """
 
+    plan: BitPlan  # set by setup()
+    session: Session  # set by setup(): the training's key and layout
+
     def __init__(self, party: Party, X: np.ndarray, cfg: VF2BoostConfig, active: str) -> None:
         self.party, self.X, self.cfg, self.active = party, X, cfg, active
         binner = Binner.fit(X, cfg.max_bin, who=party.name)
