@@ -29,6 +29,7 @@ from hefl.crypto import (
     unpack_slots,
 )
 from hefl.crypto._expencoding import LOG2_BASE
+from hefl.errors import CryptoError
 from hefl.protocols.vf2boost.budget import BitPlan
 
 
@@ -89,48 +90,12 @@ class EncGH:
             ]
         return EncGH(first.layout, parts, first.reorder)
 
-    # -- wire form: only CipherVectors and numeric arrays cross the network ----------------
     def to_wire(self) -> list[Any]:
+        """``[layout, parts]``: only CipherVectors and numeric arrays cross the network (read
+        back by :func:`hefl.protocols.vf2boost.session.read_enc`)."""
         if self.layout == "phe":
             return [self.layout, [[ev.cv, ev.exponents.astype(np.int16)] for ev in self.parts]]
         return [self.layout, list(self.parts)]
-
-    @staticmethod
-    def from_wire(
-        obj: Any, public_key: PublicKey, reorder: bool = True, horner: bool = False
-    ) -> EncGH:
-        """Rebuild from :meth:`to_wire` output, checking types, lengths and the key.
-
-        ``horner``: the entries were Horner-packed (a pair then travels as one vector).
-
-        Raises:
-            ValueError: malformed (the caller turns it into a ProtocolError naming the peer).
-        """
-        if not isinstance(obj, list | tuple) or len(obj) != 2:
-            raise ValueError("expected [layout, parts]")
-        layout, parts = obj
-        if layout not in ("packed", "pair", "phe") or not isinstance(parts, list | tuple):
-            raise ValueError(f"unknown layout {layout!r}")
-        want = 1 if layout == "packed" or (horner and layout == "pair") else 2
-        if len(parts) != want:
-            raise ValueError(f"layout {layout} needs {want} parts, got {len(parts)}")
-        out: list[Any] = []
-        for p in parts:
-            cv = p[0] if layout == "phe" else p
-            if not isinstance(cv, CipherVector):
-                raise ValueError("expected ciphertexts")
-            if cv.public_key != public_key:
-                raise ValueError("ciphertexts under a different Paillier key")
-            if layout == "phe":
-                ex = np.asarray(p[1])
-                if ex.dtype.kind not in "iu" or ex.shape != (len(cv),):
-                    raise ValueError("bad exponent array")
-                out.append(EncryptedExpVector(cv, ex.astype(np.int64)))
-            else:
-                out.append(cv)
-        if len({len(x) for x in out}) != 1:
-            raise ValueError("parts of different lengths")
-        return EncGH(layout, out, reorder)
 
 
 def _concat_exp(evs: list[EncryptedExpVector]) -> EncryptedExpVector:
@@ -140,6 +105,7 @@ def _concat_exp(evs: list[EncryptedExpVector]) -> EncryptedExpVector:
 
 
 def layout_of(pack_gh: bool, encoding: str) -> str:
+    """The layout of a config's ``pack_gh`` and ``encoding``."""
     if encoding == "phe":
         return "phe"
     return "packed" if pack_gh else "pair"
@@ -197,7 +163,8 @@ def decrypt_entries(sk: PrivateKey, enc: EncGH, plan: BitPlan, count: int) -> tu
         (G ints, H ints), each of length ``count``.
 
     Raises:
-        PackingOverflowError / ValueError: the data cannot be what an honest party sent.
+        CryptoError: the data cannot be what an honest party sent (PackingOverflowError
+            when a packed slot overflows).
     """
     if enc.layout == "phe":
         out = []
@@ -210,11 +177,11 @@ def decrypt_entries(sk: PrivateKey, enc: EncGH, plan: BitPlan, count: int) -> tu
                     vals.append(m << shift)
                 else:
                     if m % (1 << -shift):
-                        raise ValueError("a phe-encoded sum is not a multiple of 2^-frac_bits")
+                        raise CryptoError("a phe-encoded sum is not a multiple of 2^-frac_bits")
                     vals.append(m >> -shift)
             out.append(vals)
         if len(out[0]) != count:
-            raise ValueError(f"expected {count} entries, got {len(out[0])}")
+            raise CryptoError(f"expected {count} entries, got {len(out[0])}")
         return out[0], out[1]
     n_values = count if enc.layout == "packed" else 2 * count
     cv = enc.parts[0] if enc.layout == "packed" else CipherVector.concat(enc.parts)
@@ -222,7 +189,7 @@ def decrypt_entries(sk: PrivateKey, enc: EncGH, plan: BitPlan, count: int) -> tu
     if plan.slots > 1:
         plain = [v - plan.offset for v in unpack_slots(plain, plan.slot_bits, n_values)]
     elif len(plain) != n_values:
-        raise ValueError(f"expected {n_values} entries, got {len(plain)}")
+        raise CryptoError(f"expected {n_values} entries, got {len(plain)}")
     if enc.layout == "packed":
         return plan.split_gh(plain)
     return plain[:count], plain[count:]

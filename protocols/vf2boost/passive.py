@@ -1,66 +1,67 @@
 """The passive party's role: features only, no labels, no private key.
 
-Per tree it receives the encrypted g/h (chunk by chunk with ``blaster``, already adding each
+Per tree it receives the encrypted g‖h (chunk by chunk with ``blaster``, already adding each
 chunk into the root histogram), and per layer it builds encrypted histograms of the open nodes
-with homomorphic additions only (the smaller sibling directly, the other as parent − sibling),
-turns them into cumulative sums, shuffles the candidates under fresh random ids (a per-node
-lookup table that never leaves this party), Horner-packs and re-randomizes them, and sends
-them to the active party. When one of its candidates wins, only this party knows the feature
-and threshold: it records the split and tells the active party which rows go left.
+with homomorphic additions only (:mod:`~hefl.protocols.vf2boost.passive_hist`), turns them into
+cumulative sums, shuffles the candidates under fresh random ids (a per-node lookup table that
+never leaves this party), Horner-packs and re-randomizes them, and sends them to the active
+party. When one of its candidates wins, only this party knows the feature and threshold: it
+records the split and tells the active party which rows go left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import operator
 import secrets
 from typing import Any
 
 import numpy as np
 
-from hefl.errors import ConfigError, HeflError, ProtocolError
-from hefl.protocols.vf2boost import tags
-from hefl.protocols.vf2boost.background import discard
+from hefl import Party
+from hefl.crypto import PublicKey
+from hefl.errors import ConfigError, KeyMismatchError, ProtocolError
+from hefl.messages import recv, send
 from hefl.protocols.vf2boost.binning import Binner, check_features
-from hefl.protocols.vf2boost.budget import plan_bits
+from hefl.protocols.vf2boost.budget import BitPlan, plan_bits
 from hefl.protocols.vf2boost.config import VF2BoostConfig
-from hefl.protocols.vf2boost.encgh import (
-    EncGH,
-    build_histogram,
-    cumulative_entries,
-    seal_entries,
+from hefl.protocols.vf2boost.encgh import EncGH, cumulative_entries, layout_of, seal_entries
+from hefl.protocols.vf2boost.messages import (
+    Gradients,
+    Hello,
+    Hist,
+    Layer,
+    Place,
+    Placement,
+    Session,
+    Setup,
+    Spec,
+    Win,
+    refuse,
+    tree_prefixes,
 )
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
+from hefl.protocols.vf2boost.passive_hist import Histograms, Speculated, TreeState
+from hefl.protocols.vf2boost.tasks import task_group
 from hefl.protocols.vf2boost.tree import candidate_mask
 
 _sysrand = secrets.SystemRandom()
 
 
-def _hist_job(enc: EncGH, bins: np.ndarray, width: int) -> EncGH:
-    return build_histogram(enc, bins, width)
-
-
-def _warm_job(pk: Any, method: str) -> None:
+def _warm_job(pk: PublicKey, method: str) -> None:
     # builds this worker process's table for re-randomization (cached per process and key)
     pk.obfuscators(1, method=method)
 
 
-def _seal_job(hist: EncGH, n_bins: np.ndarray, width: int, order: np.ndarray, plan, method: str):
-    return seal_entries(cumulative_entries(hist, n_bins, width, order), plan, method).to_wire()
-
-
-class _PassiveState:
-    """What a passive party keeps during one tree."""
-
-    def __init__(self, n_rows: int) -> None:
-        self.rows: dict[int, np.ndarray] = {0: np.arange(n_rows)}
-        self.parent: dict[int, int] = {}
-        self.sibling: dict[int, int] = {}
-        self.hists: dict[int, EncGH] = {}
-        self.lookup: dict[int, dict[int, int]] = {}
+def _seal_job(
+    hist: EncGH, n_bins: np.ndarray, width: int, order: np.ndarray, plan: BitPlan, method: str
+) -> EncGH:
+    return seal_entries(cumulative_entries(hist, n_bins, width, order), plan, method)
 
 
 async def passive_party(
-    party: Any, X: np.ndarray, cfg: VF2BoostConfig, *, active: str = "active"
+    party: Party, X: np.ndarray, cfg: VF2BoostConfig, *, active: str = "active"
 ) -> dict[str, Any]:
     """Run one passive party of a VF2Boost training.
 
@@ -76,181 +77,226 @@ async def passive_party(
 
     Raises:
         ConfigError: invalid features or a config different from the active party's.
-        ProtocolError: the active party sent something malformed.
+        ProtocolError: the active party sent something malformed (names it and the field).
         PeerFailed: another party failed.
     """
-    X = check_features(X, who=f"party {party.name!r}")
-    binner = Binner.fit(X, cfg.max_bin, who=party.name)
-    bins = binner.transform(X)
-    n_bins = binner.n_bins
-    width = int(n_bins.max()) if binner.n_features else 1
-    valid = np.flatnonzero(candidate_mask(n_bins, width).ravel())
-    await party.send(
-        active,
-        tags.HELLO,
-        {"n_rows": int(X.shape[0]), "n_features": int(X.shape[1]), "config": cfg.to_dict()},
-    )
-    setup = await party.recv(active, tags.SETUP)
-    try:
-        pk = setup["public_key"]
-        index = int(setup["index"])
-        n_rows = int(setup["n_rows"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProtocolError(f"malformed setup from {active!r}: {exc!r}") from None
-    if n_rows != X.shape[0]:
-        raise ConfigError(f"party {party.name!r} has {X.shape[0]} rows, {active!r} has {n_rows}")
-    plan = plan_bits(
-        n_rows, cfg.frac_bits, pk.n_bits, pack_gh=cfg.pack_gh, pack_histograms=cfg.pack_histograms
-    )
-    model = PartyModel(index=index, name=party.name, binner=binner)
-    split_workers = max(1, cfg.workers or 1)
-    # build the re-randomization table while the first gradients arrive (this party mostly
-    # waits then) rather than at the first seal, where the active party waits for it
-    warm = (
-        asyncio.ensure_future(party.offload(_warm_job, pk, cfg.obfuscation))
-        if cfg.obfuscation != "rn"
-        else None
-    )
-
-    def parse_enc(obj: Any) -> EncGH:
-        try:
-            return EncGH.from_wire(obj, pk, reorder=cfg.reorder)
-        except (ValueError, TypeError, HeflError) as exc:
-            raise ProtocolError(f"bad encrypted gradients from {active!r}: {exc}") from None
-
-    async def histogram(enc: EncGH, rows_bins: np.ndarray) -> EncGH:
-        # passive-party parallelism: features split across the executor's processes
-        if split_workers == 1 or rows_bins.shape[1] < 2:
-            return await party.offload(_hist_job, enc, rows_bins, width)
-        groups = np.array_split(np.arange(rows_bins.shape[1]), split_workers)
-        parts = await asyncio.gather(
-            *(party.offload(_hist_job, enc, rows_bins[:, g], width) for g in groups if len(g))
-        )
-        return EncGH.concat(list(parts))
-
-    # what is still running when the role fails: cancelled, not left behind (background.py)
-    spec_task: asyncio.Future | None = None
-    jobs: list[asyncio.Future] = []
-    try:
+    role = PassiveParty(party, check_features(X, who=f"party {party.name!r}"), cfg, active)
+    await role.setup()
+    async with task_group() as background:
+        if cfg.obfuscation != "rn":
+            # build the re-randomization table while the first gradients arrive (this party
+            # mostly waits then) rather than at the first seal, where the active party waits
+            warm = party.offload(_warm_job, role.session.key, cfg.obfuscation)
+            role.warm = background.create_task(warm)
         for t in range(cfg.n_estimators):
-            st = _PassiveState(n_rows)
-            spec_task = None
-            with party.span("receive-gh", tree=t):
-                if cfg.blaster:
-                    pieces, jobs, start = [], [], 0
-                    async for chunk in party.stream_from(active, tags.gh(t)):
-                        enc = parse_enc(chunk)
-                        rows = np.arange(start, start + len(enc))
-                        if rows.size and rows[-1] >= n_rows:
-                            raise ProtocolError(f"{active!r} streamed more than {n_rows} rows")
-                        start += len(enc)
-                        pieces.append(enc)
-                        # start the root histogram from the first chunk (a sum needs no order)
-                        jobs.append(asyncio.ensure_future(histogram(enc, bins[rows])))
-                    if start != n_rows:
-                        raise ProtocolError(f"{active!r} streamed {start} rows, expected {n_rows}")
-                    parts = await asyncio.gather(*jobs)
-                    root = parts[0]
-                    for p in parts[1:]:
-                        root = root + p
-                    st.hists[0] = root
-                    enc_all = EncGH.concat(pieces)
-                else:
-                    enc_all = parse_enc(await party.recv(active, tags.gh(t)))
-                    if len(enc_all) != n_rows:
-                        raise ProtocolError(
-                            f"{active!r} sent {len(enc_all)} rows, expected {n_rows}"
-                        )
-            d = 0
-            while True:
-                msg = await party.recv(active, tags.layer(t, d))
-                if spec_task is not None:
-                    # reuse speculative children whose partition turned out to be the real one;
-                    # histograms of a missed speculation are dropped
-                    spec = await spec_task
-                    spec_task = None
-                    for item in msg.get("splits", []):
-                        node, left, right, bits = int(item[0]), int(item[1]), int(item[2]), item[3]
-                        got = spec.get(node)
-                        if got is not None and np.array_equal(got[0], np.asarray(bits, np.uint8)):
-                            st.hists[left], st.hists[right] = got[1], got[2]
-                _apply_splits(st, msg.get("splits", []), active)
-                open_nodes = [int(v) for v in msg.get("open", [])]
-                if not open_nodes:
-                    nodes = msg.get("nodes")
-                    if not isinstance(nodes, list):
-                        raise ProtocolError(f"{active!r} ended tree {t} without its structure")
-                    model.trees.append(
-                        TreeStructure(nodes=[{k: int(v) for k, v in n.items()} for n in nodes])
-                    )
-                    party.retire(
-                        *tags.tree_tags(t)
-                    )  # a replayed message of tree t is refused from now
+            await role.grow_tree(t)
+    return {"model": role.model.to_json(), "statistics": party.statistics()}
+
+
+class PassiveParty:
+    """One passive party's training, step by step (see the module docs).
+
+    Args:
+        party: the runtime's Party.
+        X: this party's checked features.
+        cfg: the training config.
+        active: the active party's name.
+    """
+
+    plan: BitPlan  # set by setup()
+    session: Session  # set by setup(): the training's key and layout
+
+    def __init__(self, party: Party, X: np.ndarray, cfg: VF2BoostConfig, active: str) -> None:
+        self.party, self.X, self.cfg, self.active = party, X, cfg, active
+        binner = Binner.fit(X, cfg.max_bin, who=party.name)
+        self.bins = binner.transform(X)
+        self.n_bins = binner.n_bins
+        self.width = int(self.n_bins.max()) if binner.n_features else 1
+        self.valid = np.flatnonzero(candidate_mask(self.n_bins, self.width).ravel())
+        self.model = PartyModel(index=0, name=party.name, binner=binner)
+        self.histograms = Histograms(party, self.bins, self.width, max(1, cfg.workers or 1))
+        self.warm: asyncio.Task[None] | None = None  # the re-randomization warm-up
+
+    async def setup(self) -> None:
+        """Greet the active party and take the training's key, this party's index and plan.
+
+        Raises:
+            ConfigError: the active party has another row count.
+        """
+        n_rows, cfg = self.X.shape[0], self.cfg
+        await send(self.party, self.active, Hello(n_rows, self.X.shape[1], cfg.to_dict()))
+        setup = await recv(self.party, self.active, Setup)
+        if setup.n_rows != n_rows:
+            raise ConfigError(
+                f"party {self.party.name!r} has {n_rows} rows, {self.active!r} has {setup.n_rows}"
+            )
+        pk = setup.public_key
+        self.plan = plan_bits(
+            n_rows,
+            cfg.frac_bits,
+            pk.n_bits,
+            pack_gh=cfg.pack_gh,
+            pack_histograms=cfg.pack_histograms,
+        )
+        self.model.index = setup.index
+        chunk = cfg.chunk_size if cfg.blaster else n_rows
+        self.session = Session(
+            key=pk,
+            layout=layout_of(cfg.pack_gh, cfg.encoding),
+            reorder=cfg.reorder,
+            max_rows=min(chunk, n_rows),
+        )
+
+    async def grow_tree(self, t: int) -> None:
+        """Take part in tree ``t``: its gradients, then every layer."""
+        st = TreeState(rows={0: np.arange(self.X.shape[0])})
+        async with task_group() as tree_tasks:
+            enc_all = await self.receive_gh(t, st)
+            spec: asyncio.Task[dict[int, Speculated]] | None = None
+            for d in range(self.cfg.max_depth + 1):
+                msg = await recv(self.party, self.active, Layer, t=t, d=d)
+                if spec is not None:
+                    self.reuse_speculation(st, msg, await spec)
+                st.apply_splits(self.active, msg.splits)
+                if msg.nodes is not None:
+                    self.model.trees.append(TreeStructure(nodes=msg.nodes))
                     break
-                with party.span("histograms", tree=t, layer=d):
-                    await _layer_histograms(st, open_nodes, enc_all, bins, histogram)
-                out: list[tuple[int, np.ndarray]] = []
-                if warm is not None:
-                    await warm
-                    warm = None
-                with party.span("seal", tree=t, layer=d):
-                    jobs = []
-                    for node in open_nodes:
-                        order = _shuffled(valid)  # hides which candidate is which feature/bin
-                        ids = _fresh_ids(len(order))
-                        st.lookup[node] = dict(zip(ids.tolist(), order.tolist(), strict=True))
-                        jobs.append(
-                            asyncio.ensure_future(
-                                party.offload(
-                                    _seal_job,
-                                    st.hists[node],
-                                    n_bins,
-                                    width,
-                                    order,
-                                    plan,
-                                    cfg.obfuscation,
-                                )
-                            )
-                        )
-                        out.append((node, ids))
-                    # one message per node, sent as soon as it is sealed: the active party
-                    # decrypts one node while this party seals the next
-                    try:
-                        for (node, ids), job in zip(out, jobs, strict=True):
-                            await party.send(active, tags.hist(t, d, node), [ids, await job])
-                    except BaseException:
-                        discard(jobs)
-                        raise
-                if cfg.optimistic:
-                    tentative = await party.recv(active, tags.spec(t, d))
-                    spec_task = asyncio.ensure_future(
-                        _speculate(st, tentative, enc_all, bins, histogram, active)
-                    )
-                wins = await party.recv(active, tags.win(t, d))
-                placements = []
-                for item in wins:
-                    node, tied = int(item[0]), [int(v) for v in item[1]]
-                    table = st.lookup.get(node, {})
-                    if not tied or any(i not in table for i in tied):
-                        raise ProtocolError(f"{active!r} named a split id this party never sent")
-                    pos = min(table[i] for i in tied)  # the tie rule: first (feature, bin)
-                    f, k = divmod(pos, width)
-                    split_id = len(model.splits)
-                    model.splits[split_id] = (int(f), int(k))
-                    rows = st.rows[node]
-                    left = bins[rows, f] <= k
-                    placements.append([node, split_id, np.packbits(left)])
-                await party.send(active, tags.place(t, d), placements)
-                d += 1
-    except BaseException:
-        discard([warm, spec_task, *jobs])
-        raise
-    if warm is not None:  # no tree needed a histogram
-        await warm
-    return {"model": model.to_json(), "statistics": party.statistics()}
+                if d == self.cfg.max_depth:
+                    raise refuse(self.active, Layer, "open", "opens nodes below max_depth")
+                await self.layer_step(t, d, st, msg.open, enc_all)
+                spec = await self.start_speculation(t, d, st, enc_all, tree_tasks)
+                await self.place(t, d, st)
+        self.party.retire(*tree_prefixes(t))  # a replayed message of tree t is refused from now
+
+    def _parse_gh(self, obj: Any) -> EncGH:
+        try:
+            return Gradients.from_wire(self.active, obj, self.session).enc
+        except KeyMismatchError as exc:
+            raise ProtocolError(f"bad encrypted gradients from {self.active!r}: {exc}") from exc
+
+    async def receive_gh(self, t: int, st: TreeState) -> EncGH:
+        """Tree ``t``'s encrypted g‖h; with ``blaster`` the root histogram is summed chunk by
+        chunk as they arrive (a sum needs no order) into ``st.hists[0]``.
+
+        Raises:
+            ProtocolError: malformed chunks, or more or fewer rows than the training's.
+        """
+        n_rows = self.X.shape[0]
+        with self.party.span("receive-gh", tree=t):
+            if not self.cfg.blaster:
+                enc = self._parse_gh(await self.party.recv(self.active, Gradients.tag(t=t)))
+                if len(enc) != n_rows:
+                    why = f"holds {len(enc)} rows, expected {n_rows}"
+                    raise refuse(self.active, Gradients, "enc", why)
+                return enc
+            pieces, roots = await self._receive_chunks(t)
+            received = sum(len(p) for p in pieces)
+            if received != n_rows:
+                why = f"streamed {received} rows, expected {n_rows}"
+                raise refuse(self.active, Gradients, "enc", why)
+            st.hists[0] = functools.reduce(operator.add, roots)
+            return EncGH.concat(pieces)
+
+    async def _receive_chunks(self, t: int) -> tuple[list[EncGH], list[EncGH]]:
+        """The streamed chunks, and the histogram of each (built as the next ones arrive)."""
+        n_rows = self.X.shape[0]
+        pieces: list[EncGH] = []
+        received = 0
+        async with task_group() as summing:
+            roots = []
+            async for chunk in self.party.stream_from(self.active, Gradients.tag(t=t)):
+                enc = self._parse_gh(chunk)
+                if received + len(enc) > n_rows:
+                    why = f"brings the stream to more than the training's {n_rows} rows"
+                    raise refuse(self.active, Gradients, "enc", why)
+                rows = np.arange(received, received + len(enc))
+                roots.append(summing.create_task(self.histograms.build(enc, rows)))
+                pieces.append(enc)
+                received += len(enc)
+        return pieces, [r.result() for r in roots]
+
+    def reuse_speculation(self, st: TreeState, msg: Layer, spec: dict[int, Speculated]) -> None:
+        """Keep the speculative children whose partition turned out to be the real one (a
+        missed speculation's histograms are dropped)."""
+        for s in msg.splits:
+            got = spec.get(s.node)
+            if got is not None and np.array_equal(got.bits, s.bits):
+                st.hists[s.left], st.hists[s.right] = got.left, got.right
+
+    async def layer_step(
+        self, t: int, d: int, st: TreeState, open_nodes: list[int], enc_all: EncGH
+    ) -> None:
+        """Build the open nodes' histograms, then seal and send each node's candidates."""
+        for node in open_nodes:
+            if node not in st.rows:
+                raise refuse(self.active, Layer, "open", f"names node {node}, which is not open")
+        with self.party.span("histograms", tree=t, layer=d):
+            await self.histograms.layer(st, open_nodes, enc_all)
+        if self.warm is not None:
+            await self.warm
+            self.warm = None
+        with self.party.span("seal", tree=t, layer=d):
+            await self.seal(t, d, st, open_nodes)
+
+    async def seal(self, t: int, d: int, st: TreeState, open_nodes: list[int]) -> None:
+        """Seal every open node's candidates on the executor and send each as it is ready:
+        the active party decrypts one node while this party seals the next."""
+        async with task_group() as sealing:
+            jobs = []
+            for node in open_nodes:
+                order = _shuffled(self.valid)  # hides which candidate is which feature and bin
+                ids = _fresh_ids(len(order))
+                st.lookup[node] = dict(zip(ids.tolist(), order.tolist(), strict=True))
+                job = self.party.offload(
+                    _seal_job,
+                    st.hists[node],
+                    self.n_bins,
+                    self.width,
+                    order,
+                    self.plan,
+                    self.cfg.obfuscation,
+                )
+                jobs.append((node, ids, sealing.create_task(job)))
+            for node, ids, job in jobs:
+                hist = Hist(ids=ids, enc=await job)
+                await send(self.party, self.active, hist, t=t, d=d, node=node)
+
+    async def start_speculation(
+        self, t: int, d: int, st: TreeState, enc_all: EncGH, tasks: asyncio.TaskGroup
+    ) -> asyncio.Task[dict[int, Speculated]] | None:
+        """With ``optimistic``, take the tentative splits and build their children's
+        histograms in the background (reused at the next layer if they are the real ones)."""
+        if not self.cfg.optimistic:
+            return None
+        spec = await recv(self.party, self.active, Spec, t=t, d=d)
+        return tasks.create_task(self.histograms.speculate(self.active, st, spec, enc_all))
+
+    async def place(self, t: int, d: int, st: TreeState) -> None:
+        """Record the splits this party won and tell the active party where their rows go.
+
+        Raises:
+            ProtocolError: a won node that is not open, or a candidate id this party never
+                sent for it.
+        """
+        win = await recv(self.party, self.active, Win, t=t, d=d)
+        placements = []
+        for w in win.winners:
+            table = st.lookup.get(w.node)
+            if table is None or w.node not in st.rows:
+                raise refuse(self.active, Win, "winners", f"names node {w.node}, which is not open")
+            if any(int(i) not in table for i in w.ids):
+                raise refuse(self.active, Win, "winners", "names a split id this party never sent")
+            pos = min(table[int(i)] for i in w.ids)  # the tie rule: first (feature, bin)
+            f, k = divmod(pos, self.width)
+            split_id = len(self.model.splits)
+            self.model.splits[split_id] = (int(f), int(k))
+            left = self.bins[st.rows[w.node], f] <= k
+            placements.append(Placement(node=w.node, split=split_id, bits=np.packbits(left)))
+        await send(self.party, self.active, Place(placements), t=t, d=d)
 
 
 def _fresh_ids(count: int) -> np.ndarray:
+    """``count`` distinct random 62-bit ids from the OS CSPRNG, in random order."""
     ids: set[int] = set()
     while len(ids) < count:
         ids.add(secrets.randbits(62))
@@ -263,73 +309,3 @@ def _shuffled(a: np.ndarray) -> np.ndarray:
     perm = list(range(len(a)))
     _sysrand.shuffle(perm)
     return a[perm]
-
-
-def _apply_splits(st: _PassiveState, splits: Any, active: str) -> None:
-    """Record the children of split nodes and their rows (left mask relative to the parent)."""
-    for item in splits:
-        try:
-            node, left, right, bits = int(item[0]), int(item[1]), int(item[2]), item[3]
-            rows = st.rows[node]
-            mask = np.unpackbits(np.asarray(bits, dtype=np.uint8), count=len(rows)).astype(bool)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ProtocolError(f"malformed split from {active!r}: {exc!r}") from None
-        st.rows[left], st.rows[right] = rows[mask], rows[~mask]
-        st.parent[left] = st.parent[right] = node
-        st.sibling[left], st.sibling[right] = right, left
-        st.rows.pop(node, None)
-
-
-async def _layer_histograms(
-    st: _PassiveState, open_nodes: list[int], enc_all: EncGH, bins: np.ndarray, histogram
-) -> None:
-    """Histograms of the open nodes: where both siblings are open, the smaller one directly
-    and the other as parent − smaller (one subtraction instead of a pass over its rows)."""
-    opened = set(open_nodes)
-    done = {n for n in open_nodes if n in st.hists}  # the root, accumulated while streaming
-    direct: list[int] = []
-    derive: list[tuple[int, int, int]] = []
-    for node in open_nodes:
-        if node in done:
-            continue
-        sib, parent = st.sibling.get(node), st.parent.get(node)
-        if sib in opened and sib not in done and parent in st.hists:
-            small, big = (node, sib) if len(st.rows[node]) <= len(st.rows[sib]) else (sib, node)
-            direct.append(small)
-            derive.append((big, parent, small))
-            done.update((node, sib))
-        else:
-            direct.append(node)
-            done.add(node)
-    results = await asyncio.gather(
-        *(histogram(enc_all.take(st.rows[n]), bins[st.rows[n]]) for n in direct)
-    )
-    for n, h in zip(direct, results, strict=True):
-        st.hists[n] = h
-    for big, parent, small in derive:
-        st.hists[big] = st.hists[parent] - st.hists[small]
-    for node in open_nodes:  # parents are not needed any more
-        st.hists.pop(st.parent.get(node, -1), None)
-
-
-async def _speculate(
-    st: _PassiveState, tentative: Any, enc_all: EncGH, bins: np.ndarray, histogram, active: str
-) -> dict[int, tuple[np.ndarray, EncGH, EncGH]]:
-    """Histograms of the children of the active party's tentative splits (smaller child
-    directly, the other by subtraction), built while the active party scores this layer."""
-    out: dict[int, tuple[np.ndarray, EncGH, EncGH]] = {}
-    for item in tentative:
-        try:
-            node, bits = int(item[0]), np.asarray(item[1], dtype=np.uint8)
-            rows = st.rows[node]
-            mask = np.unpackbits(bits, count=len(rows)).astype(bool)
-            parent = st.hists[node]
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ProtocolError(f"malformed tentative split from {active!r}: {exc!r}") from None
-        left_rows, right_rows = rows[mask], rows[~mask]
-        small = left_rows if len(left_rows) <= len(right_rows) else right_rows
-        h_small = await histogram(enc_all.take(small), bins[small])
-        h_big = parent - h_small
-        hl, hr = (h_small, h_big) if small is left_rows else (h_big, h_small)
-        out[node] = (bits, hl, hr)
-    return out

@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 
 import hefl
+from hefl import Party
 from hefl.errors import ConfigError, ProtocolError
-from hefl.protocols.vf2boost import tags
+from hefl.messages import gather, send
+from hefl.protocols.vf2boost.messages import Predict, refuse
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
 from hefl.protocols.vf2boost.tree import sigmoid
 
@@ -25,7 +27,7 @@ def _as_party_model(model: PartyModel | str) -> PartyModel:
 
 
 async def predict_passive(
-    party: Any, X: np.ndarray, model: PartyModel | str, *, active: str = "active"
+    party: Party, X: np.ndarray, model: PartyModel | str, *, active: str = "active"
 ) -> None:
     """A passive party's side of federated prediction.
 
@@ -38,57 +40,57 @@ async def predict_passive(
     Raises:
         ConfigError: features that do not match the model.
     """
-    pm = _as_party_model(model)
-    masks = pm.leaf_masks(X)
-    await party.send(
-        active,
-        tags.PREDICT,
-        {
-            "n_rows": int(np.shape(X)[0]),
-            "masks": [np.packbits(m, axis=1) for m in masks],
-        },
-    )
+    masks = _as_party_model(model).leaf_masks(X)
+    packed = [np.packbits(m, axis=1) for m in masks]
+    await send(party, active, Predict(n_rows=int(np.shape(X)[0]), masks=packed))
 
 
 async def predict_active(
-    party: Any, X: np.ndarray, model: PartyModel | str, *, passives: list[str] | None = None
+    party: Party, X: np.ndarray, model: PartyModel | str, *, passives: list[str] | None = None
 ) -> np.ndarray:
     """The active party's side: returns the probabilities of class 1.
 
+    Args:
+        party: the runtime's Party.
+        X: this party's features of the rows to score.
+        model: its :class:`PartyModel` (or its JSON).
+        passives: the passive parties' names in party-index order (default: sorted peers).
+
     Raises:
         ConfigError: features that do not match, or row counts that differ between parties.
-        ProtocolError: a passive party's masks do not fit the model.
+        ProtocolError: a passive party's masks do not fit the model (names it and the field).
     """
     pm = _as_party_model(model)
     passives = list(passives) if passives is not None else sorted(party.peers)
     own = pm.leaf_masks(X)
-    n = own[0].shape[1] if own else np.shape(X)[0]
-    replies = await party.gather(tags.PREDICT, peers=passives)
-    all_masks = [own]
-    for name in passives:
-        r = replies[name]
-        if not isinstance(r, dict) or r.get("n_rows") != n:
-            raise ConfigError(
-                f"party {name!r} scored {r.get('n_rows') if isinstance(r, dict) else '?'} rows "
-                f"but the active party has {n}; the rows must be aligned"
-            )
-        try:
-            masks = [
-                np.unpackbits(np.asarray(m, dtype=np.uint8), axis=1, count=n).astype(bool)
-                for m in r["masks"]
-            ]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"party {name!r} sent malformed leaf masks: {exc!r}") from None
-        if len(masks) != len(pm.trees) or any(
-            m.shape != (t.n_leaves, n) for m, t in zip(masks, pm.trees, strict=True)
-        ):
-            raise ProtocolError(f"party {name!r} sent leaf masks of another model")
-        all_masks.append(masks)
+    n = own[0].shape[1] if own else int(np.shape(X)[0])
+    replies = await gather(party, Predict, peers=passives)
+    all_masks = [own] + [_unpack_masks(name, replies[name], pm, n) for name in passives]
     try:
         margin = pm.combine_margin(all_masks)
     except ConfigError as exc:
         raise ProtocolError(f"the parties' models do not match: {exc}") from None
     return sigmoid(margin)
+
+
+def _unpack_masks(name: str, reply: Predict, pm: PartyModel, n: int) -> list[np.ndarray]:
+    """A passive party's leaf masks, checked against the model's trees and ``n`` rows.
+
+    Raises:
+        ConfigError: it scored another number of rows.
+        ProtocolError: masks of another model (names the party and the field).
+    """
+    if reply.n_rows != n:
+        raise ConfigError(
+            f"party {name!r} scored {reply.n_rows} rows but the active party has {n}; "
+            "the rows must be aligned"
+        )
+    shapes = [m.shape[0] for m in reply.masks]
+    leaves = [t.n_leaves for t in pm.trees]
+    if shapes != leaves:
+        why = f"holds masks of {shapes} leaves, but the model's trees have {leaves}"
+        raise refuse(name, Predict, "masks", why)
+    return [np.unpackbits(m, axis=1, count=n).astype(bool) for m in reply.masks]
 
 
 def predict(

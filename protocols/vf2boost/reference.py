@@ -105,6 +105,33 @@ def party_histogram(
     return hg, hh
 
 
+@dataclass
+class _Parties:
+    """Every party's bins, candidates and model share, as the reference sees them."""
+
+    cfg: VF2BoostConfig
+    bins: list[np.ndarray]
+    widths: list[int]
+    masks: list[np.ndarray]
+    models: list[PartyModel]
+
+    @classmethod
+    def fit(cls, parts: list[np.ndarray], cfg: VF2BoostConfig) -> _Parties:
+        names = party_names(len(parts))
+        binners = [Binner.fit(X, cfg.max_bin, who=n) for X, n in zip(parts, names, strict=True)]
+        widths = [int(b.n_bins.max()) if b.n_features else 1 for b in binners]
+        return cls(
+            cfg=cfg,
+            bins=[b.transform(X) for b, X in zip(binners, parts, strict=True)],
+            widths=widths,
+            masks=[candidate_mask(b.n_bins, w) for b, w in zip(binners, widths, strict=True)],
+            models=[
+                PartyModel(index=i, name=n, binner=b)
+                for i, (n, b) in enumerate(zip(names, binners, strict=True))
+            ],
+        )
+
+
 def plaintext_reference(
     X_parts: list[np.ndarray], y: np.ndarray, cfg: VF2BoostConfig | None = None
 ) -> FederatedModel:
@@ -123,83 +150,15 @@ def plaintext_reference(
     """
     cfg = cfg or VF2BoostConfig()
     parts, yf = check_parts(X_parts, y)
-    names = party_names(len(parts))
-    binners = [Binner.fit(X, cfg.max_bin, who=n) for X, n in zip(parts, names, strict=True)]
-    bins = [b.transform(X) for b, X in zip(binners, parts, strict=True)]
-    widths = [int(b.n_bins.max()) if b.n_features else 1 for b in binners]
-    masks = [candidate_mask(b.n_bins, w) for b, w in zip(binners, widths, strict=True)]
-    models = [
-        PartyModel(index=i, name=n, binner=b)
-        for i, (n, b) in enumerate(zip(names, binners, strict=True))
-    ]
+    ps = _Parties.fit(parts, cfg)
     margin0 = base_margin(yf, cfg.base_score)
-    models[0].base_margin = margin0
+    ps.models[0].base_margin = margin0
     margin = np.full(yf.shape[0], margin0)
-    fb = cfg.frac_bits
     for _ in range(cfg.n_estimators):
         g, h = logistic_gradients(margin, yf)
-        gi, hi = encode_fixed(g, fb), encode_fixed(h, fb)
-        all_rows = np.arange(yf.shape[0])
-        zeros = np.zeros(yf.shape[0], dtype=np.int64)
-        G0 = exact_group_sums(gi, zeros, 1)[0]
-        H0 = exact_group_sums(hi, zeros, 1)[0]
-        nodes: list[dict[str, int]] = [{}]
-        leaf_values: list[float] = []
-        layer = [_Node(0, 0, all_rows, G0, H0)]
-        while layer:
-            _fill_histograms(layer, bins, widths, gi, hi)
-            next_layer: list[_Node] = []
-            for node in layer:
-                hists = node.hists
-                assert hists is not None  # _fill_histograms filled every node of the layer
-                winner = None
-                if node.depth < cfg.max_depth:
-                    cands = []
-                    for p, (hg, hh) in enumerate(hists):
-                        gains = score_cumulative(
-                            np.cumsum(hg, axis=1),
-                            np.cumsum(hh, axis=1),
-                            node.G,
-                            node.H,
-                            fb,
-                            cfg.reg_lambda,
-                            cfg.gamma,
-                            cfg.min_child_weight,
-                        )
-                        gains = np.where(masks[p], gains, -np.inf)
-                        gain, pos = best_position(gains)
-                        cands.append(Candidate(gain, p, pos))
-                    winner = pick_winner(cands)
-                if winner is None:
-                    nodes[node.index] = {"leaf": len(leaf_values)}
-                    leaf_values.append(
-                        leaf_weight(node.G, node.H, fb, cfg.reg_lambda, cfg.learning_rate)
-                    )
-                    continue
-                p = winner.party
-                f, k = divmod(winner.position, widths[p])
-                split_id = len(models[p].splits)
-                models[p].splits[split_id] = (f, k)
-                go_left = bins[p][node.rows, f] <= k
-                hg, hh = hists[p]
-                GL = int(np.sum(hg[f, : k + 1]))
-                HL = int(np.sum(hh[f, : k + 1]))
-                left = _Node(len(nodes), node.depth + 1, node.rows[go_left], GL, HL)
-                right = _Node(
-                    len(nodes) + 1, node.depth + 1, node.rows[~go_left], node.G - GL, node.H - HL
-                )
-                nodes[node.index] = {
-                    "owner": p,
-                    "split": split_id,
-                    "left": left.index,
-                    "right": right.index,
-                }
-                nodes.extend([{}, {}])
-                left.parent_hists = right.parent_hists = hists
-                left.sibling, right.sibling = right, left
-                next_layer.extend([left, right])
-            layer = next_layer
-        for m in models:
+        gi, hi = encode_fixed(g, cfg.frac_bits), encode_fixed(h, cfg.frac_bits)
+        nodes, leaf_values = _grow_tree(ps, gi, hi)
+        for m in ps.models:
             m.trees.append(
                 TreeStructure(
                     nodes=[dict(n) for n in nodes],
@@ -207,8 +166,71 @@ def plaintext_reference(
                 )
             )
         # the margin update uses the model's own prediction path on the training bins
-        margin = margin + _tree_output(nodes, leaf_values, bins, models)
-    return FederatedModel(parties=models)
+        margin = margin + _tree_output(nodes, leaf_values, ps.bins, ps.models)
+    return FederatedModel(parties=ps.models)
+
+
+def _grow_tree(
+    ps: _Parties, gi: np.ndarray, hi: np.ndarray
+) -> tuple[list[dict[str, int]], list[float]]:
+    """One tree, depth-wise; returns its nodes and leaf values."""
+    cfg = ps.cfg
+    all_rows = np.arange(len(gi))
+    zeros = np.zeros(len(gi), dtype=np.int64)
+    G0, H0 = exact_group_sums(gi, zeros, 1)[0], exact_group_sums(hi, zeros, 1)[0]
+    nodes: list[dict[str, int]] = [{}]
+    leaf_values: list[float] = []
+    layer = [_Node(0, 0, all_rows, G0, H0)]
+    while layer:
+        _fill_histograms(layer, ps.bins, ps.widths, gi, hi)
+        next_layer: list[_Node] = []
+        for node in layer:
+            winner = _best_split(ps, node) if node.depth < cfg.max_depth else None
+            if winner is None:
+                nodes[node.index] = {"leaf": len(leaf_values)}
+                w = leaf_weight(node.G, node.H, cfg.frac_bits, cfg.reg_lambda, cfg.learning_rate)
+                leaf_values.append(w)
+            else:
+                next_layer.extend(_split(ps, node, winner, nodes))
+        layer = next_layer
+    return nodes, leaf_values
+
+
+def _best_split(ps: _Parties, node: _Node) -> Candidate | None:
+    """The node's winning candidate across all parties (None: it becomes a leaf)."""
+    cfg = ps.cfg
+    assert node.hists is not None  # _fill_histograms filled every node of the layer
+    cands = []
+    for p, (hg, hh) in enumerate(node.hists):
+        GL, HL = np.cumsum(hg, axis=1), np.cumsum(hh, axis=1)
+        gains = score_cumulative(
+            GL, HL, node.G, node.H, cfg.frac_bits, cfg.reg_lambda, cfg.gamma, cfg.min_child_weight
+        )
+        gain, pos = best_position(np.where(ps.masks[p], gains, -np.inf))
+        cands.append(Candidate(gain, p, pos))
+    return pick_winner(cands)
+
+
+def _split(
+    ps: _Parties, node: _Node, winner: Candidate, nodes: list[dict[str, int]]
+) -> list[_Node]:
+    """Record the split of ``node`` by ``winner`` in its owner's model; returns the children."""
+    assert node.hists is not None
+    p = winner.party
+    f, k = divmod(winner.position, ps.widths[p])
+    split_id = len(ps.models[p].splits)
+    ps.models[p].splits[split_id] = (f, k)
+    go_left = ps.bins[p][node.rows, f] <= k
+    hg, hh = node.hists[p]
+    GL, HL = int(np.sum(hg[f, : k + 1])), int(np.sum(hh[f, : k + 1]))
+    i = len(nodes)
+    left = _Node(i, node.depth + 1, node.rows[go_left], GL, HL)
+    right = _Node(i + 1, node.depth + 1, node.rows[~go_left], node.G - GL, node.H - HL)
+    nodes[node.index] = {"owner": p, "split": split_id, "left": i, "right": i + 1}
+    nodes.extend([{}, {}])
+    left.parent_hists = right.parent_hists = node.hists
+    left.sibling, right.sibling = right, left
+    return [left, right]
 
 
 def _fill_histograms(

@@ -168,15 +168,6 @@ def pick_winner(candidates: list[Candidate]) -> Candidate | None:
     return best
 
 
-def cumulative_candidates(hist: np.ndarray, n_bins: np.ndarray) -> np.ndarray:
-    """Cumulative left sums of a (features × B) exact histogram, candidates only.
-
-    Candidate k of feature f is "bin <= k", valid for k < n_bins[f] - 1. Invalid slots get
-    None-free zeros here and must be masked with :func:`candidate_mask`.
-    """
-    return np.cumsum(hist, axis=1)
-
-
 def candidate_mask(n_bins: np.ndarray, width: int) -> np.ndarray:
     """Boolean (features × width) mask of valid candidates "bin <= k", k < n_bins[f] - 1."""
     k = np.arange(width)[None, :]

@@ -14,6 +14,7 @@ from hefl.protocols.vf2boost.encgh import (
     encrypt_gh,
     seal_entries,
 )
+from hefl.protocols.vf2boost.messages import Hist, Session
 from hefl.protocols.vf2boost.tree import encode_fixed, exact_group_sums
 
 
@@ -60,8 +61,10 @@ def test_histogram_entries_are_exact(keys, layout, pack_gh, pack_hist):
     hist = build_histogram(enc.take(rows), bins[rows], W)
     order = np.array([5, 0, 7, 13])  # some candidate positions f·W + k in any order
     entries = seal_entries(cumulative_entries(hist, n_bins, W, order), plan, "djn")
-    wire = EncGH.from_wire(entries.to_wire(), pk, horner=plan.slots > 1)
-    G, H = decrypt_entries(sk, wire, plan, len(order) + F)
+    session = Session(key=pk, layout=layout, slots=plan.slots, n_features=F, max_bin=W)
+    sent = Hist(ids=np.arange(len(order)), enc=entries).to_wire()
+    got = Hist.from_wire("passive1", sent, session)
+    G, H = decrypt_entries(sk, got.enc, plan, len(order) + F)
     groups = (bins[rows] + np.arange(F) * W).ravel()
     hg = exact_group_sums(np.repeat(gi[rows], F), groups, F * W).reshape(F, W).cumsum(axis=1)
     hh = exact_group_sums(np.repeat(hi[rows], F), groups, F * W).reshape(F, W).cumsum(axis=1)

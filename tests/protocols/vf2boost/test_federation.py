@@ -7,11 +7,14 @@ import pytest
 
 import hefl
 from hefl.crypto import generate_keypair
-from hefl.errors import ConfigError, PackingOverflowError, PeerFailed
+from hefl.errors import ConfigError, PackingOverflowError, PeerFailed, ProtocolError
+from hefl.messages import send
 from hefl.protocols.vf2boost import passive
 from hefl.protocols.vf2boost.active import active_party
 from hefl.protocols.vf2boost.config import VF2BoostConfig
+from hefl.protocols.vf2boost.encgh import EncGH
 from hefl.protocols.vf2boost.local import fit, fit_local
+from hefl.protocols.vf2boost.messages import Hello
 from hefl.protocols.vf2boost.passive import passive_party
 from hefl.protocols.vf2boost.reference import plaintext_reference
 
@@ -123,8 +126,7 @@ def test_passive_party_disconnecting_mid_tree(adult_small, kp512):
     cfg = small_cfg(512, n_estimators=1)
 
     async def quitter(party):
-        await party.send("active", "vf2/hello",
-                         {"n_rows": len(y), "n_features": 7, "config": cfg.to_dict()})  # fmt: skip
+        await send(party, "active", Hello(n_rows=len(y), n_features=7, config=cfg.to_dict()))
         await party.recv("active", "vf2/setup")
         async for _ in party.stream_from("active", "vf2/gh/0"):
             pass
@@ -147,15 +149,15 @@ def test_tampered_or_wrong_key_histograms_are_refused(adult_small, kp512, monkey
     honest = passive._seal_job
 
     def evil(hist, n_bins, width, order, plan, method):
-        layout, parts = honest(hist, n_bins, width, order, plan, method)
-        cv = parts[0]
+        sealed = honest(hist, n_bins, width, order, plan, method)
+        cv = sealed.parts[0]
         if attack == "wrong-key":
             bad = other_pk.encrypt([1] * len(cv))
         else:  # corrupt the first ciphertext, as a bit flip on the wire would
             cs = cv.ciphertexts
             cs[0] = cs[0] * 12345 % cv.public_key.nsquare
             bad = type(cv).from_ciphertexts(cv.public_key, cs)
-        return [layout, [bad, *parts[1:]]]
+        return EncGH(sealed.layout, [bad, *sealed.parts[1:]], sealed.reorder)
 
     monkeypatch.setattr(passive, "_seal_job", evil)
     roles = {
@@ -189,3 +191,60 @@ def test_federated_prediction_matches_local(adult_small, adult):
     np.testing.assert_array_equal(predict(tparts, model), model.predict_proba(tparts))
     with pytest.raises(PeerFailed, match="rows"):
         predict([tparts[0], tparts[1][:10]], model)
+
+
+def test_malformed_histograms_under_the_real_tag_fail_the_active_party(adult_small, kp512):
+    """A passive party that follows the protocol up to its first histograms, then sends a
+    malformed Hist: the active party refuses it, naming the sender, the message and the field."""
+    two, _, y = adult_small
+    cfg = small_cfg(512, n_estimators=1)
+
+    async def mallory(party):
+        await send(party, "active", Hello(n_rows=len(y), n_features=7, config=cfg.to_dict()))
+        await party.recv("active", "vf2/setup")
+        async for _ in party.stream_from("active", "vf2/gh/0"):
+            pass
+        await party.recv("active", "vf2/layer/0/0")
+        await party.send("active", "vf2/hist/0/0/0", [np.array([5, 5]), ["packed", []]])
+        await party.recv("active", "vf2/win/0/0")
+
+    roles = {
+        "active": functools.partial(active_party, X=two[0], y=y, cfg=cfg, keypair=kp512),
+        "passive1": mallory,
+    }
+    with pytest.raises(PeerFailed) as info:
+        _run(roles)
+    assert info.value.peer == "active"
+    assert isinstance(info.value.__cause__, ProtocolError)
+    assert "passive1 sent a malformed Hist message: field 'ids'" in info.value.cause
+
+
+def test_malformed_setup_fails_the_passive_party(adult_small):
+    """An active party whose setup names party index 0: the passive party refuses it."""
+    two, _, y = adult_small
+    cfg = small_cfg(512, n_estimators=1)
+    pk, _ = generate_keypair(512, allow_insecure=True)
+
+    async def mallory(party):
+        await party.recv("passive1", "vf2/hello")
+        await party.send("passive1", "vf2/setup", [pk, 0, len(y)])
+        await party.recv("passive1", "vf2/hist/0/0/0")
+
+    roles = {"active": mallory, "passive1": functools.partial(passive_party, X=two[1], cfg=cfg)}
+    with pytest.raises(PeerFailed) as info:
+        _run(roles)
+    assert info.value.peer == "passive1"
+    assert isinstance(info.value.__cause__, ProtocolError)
+    assert "active sent a malformed Setup message: field 'index' must be >= 1" in info.value.cause
+
+
+def test_prefilled_obfuscators_keep_the_model_lossless(adult_small, kp512):
+    """prefill: every tree's obfuscators are made before the first tree (waited for without
+    blocking the event loop), then each chunk is encrypted with them."""
+    two, _, y = adult_small
+    X_parts, y = [two[0][:300], two[1][:300]], y[:300]
+    cfg = small_cfg(512, chunk_size=100)
+    res = fit(X_parts, y, cfg, keypair=kp512, prefill=True)
+    assert_lossless(res.model, plaintext_reference(X_parts, y, cfg), X_parts)
+    names = {s.name for s in res.trace.spans}
+    assert {"prefill-obfuscators", "encrypt-warm"} <= names
