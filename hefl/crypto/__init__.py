@@ -17,12 +17,14 @@ from hefl.crypto._horner import horner_capacity, pack_ciphertexts, unpack_slots
 from hefl.crypto._keys import PrivateKey, PublicKey, generate_keypair
 from hefl.crypto._packing import SlotLayout, plan_slots
 from hefl.crypto._pool import ObfuscatorPool
+from hefl.crypto._types import KeyModulus
 from hefl.crypto._vector import CipherVector
 
 __all__ = [
     "CipherVector",
     "EncryptedExpVector",
     "FixedPointEncoder",
+    "KeyModulus",
     "ObfuscatorPool",
     "PrivateKey",
     "PublicKey",

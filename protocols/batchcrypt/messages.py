@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from hefl.crypto import CipherVector, PrivateKey, PublicKey
+from hefl.crypto import CipherVector, KeyModulus, PrivateKey, PublicKey
 from hefl.errors import HeflError, KeyMismatchError
 from hefl.messages import Fields, Message, check_array, check_int
 from hefl.protocols.batchcrypt.config import AGGREGATOR, MODES
@@ -92,7 +92,7 @@ class BatchCryptMessage(Message):
 
 
 # -- field checks ----------------------------------------------------------------------------
-def foreign_key_text(sender: str, theirs: PublicKey, ours: PublicKey) -> str:
+def foreign_key_text(sender: str, theirs: KeyModulus, ours: KeyModulus) -> str:
     """What went wrong when ``sender`` used ``theirs`` instead of the session key ``ours``."""
     if sender == AGGREGATOR:
         return (
