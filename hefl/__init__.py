@@ -10,6 +10,7 @@ from hefl._federation import RunResult, run, run_async
 from hefl._options import RuntimeOptions
 from hefl._party import Party
 from hefl._streams import StreamReceiver, StreamSender
+from hefl._tasks import task_group
 from hefl._tracing import Span, Trace, Tracer, merge_statistics
 from hefl.errors import (
     CiphertextRangeError,
@@ -74,4 +75,5 @@ __all__ = [
     "run_party",
     "run_party_async",
     "save_curve_keypair",
+    "task_group",
 ]

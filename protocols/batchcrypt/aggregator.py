@@ -17,14 +17,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hefl import Party
+from hefl import Party, task_group
 from hefl.crypto import CipherVector, PublicKey, SlotLayout, plan_slots
 from hefl.errors import KeyMismatchError, ProtocolError
 from hefl.protocols.batchcrypt.config import BatchCryptConfig
 from hefl.protocols.batchcrypt.federation import (
     ByteMeter,
     RoundTiming,
-    background,
     chunk_bounds,
     download_slices,
     federation_clients,
@@ -222,7 +221,7 @@ class Aggregator:
             timing.aggregate += time.thread_time() - c0
             timing.last_chunk_at = max(timing.last_chunk_at, time.perf_counter() - origin)
 
-        async with background() as group:
+        async with task_group() as group:
             for c in self.clients:
                 group.create_task(self._receive_upload(t, c, bounds, add))
         done = [s for s in sums if s is not None]
@@ -261,7 +260,7 @@ class Aggregator:
             streams = [
                 await stack.enter_async_context(self.party.stream(c, tag)) for c in self.clients
             ]
-            async with background() as group:
+            async with task_group() as group:
                 for stream, (lo, hi) in zip(streams, parts, strict=True):
                     group.create_task(self._send_slice(stream, total, lo, hi))
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from hefl import Party
+from hefl import Party, task_group
 from hefl.crypto import CipherVector, PrivateKey, PublicKey, SlotLayout, plan_slots
 from hefl.errors import ConfigError
 from hefl.protocols.batchcrypt import work
@@ -25,7 +25,6 @@ from hefl.protocols.batchcrypt.decryption import Decryptor
 from hefl.protocols.batchcrypt.federation import (
     ByteMeter,
     RoundTiming,
-    background,
     download_slices,
     federation_clients,
 )
@@ -297,7 +296,7 @@ class ClientSession:
         All jobs start at once (the executor queues them), so encryption of later chunks
         overlaps the sending of earlier ones; a failure anywhere cancels the rest.
         """
-        async with background() as group:
+        async with task_group() as group:
             tasks = [group.create_task(self.party.offload(fn, *args)) for fn, args in jobs]
             async with self.party.stream(AGGREGATOR, UploadChunk.tag(t=t)) as stream:
                 for task in tasks:

@@ -5,11 +5,8 @@ Args/Returns/Raises are given per function; nothing here talks to the network.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import re
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -117,27 +114,3 @@ class ByteMeter:
         sent, received = self._read()
         timing.bytes_sent, timing.bytes_received = sent - self.mark[0], received - self.mark[1]
         self.mark = (sent, received)
-
-
-@contextlib.asynccontextmanager
-async def background() -> AsyncIterator[asyncio.TaskGroup]:
-    """An :class:`asyncio.TaskGroup` for a round's background work that raises the first
-    failure itself rather than an ExceptionGroup, so a ProtocolError from a task reaches the
-    runtime (and the other parties) as the ProtocolError it is.
-
-    Yields:
-        The task group; leaving the block waits for every task, and a failure in the block or
-        in any task cancels the others.
-    """
-    try:
-        async with asyncio.TaskGroup() as group:
-            yield group
-    except BaseExceptionGroup as failures:
-        raise _first(failures) from None
-
-
-def _first(group: BaseExceptionGroup) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc

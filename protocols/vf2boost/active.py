@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from hefl import Party
+from hefl import Party, task_group
 from hefl.crypto import PrivateKey, PublicKey
 from hefl.protocols.vf2boost.active_setup import (
     ActiveCrypto,
@@ -31,7 +31,6 @@ from hefl.protocols.vf2boost.binning import Binner, check_features
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.model import PartyModel
 from hefl.protocols.vf2boost.reference import check_labels
-from hefl.protocols.vf2boost.tasks import task_group
 from hefl.protocols.vf2boost.tree import base_margin, candidate_mask
 
 Progress = Callable[[int, int, float], None]

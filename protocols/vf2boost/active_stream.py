@@ -13,13 +13,12 @@ from contextlib import AsyncExitStack
 
 import numpy as np
 
-from hefl import Party, cpu_count
+from hefl import Party, cpu_count, task_group
 from hefl.messages import send
 from hefl.protocols.vf2boost.active_setup import ActiveCrypto
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.encgh import EncGH, encrypt_gh
 from hefl.protocols.vf2boost.messages import Gradients
-from hefl.protocols.vf2boost.tasks import task_group
 
 
 async def stream_gh(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hefl import Party
+from hefl import Party, task_group
 from hefl.messages import send
 from hefl.protocols.vf2boost.active_setup import ActiveCrypto
 from hefl.protocols.vf2boost.active_stream import stream_gh
@@ -40,7 +40,6 @@ from hefl.protocols.vf2boost.messages import (
 )
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
 from hefl.protocols.vf2boost.reference import party_histogram
-from hefl.protocols.vf2boost.tasks import task_group
 from hefl.protocols.vf2boost.tree import (
     MIN_GAIN,
     Candidate,

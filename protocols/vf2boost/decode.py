@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from hefl import Party
+from hefl import Party, task_group
 from hefl.crypto import PrivateKey
 from hefl.errors import HeflError, KeyMismatchError, ProtocolError
 from hefl.messages import gather
@@ -25,7 +25,6 @@ from hefl.protocols.vf2boost.budget import BitPlan
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.encgh import EncGH, decrypt_entries
 from hefl.protocols.vf2boost.messages import Hist, Place, Session, refuse
-from hefl.protocols.vf2boost.tasks import task_group
 from hefl.protocols.vf2boost.tree import Candidate, exact_group_sums, score_cumulative
 
 _TAMPERED = "the data was tampered with or encrypted under another key"
@@ -133,8 +132,8 @@ async def decode_layer(
                 job = _decrypt(party, name, sk, hist.enc, plan, count)
                 jobs.append((name, nd, hist.ids, decrypting.create_task(job)))
     out: dict[str, dict[int, PassiveCandidates]] = {name: {} for name in sessions}
-    for name, nd, cand_ids, job in jobs:
-        G, H = job.result()
+    for name, nd, cand_ids, decrypted in jobs:
+        G, H = decrypted.result()
         out[name][nd.index] = score_sums(name, cfg, nd, cand_ids, G, H)
     return out
 

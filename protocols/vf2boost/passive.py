@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from hefl import Party
+from hefl import Party, task_group
 from hefl.crypto import PublicKey
 from hefl.errors import ConfigError, KeyMismatchError, ProtocolError
 from hefl.messages import recv, send
@@ -43,7 +43,6 @@ from hefl.protocols.vf2boost.messages import (
 )
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
 from hefl.protocols.vf2boost.passive_hist import Histograms, Speculated, TreeState
-from hefl.protocols.vf2boost.tasks import task_group
 from hefl.protocols.vf2boost.tree import candidate_mask
 
 _sysrand = secrets.SystemRandom()
@@ -257,8 +256,8 @@ class PassiveParty:
                     self.cfg.obfuscation,
                 )
                 jobs.append((node, ids, sealing.create_task(job)))
-            for node, ids, job in jobs:
-                hist = Hist(ids=ids, enc=await job)
+            for node, ids, sealed in jobs:
+                hist = Hist(ids=ids, enc=await sealed)
                 await send(self.party, self.active, hist, t=t, d=d, node=node)
 
     async def start_speculation(

@@ -1,10 +1,11 @@
-"""Background work of a VF2Boost role, held in an :class:`asyncio.TaskGroup`.
+"""Background work of a role, held in an :class:`asyncio.TaskGroup`.
 
-A role starts work before it needs the result (table warm-ups, the root histogram of each
-gradient chunk, per-node seal and decrypt jobs, speculative children) and awaits it later.
-Each such task lives in a task group of the tree (or of the role, for warm-ups): if the role
-fails, the group cancels what is still pending and waits for it, so nothing outlives the role
-and no failed task goes unretrieved.
+A role starts work before it needs the result (VF2Boost's table warm-ups, root-histogram
+chunks, seal and decrypt jobs, speculative children; BatchCrypt's chunk encryptions and the
+aggregator's per-client sums) and awaits it later. Each such task lives in the task group of
+its tree, round or role: if the role fails, the group cancels what is still pending and waits
+for it, so nothing outlives the role and no failed task goes unretrieved. Every protocol uses
+this one helper.
 """
 
 from __future__ import annotations
