@@ -12,6 +12,7 @@ from hefl._party import Party
 from hefl._streams import StreamReceiver, StreamSender
 from hefl._tasks import task_group
 from hefl._tracing import Span, Trace, Tracer, merge_statistics
+from hefl._version import __version__
 from hefl.errors import (
     CiphertextRangeError,
     CodecError,
@@ -33,8 +34,6 @@ from hefl.transports.curve import (
     load_curve_keypair,
     save_curve_keypair,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CiphertextRangeError",

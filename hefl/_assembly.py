@@ -126,6 +126,7 @@ def build_party(
     codec: Codec,
     executor: Executor | None,
     options: RuntimeOptions,
+    agreement: Mapping[str, str] | None = None,
 ) -> Assembled:
     """Build a party's parts around its started transport.
 
@@ -139,7 +140,7 @@ def build_party(
     tracer = Tracer(name)
     mailbox = Mailbox(name, peers, options, tracer)
     wire = Wire(transport, codec, mailbox.raise_if_failed)
-    liveness = Liveness(name, peers, wire, mailbox, options)
+    liveness = Liveness(name, peers, wire, mailbox, options, agreement)
     party = Party(
         name,
         peers,
@@ -181,7 +182,13 @@ async def run_party_role(
     """
     codec = Codec(max_message_bytes=options.max_message_bytes)
     parts = build_party(
-        name, peers, transport, codec=codec, executor=executor, options=options.runtime
+        name,
+        peers,
+        transport,
+        codec=codec,
+        executor=executor,
+        options=options.runtime,
+        agreement=options.agreement_of(name),
     )
     party, liveness = parts.party, parts.liveness
     if supervise is not None:

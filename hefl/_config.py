@@ -236,6 +236,7 @@ async def run_party_async(
     secret_key: str | CurveKeyPair | Path | None = None,
     executor: Any = "process",
     max_workers: int | None = None,
+    agreement: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Run party ``name`` of a TOML federation inside a running loop; see :func:`run_party`."""
     if not isinstance(config, FederationConfig):
@@ -254,6 +255,7 @@ async def run_party_async(
         max_message_bytes=config.max_message_bytes,
         curve=config.curve,
         runtime=config.options,
+        agreement=agreement,
     )
     transport = ZmqTransport(
         name,
@@ -284,6 +286,7 @@ def run_party(
     executor: Any = "process",
     max_workers: int | None = None,
     use_uvloop: bool = True,
+    agreement: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Run ONE party of a federation described in TOML (multi-host use).
 
@@ -295,12 +298,19 @@ def run_party(
             :class:`CurveKeyPair`); defaults to ``secret_key_file`` from the TOML.
         executor, max_workers: where :meth:`Party.offload` runs (see :func:`hefl.run`).
         use_uvloop: run on uvloop when installed.
+        agreement: values every party must share, ``{field: value}`` (e.g. the protocol and
+            its version, who is the active party or the aggregator, a digest of the protocol
+            configuration). Parties compare them and the hefl version in the handshake; a
+            difference fails every party at once with a ConfigError naming the field, both
+            values and the peer (a party told of it by a peer first raises PeerFailed
+            carrying the same message).
 
     Returns:
         a :class:`RunResult` ``{name: return value}`` with this party's statistics and trace.
 
     Raises:
-        ConfigError: invalid file, unknown party, missing or mismatched keys.
+        ConfigError: invalid file, unknown party, missing or mismatched keys, or a peer that
+            disagrees on ``agreement`` or the hefl version.
         TransportBroken: the bind address is in use.
         PeerFailed: another party failed, died or went silent past ``peer_timeout``, or did not
             come up within ``connect_timeout``.
@@ -314,6 +324,7 @@ def run_party(
                 secret_key=secret_key,
                 executor=executor,
                 max_workers=max_workers,
+                agreement=agreement,
             )
         )
 

@@ -185,6 +185,11 @@ def run(
               waiting unreceived in a party's buffers (default 100,000 messages, 2 GiB); more
               fails the federation with PeerFailed naming the peer (a flood, or an unknown
               tag).
+            - ``agreement``: values every party must share, ``{field: value}`` of strings
+              (``{party: {field: value}}`` gives each party its own, for tests). Parties
+              compare them, and the hefl version, in the handshake; any difference fails the
+              run at once: PeerFailed with the ConfigError of the party that found it as
+              ``__cause__``, naming the field, both values and the peer.
 
     Returns:
         :class:`RunResult`, a dict ``{party: role return value}`` with ``.statistics`` and

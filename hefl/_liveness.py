@@ -2,7 +2,9 @@
 
 :class:`Liveness` drives a party's :class:`~hefl._mailbox.Mailbox`: its ONE reader task takes
 messages off the transport, decodes them (:mod:`hefl._envelope`) and delivers data to the
-mailbox; control messages (hello, ping, goodbye, failure notice) it handles itself.
+mailbox; control messages (hello, ping, goodbye, failure notice) it handles itself. A hello
+carries the values every party must share (:mod:`hefl._agreement`); a peer that disagrees
+fails the handshake with a :class:`~hefl.errors.ConfigError`.
 
 Failure propagation: when a role raises, its party tells every peer (a FAIL notice naming the
 party where the failure started and why). Every other party then fails its mailbox, which wakes
@@ -23,18 +25,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
+from hefl._agreement import disagreement, hello_values
 from hefl._envelope import DATA_KINDS, Channel, Kind, decode
 from hefl._mailbox import Mailbox
 from hefl._options import RuntimeOptions
 from hefl._wire import Wire
-from hefl.errors import CodecError, PeerFailed, TransportClosed, TransportError
+from hefl.errors import CodecError, ConfigError, PeerFailed, TransportClosed, TransportError
 from hefl.transports.base import Buffer, LinkLost
 
 log = logging.getLogger("hefl.runtime")
+
+# seconds a party that found a disagreement still gives its own hellos to go out
+_DISAGREEMENT_FLUSH = 2.0
+# seconds a party failed by a peer during the handshake waits for the hellos still due
+_DISAGREEMENT_GRACE = 0.5
 
 
 class Liveness:
@@ -46,6 +54,8 @@ class Liveness:
         wire: its end of the wire.
         mailbox: the mailbox it feeds.
         options: the federation's runtime options.
+        agreement: values every peer must share (the hefl version is added); see
+            :mod:`hefl._agreement`.
 
     Attributes:
         error: what the role raised (None while it runs or if it returned).
@@ -60,6 +70,7 @@ class Liveness:
         wire: Wire,
         mailbox: Mailbox,
         options: RuntimeOptions,
+        agreement: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.peers = tuple(peers)
@@ -70,6 +81,8 @@ class Liveness:
         self._done: set[str] = set()  # said goodbye, failed or died
         self._lost: set[str] = set()  # failed or died: they wait for nothing from us
         self._hello: set[str] = set()
+        self._agreement = hello_values(agreement)
+        self._disagreement: ConfigError | None = None
         self._changed = asyncio.Event()
         self._last_seen: dict[str, float] = {}
         self._expect_close = getattr(wire.transport, "expect_close", None)
@@ -194,6 +207,11 @@ class Liveness:
     def _control(self, sender: str, kind: int, body: Any) -> None:
         if kind == Kind.HELLO:
             self._hello.add(sender)
+            why = disagreement(self.name, self._agreement, sender, body)
+            if why is not None and self._disagreement is None:
+                # not fail(): the handshake first lets our hellos out, so that every peer
+                # finds the disagreement itself, then fails with it (and tells the peers)
+                self._disagreement = ConfigError(why)
         elif kind == Kind.BYE:
             self._mark_done(sender, lost=False)
             self._mailbox.finish_peer(sender)
@@ -306,14 +324,28 @@ class Liveness:
         # The hellos go out concurrently and under the same deadline: a send to a peer whose
         # connection never comes up (e.g. its CURVE handshake was refused) can wait forever.
         sends = {
-            peer: asyncio.ensure_future(self._wire.send(peer, Kind.HELLO, "", None))
+            peer: asyncio.ensure_future(self._wire.send(peer, Kind.HELLO, "", self._agreement))
             for peer in self.peers
         }
         try:
             ok = await self._wait_until(
-                lambda: self._mailbox.failure is not None or self._hello >= self._peer_set,
+                lambda: (
+                    self._mailbox.failure is not None
+                    or self._disagreement is not None
+                    or self._hello >= self._peer_set
+                ),
                 timeout,
             )
+            if self._mailbox.failure is not None and self._disagreement is None:
+                # a peer failed, perhaps on a disagreement: give the hellos still on their
+                # way a moment, so this party names the disagreement itself too
+                await self._wait_until(
+                    lambda: self._disagreement is not None or self._hello >= self._peer_set,
+                    _DISAGREEMENT_GRACE,
+                )
+            if self._disagreement is not None:
+                await asyncio.wait(sends.values(), timeout=_DISAGREEMENT_FLUSH)
+                raise self._disagreement
             if ok and self._mailbox.failure is None:
                 left = max(0.0, deadline - time.monotonic())
                 await asyncio.wait(sends.values(), timeout=left)

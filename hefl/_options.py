@@ -9,9 +9,11 @@ each repeating the same long argument list.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypedDict
 
+from hefl._agreement import check_agreement
 from hefl.codec import DEFAULT_MAX_MESSAGE_BYTES
 from hefl.errors import ConfigError
 
@@ -80,6 +82,7 @@ class RunKeywords(TypedDict, total=False):
     recv_timeout: float | None
     max_buffered_messages: int | None
     max_buffered_bytes: int | None
+    agreement: Mapping[str, str] | Mapping[str, Mapping[str, str]] | None
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,12 @@ class RunOptions:
         curve: with ZeroMQ, encrypt and authenticate connections with CURVE.
         use_uvloop: run on uvloop when it is installed.
         runtime: the :class:`RuntimeOptions` every party shares.
+        agreement: values every party must share, ``{field: value}`` (strings), e.g. the
+            protocol and its version, the role assignment, a digest of the protocol
+            configuration. Parties exchange them (and the hefl version, always) in the
+            handshake; any difference fails every party within about a second with a
+            :class:`~hefl.errors.ConfigError` naming the field, both values and the peer.
+            ``{party name: {field: value}}`` gives each party its own values (for tests).
 
     Raises:
         ConfigError: a value is invalid.
@@ -107,8 +116,11 @@ class RunOptions:
     curve: bool = False
     use_uvloop: bool = True
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    agreement: Mapping[str, str] | Mapping[str, Mapping[str, str]] | None = None
 
     def __post_init__(self) -> None:
+        if self.agreement is not None:
+            object.__setattr__(self, "agreement", _check_agreements(self.agreement))
         if self.timeout is not None:
             _check_seconds("timeout", self.timeout)
         if type(self.max_message_bytes) is not int or self.max_message_bytes <= 0:
@@ -123,6 +135,13 @@ class RunOptions:
                 f"executor={self.executor!r} (leave max_workers out, or size that executor "
                 "yourself)"
             )
+
+    def agreement_of(self, name: str) -> dict[str, str]:
+        """The agreement values party ``name`` sends (without the hefl version)."""
+        values = self.agreement or {}
+        if values and all(isinstance(v, Mapping) for v in values.values()):
+            return dict(values.get(name, {}))  # type: ignore[arg-type]
+        return dict(values)  # type: ignore[arg-type]
 
     @classmethod
     def from_keywords(cls, keywords: RunKeywords | dict[str, Any]) -> RunOptions:
@@ -166,6 +185,16 @@ def check_name(name: Any, what: str = "party name") -> str:
             f"{what} must be a non-empty printable string without edge spaces, got {name!r}"
         )
     return name
+
+
+def _check_agreements(values: Any) -> dict[str, Any]:
+    if (
+        isinstance(values, Mapping)
+        and values
+        and all(isinstance(v, Mapping) for v in values.values())
+    ):
+        return {check_name(k): check_agreement(v, f"agreement of {k!r}") for k, v in values.items()}
+    return check_agreement(values)
 
 
 def _check_seconds(name: str, value: Any) -> None:

@@ -279,6 +279,8 @@ def _party(args: argparse.Namespace) -> int:
                 raise ConfigError("--paillier-key is for the active party (the first in the file)")
             keypair = _load_paillier(args.paillier_key, cfg.key_bits)
         role = _demos.vf2boost_party_role(names, args.name, cfg, rows=args.rows, keypair=keypair)
+        roles = f"active={names[0]}; passive={','.join(names[1:])}"
+        agreement = _agreement(args.protocol, roles, cfg, {"rows": args.rows})
     else:
         from hefl.protocols.batchcrypt import AGGREGATOR, TrainSpec, party_role
 
@@ -291,7 +293,9 @@ def _party(args: argparse.Namespace) -> int:
             )
         spec = TrainSpec(dataset="adult", model=args.model, rounds=args.rounds)
         role = party_role(args.name, cfg, spec)
-    result = hefl.run_party(federation, args.name, role)
+        roles = f"aggregator={AGGREGATOR}; clients={','.join(clients)}"
+        agreement = _agreement(args.protocol, roles, cfg, spec)
+    result = hefl.run_party(federation, args.name, role, agreement=agreement)
     value = result[args.name] or {}
     report = {
         "protocol": args.protocol,
@@ -310,6 +314,15 @@ def _party(args: argparse.Namespace) -> int:
         (args.out / f"{args.name}.report.json").write_text(json.dumps(report, default=str))
     _emit(args, report, result.trace, _format_party(report))
     return 0
+
+
+def _agreement(protocol: str, roles: str, *config: Any) -> dict[str, str]:
+    """What every host of a ``hefl party`` federation must share: the protocol (versioned with
+    hefl, whose version the runtime compares anyway), who plays which part and a digest of
+    the protocol configuration (the protocol flags)."""
+    from hefl._agreement import config_digest
+
+    return {"protocol": protocol, "roles": roles, "config": config_digest(*config)}
 
 
 def _format_party(report: dict[str, Any]) -> str:

@@ -208,3 +208,42 @@ def test_party_port_in_use_and_unknown_party(tmp_path, free_ports):
                     "batchcrypt", *SMALL, cwd=tmp_path, timeout=50)  # fmt: skip
     assert proc.returncode == 1
     assert_one_line_error(proc.stderr, "aggregator")
+
+
+def _running_with(needle: str) -> list[int]:
+    """Pids of live processes whose command line mentions ``needle``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if needle in cmdline and int(entry.name) != os.getpid():
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.timeout(60)
+def test_parties_started_with_different_protocols_fail_fast(tmp_path, free_ports):
+    names = ["aggregator", "client0", "client1"]
+    toml = write_federation(tmp_path, free_ports(len(names)), names, curve=False)
+    flags = ["--config", str(toml), "--rounds", "2", *SMALL]
+    protocol = {"aggregator": "vf2boost", "client0": "batchcrypt", "client1": "batchcrypt"}
+    start = time.monotonic()
+    procs = {n: start_party(*flags, "--name", n, "--protocol", protocol[n], cwd=tmp_path)
+             for n in names}  # fmt: skip
+    outs = {n: p.communicate(timeout=40) for n, p in procs.items()}
+    # start-up (imports) takes about a second; the handshake fails them within milliseconds
+    assert time.monotonic() - start < 10
+    for name, p in procs.items():
+        assert p.returncode == 1, outs[name]
+        assert_one_line_error(outs[name][1], "disagrees on 'protocol'")
+    assert "client0 has 'batchcrypt', aggregator has 'vf2boost'" in outs["aggregator"][1] or (
+        "client1 has 'batchcrypt', aggregator has 'vf2boost'" in outs["aggregator"][1]
+    )
+    for name in ("client0", "client1"):
+        stderr = outs[name][1]
+        assert "'vf2boost'" in stderr and "'batchcrypt'" in stderr
+    assert not [p.pid for p in procs.values() if p.poll() is None]
+    assert not _running_with(str(toml))

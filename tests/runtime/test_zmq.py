@@ -152,7 +152,7 @@ def test_malformed_frames_stop_the_party_cleanly(frames):
     a = ZmqTransport("a")
     a_addr = a.bind()
     a.connect({"b": "tcp://127.0.0.1:1"})  # nobody listens: a's own sends are not needed
-    hello = [hefl.codec.dumps([7, "", None])]
+    hello = [hefl.codec.dumps([7, "", {"hefl": hefl.__version__}])]
 
     async def victim(party):
         await party.recv("b", "never")
@@ -219,7 +219,7 @@ def test_oversized_frame_is_dropped_by_libzmq_before_buffering():
     a = ZmqTransport("a", max_message_bytes=4096)
     a_addr = a.bind()
     a.connect({"b": "tcp://127.0.0.1:1"})
-    hello = [hefl.codec.dumps([7, "", None])]
+    hello = [hefl.codec.dumps([7, "", {"hefl": hefl.__version__}])]
     huge = [hefl.codec.dumps([0, "big", b"x" * 100_000])]
 
     async def victim(party):
