@@ -2,7 +2,7 @@
 
 Each party sends, in its hello, a small mapping ``{field: value}`` of strings: the hefl
 version always, plus what its caller supplies through ``RunOptions.agreement`` (for
-``hefl party``: the protocol and its version, the role assignment and a digest of the protocol
+``hefl party``: the protocol name, the role assignment and a digest of the protocol
 configuration). A party whose hello disagrees with this party's values fails the federation at
 the handshake with a :class:`~hefl.errors.ConfigError` naming the field, both values and the
 peer, instead of letting mismatched roles wait on each other forever.
