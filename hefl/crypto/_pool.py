@@ -27,6 +27,7 @@ from typing import Any
 from gmpy2 import mpz
 
 from hefl.crypto._obfuscation import CrtObfuscator, check_method, public_obfuscators
+from hefl.crypto._orphans import watch_owner
 from hefl.crypto._types import KeyFactors, KeyModulus
 from hefl.errors import ConfigError, CryptoError
 
@@ -42,10 +43,12 @@ def _make_chunk(n: int, count: int, method: str, factors: tuple[int, int] | None
     return b"".join([r.to_bytes(w, "big") for r in rs])
 
 
-def _lower_priority() -> None:
-    """Worker initializer: the lowest CPU priority, so refills only use idle CPU time."""
-    with contextlib.suppress(AttributeError, OSError):  # no os.nice: normal priority
-        os.nice(19)
+def _init_worker(owner_pid: int, low_priority: bool) -> None:
+    """Worker initializer: exit with the owner; at low priority, only use idle CPU time."""
+    watch_owner(owner_pid)
+    if low_priority:
+        with contextlib.suppress(AttributeError, OSError):  # no os.nice: normal priority
+            os.nice(19)
 
 
 def _default_context() -> Any:
@@ -134,7 +137,8 @@ class ObfuscatorPool:
             self._executor = ProcessPoolExecutor(
                 max_workers=self._workers,
                 mp_context=_default_context(),
-                initializer=_lower_priority if self._low_priority else None,
+                initializer=_init_worker,
+                initargs=(os.getpid(), self._low_priority),
             )
         if self._filler is None:
             self._filler = threading.Thread(
