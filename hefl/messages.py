@@ -60,14 +60,20 @@ class Message:
         return [_wire_value(getattr(self, f.name)) for f in dataclasses.fields(self)]  # type: ignore[arg-type]
 
     @classmethod
-    def from_wire(cls, sender: str, obj: Any) -> Self:
+    def from_wire(cls, sender: str, obj: Any, context: Any = None) -> Self:
         """Check a received object and build the message.
+
+        Args:
+            sender: the party it came from (named in errors).
+            obj: the decoded wire object.
+            context: what the receiver already knows the message must match (a protocol's
+                session or expectations), handed to :meth:`parse` as ``Fields.context``.
 
         Raises:
             ProtocolError: ``obj`` is not this message (names sender, message and field).
             KeyMismatchError: a ciphertext field is under another key.
         """
-        return cls.parse(Fields(sender, cls, obj))
+        return cls.parse(Fields(sender, cls, obj, context=context))
 
     @classmethod
     def parse(cls, f: Fields) -> Self:
@@ -90,32 +96,38 @@ class Fields:
         sender: the party the message came from (named in errors).
         message: the :class:`Message` subclass being parsed.
         obj: what the codec decoded: a list with one value per dataclass field.
-        context: where these fields sit, for errors (set for nested messages).
+        context: what the receiver knows the message must match (nested messages share it).
+        path: where these fields sit, for errors (set for nested messages).
 
     Raises:
         ProtocolError: ``obj`` is not a list of the message's length.
     """
 
     def __init__(
-        self, sender: str, message: type[Message], obj: Any, *, context: str | None = None
+        self,
+        sender: str,
+        message: type[Message],
+        obj: Any,
+        *,
+        context: Any = None,
+        path: str | None = None,
     ) -> None:
         self.sender = sender
         self.kind = message
-        self._context = context or f"{message.__name__} message"
+        self.context = context
+        self._path = path or f"{message.__name__} message"
         names = [f.name for f in dataclasses.fields(message)]  # type: ignore[arg-type]
         if not isinstance(obj, list) or len(obj) != len(names):
             got = f"a list of {len(obj)}" if isinstance(obj, list) else type(obj).__name__
             raise ProtocolError(
-                f"{sender} sent a malformed {self._context}: expected a list of {len(names)} "
+                f"{sender} sent a malformed {self._path}: expected a list of {len(names)} "
                 f"fields ({', '.join(names)}), got {got}"
             )
         self._values = dict(zip(names, obj, strict=True))
 
     def fail(self, name: str, why: str) -> ProtocolError:
         """The error for field ``name`` (raise it): names the sender, message and field."""
-        return ProtocolError(
-            f"{self.sender} sent a malformed {self._context}: field {name!r} {why}"
-        )
+        return ProtocolError(f"{self.sender} sent a malformed {self._path}: field {name!r} {why}")
 
     def get(self, name: str, check: Callable[[Any], T]) -> T:
         """Field ``name`` through ``check``, whose ValueError/TypeError becomes ProtocolError."""
@@ -124,9 +136,7 @@ class Fields:
         except ProtocolError:
             raise
         except KeyMismatchError as exc:
-            raise KeyMismatchError(
-                f"{self.sender}'s {self._context}, field {name!r}: {exc}"
-            ) from exc
+            raise KeyMismatchError(f"{self.sender}'s {self._path}, field {name!r}: {exc}") from exc
         except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
             raise self.fail(name, str(exc)) from None
 
@@ -254,8 +264,8 @@ class Fields:
         return [kind.parse(self._nested(f"{name}[{i}]", kind, v)) for i, v in enumerate(values)]
 
     def _nested(self, name: str, kind: type[Message], value: Any) -> Fields:
-        context = f"{self._context}: field {name!r} ({kind.__name__})"
-        return Fields(self.sender, kind, value, context=context)
+        path = f"{self._path}: field {name!r} ({kind.__name__})"
+        return Fields(self.sender, kind, value, context=self.context, path=path)
 
     def optional(self, name: str, read: Callable[[str], T]) -> T | None:
         """None, or field ``name`` read with ``read`` (one of the methods above)."""

@@ -122,7 +122,7 @@ class Aggregator:
             KeyMismatchError: a client encrypts under another key.
         """
         raw = await self.party.gather(RoundHeader.tag(t=t), peers=list(self.clients))
-        headers = {c: RoundHeader.read(c, raw[c]) for c in self.clients}
+        headers = {c: RoundHeader.from_wire(c, raw[c]) for c in self.clients}
         for h in headers.values():
             self.report.note(h)
         done = [c for c, h in headers.items() if h.done]
@@ -153,7 +153,7 @@ class Aggregator:
         """Mode "plain": add the clients' updates in the clear and send the sum back."""
         raw = await self.party.gather(PlainUpdate.tag(t=t), peers=list(self.clients))
         expect = Expect(length=header.n, dtype=header.dtype)
-        updates = [PlainUpdate.read(c, raw[c], expect) for c in self.clients]
+        updates = [PlainUpdate.from_wire(c, raw[c], expect) for c in self.clients]
         t0 = time.thread_time()
         total = np.zeros(header.n, dtype=np.float64)
         for update in updates:
@@ -192,7 +192,7 @@ class Aggregator:
         expect = Expect(self.pk, length=n_layers)
         total: CipherVector | None = None
         for c in self.clients:
-            message = kind.read(c, raw[c], expect)
+            message = kind.from_wire(c, raw[c], expect)
             self.report.note(message)
             total = message.sums if total is None else total + message.sums
         assert total is not None  # a federation has at least one client
@@ -241,7 +241,7 @@ class Aggregator:
                     f"client {sender!r} sent more than the {len(bounds)} chunks of round {t}"
                 )
             a, b = bounds[i]
-            chunk = UploadChunk.read(sender, obj, Expect(self.pk, length=b - a))
+            chunk = UploadChunk.from_wire(sender, obj, Expect(self.pk, length=b - a))
             self.report.note(chunk)
             add(i, chunk.ciphers)
             i += 1

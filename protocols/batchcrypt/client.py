@@ -223,7 +223,7 @@ class ClientSession:
     async def _plain_round(self, t: int, x: np.ndarray) -> np.ndarray:
         await self.party.send(AGGREGATOR, PlainUpdate.tag(t=t), PlainUpdate(values=x).to_wire())
         obj = await self.party.recv(AGGREGATOR, PlainSum.tag(t=t))
-        total = PlainSum.read(AGGREGATOR, obj, Expect(length=len(x))).total
+        total = PlainSum.from_wire(AGGREGATOR, obj, Expect(length=len(x))).total
         return np.asarray(total, dtype=np.float64)
 
     # -- mode "phe": the per-value Paillier baseline ---------------------------------------
@@ -321,7 +321,7 @@ class ClientSession:
         """Receive the summed statistics, decrypt them and derive each layer's α."""
         pk, sk = self._keys()
         obj = await self.party.recv(AGGREGATOR, kind.tag(t=t))
-        sums = kind.read(AGGREGATOR, obj, Expect(pk, length=len(layers))).sums
+        sums = kind.from_wire(AGGREGATOR, obj, Expect(pk, length=len(layers))).sums
         ints, _ = await self.party.offload(work.decrypt_vector, sk, sums)
         return daciq_alphas(ints, layers, len(self.clients), self.cfg.bits)
 

@@ -54,7 +54,7 @@ class Decryptor:
                     f"round {t}"
                 )
             a, b = expected[len(chunks)]
-            chunk = DownloadChunk.read(AGGREGATOR, obj, Expect(self.pk, length=b - a))
+            chunk = DownloadChunk.from_wire(AGGREGATOR, obj, Expect(self.pk, length=b - a))
             chunks.append(chunk.ciphers)
         if len(chunks) != len(expected):
             raise ProtocolError(
@@ -113,6 +113,6 @@ class Decryptor:
                 out.extend(mine)
                 continue
             expect = Expect(self.pk, length=hi - lo)
-            out.extend(DecryptedShare.read(peer, raw[peer], expect).values(self.pk))
+            out.extend(DecryptedShare.from_wire(peer, raw[peer], expect).values(self.pk))
         timing.decode += time.thread_time() - t0
         return out

@@ -35,7 +35,7 @@ async def agree_key(
     if party.name == clients[0]:
         return await _make_and_hand_out(party, cfg, clients[1:])
     obj = await party.recv(clients[0], KeyHandout.tag())
-    secret = KeyHandout.read(clients[0], obj, Expect(key_bits=cfg.key_bits)).secret
+    secret = KeyHandout.from_wire(clients[0], obj, Expect(key_bits=cfg.key_bits)).secret
     return secret.public_key, secret
 
 
@@ -72,4 +72,4 @@ async def receive_public_key(
         ProtocolError: ``keyholder`` sent something other than a ``cfg.key_bits``-bit public key.
     """
     obj = await party.recv(keyholder, PublicKeyNotice.tag())
-    return PublicKeyNotice.read(keyholder, obj, Expect(key_bits=cfg.key_bits))
+    return PublicKeyNotice.from_wire(keyholder, obj, Expect(key_bits=cfg.key_bits))

@@ -1,6 +1,6 @@
 """Every BatchCrypt wire message, one frozen dataclass each, with its tag and its checks.
 
-A receiver never looks inside a raw message: it calls ``Kind.read(sender, obj, expect)``,
+A receiver never looks inside a raw message: it calls ``Kind.from_wire(sender, obj, expect)``,
 which checks every field (type, range, length against the agreed layout, ciphertexts under
 the session key) and raises :class:`hefl.ProtocolError` naming the sender, the message and
 the field, or :class:`hefl.KeyMismatchError` for ciphertexts under another key.
@@ -69,26 +69,13 @@ def round_prefix(t: int) -> str:
 
 
 class BatchCryptMessage(Message):
-    """A BatchCrypt message: parsed against an :class:`Expect`."""
+    """A BatchCrypt message: read with ``from_wire(sender, obj, expect)``, an :class:`Expect`
+    as the context (default: nothing expected)."""
 
-    @classmethod
-    def read(cls, sender: str, obj: Any, expect: Expect = ANYTHING) -> Self:
-        """Check a received object and build the message.
-
-        Args:
-            sender: the party it came from (named in errors).
-            obj: the decoded wire object.
-            expect: what the receiver knows it must match.
-
-        Raises:
-            ProtocolError: a field is missing, mistyped, out of range or of the wrong length.
-            KeyMismatchError: ciphertexts under another key.
-        """
-        return cls.parse(Fields(sender, cls, obj), expect)
-
-    @classmethod
-    def parse(cls, f: Fields, expect: Expect = ANYTHING) -> Self:
-        raise NotImplementedError(f"{cls.__name__}.parse")
+    @staticmethod
+    def expect_of(f: Fields) -> Expect:
+        """What the receiver expects of the message ``f`` belongs to."""
+        return f.context if isinstance(f.context, Expect) else ANYTHING
 
 
 # -- field checks ----------------------------------------------------------------------------
@@ -105,7 +92,9 @@ def foreign_key_text(sender: str, theirs: KeyModulus, ours: KeyModulus) -> str:
     )
 
 
-def _ciphers(f: Fields, name: str, expect: Expect) -> CipherVector:
+def _ciphers(f: Fields, name: str) -> CipherVector:
+    expect = BatchCryptMessage.expect_of(f)
+
     def check(value: Any) -> CipherVector:
         if not isinstance(value, CipherVector):
             raise TypeError(f"holds {type(value).__name__} where ciphertexts belong")
@@ -162,7 +151,9 @@ class KeyHandout(BatchCryptMessage):
         return [self.secret.to_json()]
 
     @classmethod
-    def parse(cls, f: Fields, expect: Expect = ANYTHING) -> Self:
+    def parse(cls, f: Fields) -> Self:
+        expect = cls.expect_of(f)
+
         def check(value: Any) -> PrivateKey:
             if not isinstance(value, str):
                 raise TypeError(f"must be a JSON private key, not {type(value).__name__}")
@@ -184,7 +175,9 @@ class PublicKeyNotice(BatchCryptMessage):
     key: PublicKey
 
     @classmethod
-    def parse(cls, f: Fields, expect: Expect = ANYTHING) -> Self:
+    def parse(cls, f: Fields) -> Self:
+        expect = cls.expect_of(f)
+
         def check(value: Any) -> PublicKey:
             if not isinstance(value, PublicKey):
                 raise TypeError(f"holds {type(value).__name__} where the public key belongs")
@@ -226,7 +219,7 @@ class RoundHeader(BatchCryptMessage):
         return cls(t, n=0, dtype="", layers=(), mode=mode, key=key, pre=False, done=True)
 
     @classmethod
-    def parse(cls, f: Fields, expect: Expect = ANYTHING) -> Self:
+    def parse(cls, f: Fields) -> Self:
         done = f.flag("done")
         header = cls(
             round=f.integer("round", min=0),
@@ -251,8 +244,8 @@ class _LayerSums(BatchCryptMessage):
     sums: CipherVector
 
     @classmethod
-    def parse(cls, f: Fields, expect: Expect = ANYTHING) -> Self:
-        return cls(sums=_ciphers(f, "sums", expect))
+    def parse(cls, f: Fields) -> Self:
+        return cls(sums=_ciphers(f, "sums"))
 
 
 @dataclass(frozen=True)
@@ -292,8 +285,8 @@ class UploadChunk(BatchCryptMessage):
     ciphers: CipherVector
 
     @classmethod
-    def parse(cls, f: Fields, expect: Expect = ANYTHING) -> Self:
-        return cls(ciphers=_ciphers(f, "ciphers", expect))
+    def parse(cls, f: Fields) -> Self:
+        return cls(ciphers=_ciphers(f, "ciphers"))
 
 
 @dataclass(frozen=True)
@@ -304,8 +297,8 @@ class DownloadChunk(BatchCryptMessage):
     ciphers: CipherVector
 
     @classmethod
-    def parse(cls, f: Fields, expect: Expect = ANYTHING) -> Self:
-        return cls(ciphers=_ciphers(f, "ciphers", expect))
+    def parse(cls, f: Fields) -> Self:
+        return cls(ciphers=_ciphers(f, "ciphers"))
 
 
 # -- shared decryption -----------------------------------------------------------------------
@@ -332,7 +325,8 @@ class DecryptedShare(BatchCryptMessage):
         return [v - n if v > half else v for v in raw]
 
     @classmethod
-    def parse(cls, f: Fields, expect: Expect = ANYTHING) -> Self:
+    def parse(cls, f: Fields) -> Self:
+        expect = cls.expect_of(f)
         key = expect.key
 
         def check(value: Any) -> bytes:
@@ -369,7 +363,9 @@ class PlainUpdate(BatchCryptMessage):
     values: np.ndarray
 
     @classmethod
-    def parse(cls, f: Fields, expect: Expect = ANYTHING) -> Self:
+    def parse(cls, f: Fields) -> Self:
+        expect = cls.expect_of(f)
+
         def check(value: Any) -> np.ndarray:
             array = check_array(value, kinds="f", shape=(expect.length,))
             if expect.dtype is not None and array.dtype.str != expect.dtype:
@@ -387,7 +383,8 @@ class PlainSum(BatchCryptMessage):
     total: np.ndarray
 
     @classmethod
-    def parse(cls, f: Fields, expect: Expect = ANYTHING) -> Self:
+    def parse(cls, f: Fields) -> Self:
+        expect = cls.expect_of(f)
         return cls(total=f.array("total", kinds="f", shape=(expect.length,)))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
@@ -60,43 +60,27 @@ class Session:
         return [count] * per_entry
 
 
-class _SessionFields(Fields):
-    """Fields of a message read under a :class:`Session`."""
-
-    def __init__(self, sender: str, message: type[Message], obj: Any, session: Session) -> None:
-        super().__init__(sender, message, obj)
-        self.session = session
-
-
 class SessionMessage(Message):
-    """A message carrying ciphertexts: read with ``from_wire(sender, obj, session)``.
+    """A message carrying ciphertexts: read with ``from_wire(sender, obj, session)``, the
+    training's :class:`Session` as the context.
 
     Its ``EncGH`` fields travel as ``[layout, parts]`` (phe parts as ``[ciphertexts,
     exponents]``).
     """
-
-    @classmethod
-    def from_wire(cls, sender: str, obj: Any, session: Session | None = None) -> Self:
-        """Check a received object against ``session`` and build the message.
-
-        Raises:
-            ProtocolError: ``obj`` is not this message (names sender, message and field).
-            KeyMismatchError: ciphertexts under another key than ``session.key``.
-            ConfigError: no session given (ciphertexts cannot be checked without one).
-        """
-        if session is None:
-            raise ConfigError(f"{cls.__name__}.from_wire needs the training's Session")
-        return cls.parse(_SessionFields(sender, cls, obj, session))
 
     def to_wire(self) -> list[Any]:
         return [v.to_wire() if isinstance(v, EncGH) else v for v in super().to_wire()]
 
     @staticmethod
     def session_of(f: Fields) -> Session:
-        """The session ``f`` is read under."""
-        if not isinstance(f, _SessionFields):
-            raise ConfigError("a message with ciphertexts is read with from_wire(..., session)")
-        return f.session
+        """The session ``f`` is read under (``from_wire``'s context).
+
+        Raises:
+            ConfigError: the message was read without the training's session.
+        """
+        if not isinstance(f.context, Session):
+            raise ConfigError(f"{f.kind.__name__}.from_wire needs the training's Session")
+        return f.context
 
 
 def read_enc(session: Session, value: Any, lengths: list[int] | None = None) -> EncGH:

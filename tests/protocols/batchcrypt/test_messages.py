@@ -62,7 +62,7 @@ def over_the_wire(obj: Any) -> Any:
 
 def refused(kind: Any, obj: Any, expect: Expect, field: str | None, error: type = ProtocolError):
     with pytest.raises(error) as info:
-        kind.read(SENDER, obj, expect)
+        kind.from_wire(SENDER, obj, expect)
     text = str(info.value)
     assert SENDER in text and kind.__name__ in text, text
     assert field is None or repr(field) in text, text
@@ -92,7 +92,7 @@ def valid_messages() -> list[tuple[Any, Expect]]:
     return [
         (KeyHandout(secret=sk()), Expect(key_bits=512)),
         (PublicKeyNotice(key=pk()), Expect(key_bits=512)),
-        (RoundHeader.read(SENDER, header()), Expect()),
+        (RoundHeader.from_wire(SENDER, header()), Expect()),
         (RoundHeader.finished(4, "phe", pk().key_id.hex()), Expect()),
         (PreStats(sums=cv), Expect(pk(), length=3)),
         (PreStatsSum(sums=cv), Expect(pk(), length=3)),
@@ -109,7 +109,7 @@ def valid_messages() -> list[tuple[Any, Expect]]:
 @pytest.mark.parametrize("index", range(13))
 def test_valid_message_round_trips(index):
     message, expect = valid_messages()[index]
-    back = type(message).read(SENDER, over_the_wire(message.to_wire()), expect)
+    back = type(message).from_wire(SENDER, over_the_wire(message.to_wire()), expect)
     assert type(back) is type(message)
     for name in message.__dataclass_fields__:
         assert same(getattr(message, name), getattr(back, name)), name
@@ -134,7 +134,7 @@ def test_tags_are_the_protocol_tags():
 
 
 def test_decrypted_share_keeps_signs():
-    share = DecryptedShare.read(
+    share = DecryptedShare.from_wire(
         SENDER, DecryptedShare.pack([5, -7, 0], pk()).to_wire(), Expect(pk())
     )
     assert share.values(pk()) == [5, -7, 0]
@@ -227,7 +227,7 @@ def test_round_header_refuses(field, value):
 
 
 def test_a_done_header_needs_no_update():
-    done = RoundHeader.read(SENDER, header(n=0, dtype="", layers=[], done=True))
+    done = RoundHeader.from_wire(SENDER, header(n=0, dtype="", layers=[], done=True))
     assert done.done and done.n == 0
     refused(RoundHeader, header(n=0, dtype="<f8", layers=[], done=True), Expect(), "dtype")
 
@@ -261,7 +261,7 @@ def test_ciphertext_messages_refuse_another_key(kind):
 
 def test_a_sum_from_the_aggregator_under_another_key_names_it():
     with pytest.raises(KeyMismatchError, match="'aggregator' sent ciphertexts under a different"):
-        DownloadChunk.read("aggregator", [other_pk().encrypt([1])], Expect(pk()))
+        DownloadChunk.from_wire("aggregator", [other_pk().encrypt([1])], Expect(pk()))
 
 
 @pytest.mark.parametrize(
