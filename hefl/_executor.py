@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+from hefl.crypto._orphans import watch_owner
 from hefl.errors import ConfigError
 
 
@@ -55,6 +56,9 @@ class InlineExecutor:
 class LazyProcessPool:
     """A process pool created on first use (spawn context: never fork after zmq/threads).
 
+    Its workers exit as soon as the process that made the pool ends, however it ends (even
+    SIGKILL), and leave Ctrl-C to it (see :mod:`hefl.crypto._orphans`).
+
     Args:
         max_workers: pool size; defaults to the CPUs this process may use.
     """
@@ -71,7 +75,10 @@ class LazyProcessPool:
         with self._lock:
             if self._pool is None:
                 self._pool = cf.ProcessPoolExecutor(
-                    self.max_workers, mp_context=multiprocessing.get_context("spawn")
+                    self.max_workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=watch_owner,  # no worker outlives this process
+                    initargs=(os.getpid(),),
                 )
         return self._pool.submit(fn, *args, **kwargs)
 

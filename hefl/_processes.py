@@ -12,7 +12,8 @@ Liveness does not depend on heartbeats: the parent waits on every child's proces
 a party killed with SIGKILL is noticed at once and every other child is told over its pipe,
 which makes it fail with :class:`hefl.PeerFailed` naming the dead party. After the first
 failure the others get ``kill_grace`` seconds to report, then whatever is left is killed: no
-process outlives :func:`run_processes`.
+process outlives :func:`run_processes`. Every child also watches the supervisor's pid (and its
+pool workers watch the child), so even a SIGKILLed supervisor leaves no process behind.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from hefl._assembly import (
 from hefl._executor import cpu_count
 from hefl._liveness import Liveness
 from hefl._options import RunOptions
+from hefl.crypto._orphans import watch_owner
 from hefl.errors import ConfigError, PeerFailed, ProtocolError
 
 _SUPERVISOR = "<supervisor>"
@@ -53,8 +55,9 @@ def _child_main(
     name: str, role: Role, names: list[str], conn: Connection, options: RunOptions, setup: dict
 ) -> None:
     """Entry point of a party process."""
-    # The parent supervises; a Ctrl-C in the terminal must not kill children mid-flush.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Exit with the supervisor, even a SIGKILLed one (the pipe's EOF is only watched while
+    # the role runs); ignore Ctrl-C: the supervisor decides how its children end.
+    watch_owner(setup["supervisor"])
     try:
         with asyncio.Runner(loop_factory=loop_factory(options.use_uvloop)) as runner:
             runner.run(_child_async(name, role, names, conn, options, setup))
@@ -201,7 +204,11 @@ def run_processes(
         # the parties share this machine's cores
         workers = max(1, cpu_count() // len(names))
         options = dataclasses.replace(options, max_workers=workers)
-    setup = {"curve_keys": _curve_keys(names) if options.curve else None, "address": address}
+    setup = {
+        "curve_keys": _curve_keys(names) if options.curve else None,
+        "address": address,
+        "supervisor": os.getpid(),
+    }
     ctx = multiprocessing.get_context("spawn")
     supervisor = _Supervisor(names, options, kill_grace)
     try:

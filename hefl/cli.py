@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``hefl`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
+    previous = _terminate_as_interrupt()
     try:
         if args.command == "demo":
             return _demo(args)
@@ -178,6 +180,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hefl: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_interrupt() -> Any:
+    """Make SIGTERM end a run the way Ctrl-C does (peers are told, workers and party processes
+    are stopped) instead of killing this process outright; returns the previous handler."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        handler = signal.getsignal(signal.SIGINT)  # asyncio's, when a loop runs
+        if callable(handler):
+            handler(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        return None
 
 
 def _check_outputs(args: argparse.Namespace) -> None:

@@ -1,12 +1,15 @@
 """Fault injection in multi-process runs (one OS process per party over ZeroMQ): SIGKILL of
 each role at several points of BatchCrypt and VF2Boost, a stalled party and a frozen one.
 Every other party fails fast with PeerFailed naming the failed one, within the configured
-timeout, and no child process or socket is left behind."""
+timeout, and no process the run started (nor any they started: obfuscator pools, forkservers)
+nor any socket is left behind."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
+import uuid
 
 import pytest
 from hefl_faults import TALLY, Fault, batchcrypt_roles, child_pids, open_sockets, vf2boost_roles
@@ -38,15 +41,48 @@ def roles_for(protocol, victim, fault):
     return vf2boost_roles(faults={victim: fault})
 
 
+def marked_processes(marker: str) -> set[int]:
+    """Live processes whose environment carries ``marker``: every process the run started and
+    every process those started (pool workers, forkservers), also once reparented, except
+    this one and the helpers multiprocessing keeps for it (its resource tracker)."""
+    found = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                environ = fh.read()
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                stat = fh.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        ours = int(fields[1]) == os.getpid() and b"resource_tracker" in cmd
+        if marker.encode() in environ and fields[0] != b"Z" and not ours:
+            found.add(int(pid))
+    return found
+
+
 def run_in_processes(roles, timeout=40.0, **kw):
     children, sockets = child_pids(), open_sockets()
-    t0 = time.monotonic()
-    with pytest.raises(PeerFailed) as info:
-        hefl.run(roles, processes=True, executor="inline", timeout=timeout, **kw)
-    took = time.monotonic() - t0
+    marker = f"HEFL_FAULTS_{uuid.uuid4().hex}"
+    os.environ[marker] = "1"  # inherited by every descendant of the run
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(PeerFailed) as info:
+            hefl.run(roles, processes=True, executor="inline", timeout=timeout, **kw)
+        took = time.monotonic() - t0
+    finally:
+        del os.environ[marker]
     TALLY["faults"] += 1
     assert not multiprocessing.active_children()
     assert child_pids() <= children, "a party process outlived the run"
+    deadline = time.monotonic() + 5
+    while marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not marked_processes(marker), "a process the run started outlived it by 5 s"
     assert open_sockets() <= sockets
     return info.value, took
 
