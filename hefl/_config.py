@@ -9,6 +9,10 @@ Every host gets the same TOML file and runs its own party::
     max_message_bytes = 1073741824
     stream_window = 32
     curve = true                 # encrypt + authenticate (needs every party's public_key)
+    protocol = "vf2boost"        # optional: what the hosts run (hefl party checks it)
+    active = "alice"             # who plays which part: VF2Boost's active party,
+    # aggregator = "hub"         # or BatchCrypt's aggregator (hefl party needs the one it uses)
+    # insecure_transport = true  # allow addresses off this host without CURVE (plain TCP)
 
     [parties.alice]
     address = "tcp://10.0.0.1:7001"   # where the peers reach alice
@@ -22,12 +26,17 @@ Every host gets the same TOML file and runs its own party::
 
 ``hefl.run_party("federation.toml", "alice", role)`` then runs alice's role; relative key paths
 are resolved against the TOML file's folder. Party names are the TOML keys; the order of the
-``[parties.*]`` tables is the federation order (``party.peers``).
+``[parties.*]`` tables is the federation order (``party.peers``); it assigns no role.
+
+Secure by default: a federation with any address (or bind address) off this host, i.e. not
+loopback, ``localhost`` or ``ipc://``, must use CURVE, or say ``insecure_transport = true``
+(then every party logs a warning when it starts): otherwise it is refused with a ConfigError.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +48,10 @@ from hefl._options import RunOptions, RuntimeOptions, check_name
 from hefl._party import Party
 from hefl.codec import DEFAULT_MAX_MESSAGE_BYTES
 from hefl.errors import ConfigError
+from hefl.transports.addresses import is_local_address
 from hefl.transports.curve import CurveKeyPair, check_curve_key, curve_public, load_curve_key
+
+log = logging.getLogger("hefl")
 
 _FEDERATION_KEYS = {
     "heartbeat_interval",
@@ -49,7 +61,13 @@ _FEDERATION_KEYS = {
     "max_message_bytes",
     "stream_window",
     "curve",
+    "insecure_transport",
+    "protocol",
+    "active",
+    "aggregator",
 }
+#: ``[federation]`` keys that name the party playing a part (their value is a party name).
+ROLE_KEYS = ("active", "aggregator")
 _PARTY_KEYS = {"address", "bind", "public_key", "secret_key_file"}
 
 
@@ -81,17 +99,46 @@ class FederationConfig:
         options: the runtime options (heartbeats on by default for multi-host).
         max_message_bytes: the message size limit.
         curve: whether connections use CURVE.
+        protocol: the protocol the file says the hosts run, or None.
+        roles: who plays which part, ``{"active": name}`` / ``{"aggregator": name}`` (the
+            ``[federation]`` keys in :data:`ROLE_KEYS` the file sets).
+        insecure_transport: the file allows plain TCP off this host.
     """
 
     parties: dict[str, PartySpec]
     options: RuntimeOptions = field(default_factory=RuntimeOptions)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     curve: bool = False
+    protocol: str | None = None
+    roles: dict[str, str] = field(default_factory=dict)
+    insecure_transport: bool = False
 
     @property
     def names(self) -> list[str]:
         """Party names in federation order."""
         return list(self.parties)
+
+    @property
+    def exposed_address(self) -> str | None:
+        """The first address or bind address off this host, or None if all are local."""
+        for spec in self.parties.values():
+            for addr in (spec.address, spec.bind):
+                if not is_local_address(addr):
+                    return addr
+        return None
+
+    def role(self, key: str) -> str:
+        """The party the file names for part ``key`` (``"active"``, ``"aggregator"``).
+
+        Raises:
+            ConfigError: the file does not name one; the message says what to add.
+        """
+        if key not in self.roles:
+            raise ConfigError(
+                f"the federation file does not say which party is the {key}: add "
+                f'{key} = "<one of {self.names}>" to its [federation] table'
+            )
+        return self.roles[key]
 
 
 def load_federation(source: str | Path | Mapping[str, Any]) -> FederationConfig:
@@ -120,9 +167,7 @@ def load_federation(source: str | Path | Mapping[str, Any]) -> FederationConfig:
         raise ConfigError(
             f"unknown [federation] keys {sorted(bad)}; known: {sorted(_FEDERATION_KEYS)}"
         )
-    curve = fed.get("curve", False)
-    if not isinstance(curve, bool):
-        raise ConfigError(f"[federation] curve must be true or false, got {curve!r}")
+    curve, insecure = (_flag(fed, key) for key in ("curve", "insecure_transport"))
     parties_raw = data.get("parties")
     if not isinstance(parties_raw, dict) or len(parties_raw) < 2:
         raise ConfigError("a federation needs a [parties.<name>] table for at least two parties")
@@ -130,7 +175,42 @@ def load_federation(source: str | Path | Mapping[str, Any]) -> FederationConfig:
     max_bytes = fed.get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)
     if type(max_bytes) is not int or max_bytes <= 0:
         raise ConfigError(f"max_message_bytes must be a positive integer, got {max_bytes!r}")
-    return FederationConfig(parties, _runtime_options(fed), max_bytes, curve)
+    protocol = fed.get("protocol")
+    if protocol is not None and (not isinstance(protocol, str) or not protocol):
+        raise ConfigError(f"[federation] protocol must be a protocol name, got {protocol!r}")
+    roles = _roles(fed, list(parties))
+    options = _runtime_options(fed)
+    config = FederationConfig(parties, options, max_bytes, curve, protocol, roles, insecure)
+    exposed = config.exposed_address
+    if exposed is not None and not curve and not insecure:
+        raise ConfigError(
+            f"the federation uses {exposed}, an address off this host, without CURVE, so its "
+            "traffic (keys included) would cross the network in the clear: set curve = true "
+            "in [federation] with every party's public_key (hefl keygen curve), or accept "
+            "plain TCP explicitly with insecure_transport = true"
+        )
+    return config
+
+
+def _flag(fed: dict[str, Any], key: str) -> bool:
+    value = fed.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"[federation] {key} must be true or false, got {value!r}")
+    return value
+
+
+def _roles(fed: dict[str, Any], names: list[str]) -> dict[str, str]:
+    """The parts the file assigns: ``{key: party}`` for the ROLE_KEYS it sets."""
+    roles = {}
+    for key in ROLE_KEYS:
+        if key in fed:
+            if fed[key] not in names:
+                raise ConfigError(
+                    f"[federation] {key} = {fed[key]!r} is not a party of this federation; "
+                    f"its parties: {names}"
+                )
+            roles[key] = fed[key]
+    return roles
 
 
 def _read_source(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], Path]:
@@ -248,6 +328,13 @@ async def run_party_async(
     from hefl.transports.zmq import ZmqTransport
 
     keys = _resolve_keys(config, name, secret_key)
+    if config.exposed_address is not None and not config.curve:
+        log.warning(
+            "party %r runs without CURVE over %s, an address off this host "
+            "(insecure_transport = true): anyone on the network can read and inject traffic",
+            name,
+            config.exposed_address,
+        )
     peers = [p for p in config.names if p != name]
     options = RunOptions(
         executor=executor,

@@ -102,6 +102,19 @@ class Party:
         self._check(peer, tag)
         return await self._mailbox.take((peer, Channel.MSG, tag), timeout)
 
+    def link_confidential(self, peer: str) -> bool:
+        """Whether what this party sends to ``peer`` cannot be read on the network: the link is
+        in-process, on this host (loopback, ipc://) or CURVE-encrypted. Ask before sending a
+        secret, such as a private key.
+
+        Raises:
+            ConfigError: ``peer`` is not a peer of this party.
+        """
+        if peer not in self._peer_set:
+            raise ConfigError(f"{peer!r} is not a peer of {self.name!r}; peers: {list(self.peers)}")
+        judge = getattr(self._wire.transport, "link_confidential", None)
+        return bool(judge(peer)) if judge is not None else False
+
     async def broadcast(self, tag: str, obj: Any, peers: Iterable[str] | None = None) -> None:
         """Send the same ``obj`` to several peers (encoded once).
 

@@ -130,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     party = commands.add_parser("party", help="run one party of a multi-host federation")
     party.add_argument("--config", required=True, type=Path, help="the federation TOML file")
     party.add_argument("--name", required=True, help="which party of the file this is")
-    party.add_argument("--protocol", required=True, choices=("vf2boost", "batchcrypt"))
+    party.add_argument(
+        "--protocol",
+        choices=("vf2boost", "batchcrypt"),
+        help="the protocol to run (default: protocol = ... in the federation file)",
+    )
     party.add_argument(
         "--paillier-key",
         type=Path,
@@ -293,30 +297,11 @@ def _party(args: argparse.Namespace) -> int:
     names = federation.names
     if args.name not in names:
         raise ConfigError(f"party {args.name!r} is not in {args.config}; its parties: {names}")
+    args.protocol = _party_protocol(args, federation.protocol)
     if args.protocol == "vf2boost":
-        cfg = _vf2boost_config(args)
-        keypair = None
-        if args.paillier_key is not None:
-            if args.name != names[0]:
-                raise ConfigError("--paillier-key is for the active party (the first in the file)")
-            keypair = _load_paillier(args.paillier_key, cfg.key_bits)
-        role = _demos.vf2boost_party_role(names, args.name, cfg, rows=args.rows, keypair=keypair)
-        roles = f"active={names[0]}; passive={','.join(names[1:])}"
-        agreement = _agreement(args.protocol, roles, cfg, {"rows": args.rows})
+        role, agreement = _vf2boost_party(args, federation)
     else:
-        from hefl.protocols.batchcrypt import AGGREGATOR, TrainSpec, party_role
-
-        clients = [n for n in names if n != AGGREGATOR]
-        cfg = _batchcrypt_config(args, len(clients))
-        if AGGREGATOR not in names or sorted(clients) != sorted(cfg.clients):
-            raise ConfigError(
-                f"a BatchCrypt federation names its parties {list(cfg.parties)}; "
-                f"{args.config} has {names}"
-            )
-        spec = TrainSpec(dataset="adult", model=args.model, rounds=args.rounds)
-        role = party_role(args.name, cfg, spec)
-        roles = f"aggregator={AGGREGATOR}; clients={','.join(clients)}"
-        agreement = _agreement(args.protocol, roles, cfg, spec)
+        role, agreement = _batchcrypt_party(args, federation)
     result = hefl.run_party(federation, args.name, role, agreement=agreement)
     value = result[args.name] or {}
     report = {
@@ -336,6 +321,61 @@ def _party(args: argparse.Namespace) -> int:
         (args.out / f"{args.name}.report.json").write_text(json.dumps(report, default=str))
     _emit(args, report, result.trace, _format_party(report))
     return 0
+
+
+def _party_protocol(args: argparse.Namespace, stated: str | None) -> str:
+    """The protocol ``hefl party`` runs: --protocol, or the federation file's ``protocol``."""
+    if args.protocol is not None and stated is not None and args.protocol != stated:
+        raise ConfigError(
+            f"--protocol {args.protocol} contradicts protocol = {stated!r} in {args.config}"
+        )
+    protocol = args.protocol or stated
+    if protocol not in ("vf2boost", "batchcrypt"):
+        raise ConfigError(
+            f"say which protocol to run: --protocol vf2boost|batchcrypt, or protocol = "
+            f'"vf2boost" in the [federation] table of {args.config} (it has {protocol!r})'
+        )
+    return protocol
+
+
+def _vf2boost_party(args: argparse.Namespace, federation: Any) -> tuple[Any, dict[str, str]]:
+    """The VF2Boost role of this host and its agreement; the file names the active party."""
+    from hefl import _demos
+
+    active = federation.role("active")
+    order = [active, *(n for n in federation.names if n != active)]
+    cfg = _vf2boost_config(args)
+    keypair = None
+    if args.paillier_key is not None:
+        if args.name != active:
+            raise ConfigError(
+                f"--paillier-key is for the active party, {active!r} in {args.config}; "
+                f"{args.name!r} is passive"
+            )
+        keypair = _load_paillier(args.paillier_key, cfg.key_bits)
+    role = _demos.vf2boost_party_role(order, args.name, cfg, rows=args.rows, keypair=keypair)
+    roles = f"active={active}; passive={','.join(order[1:])}"
+    return role, _agreement(args.protocol, roles, cfg, {"rows": args.rows})
+
+
+def _batchcrypt_party(args: argparse.Namespace, federation: Any) -> tuple[Any, dict[str, str]]:
+    """The BatchCrypt role of this host and its agreement; the file names the aggregator, and
+    the clients, named freely, take their data shards in the protocol's client order."""
+    from hefl.protocols.batchcrypt import AGGREGATOR, TrainSpec, party_role
+    from hefl.protocols.batchcrypt.federation import client_order
+
+    aggregator = federation.role("aggregator")
+    if aggregator != AGGREGATOR:
+        raise ConfigError(
+            f"BatchCrypt's aggregator must be the party named {AGGREGATOR!r} (clients may have "
+            f"any names); {args.config} names {aggregator!r}"
+        )
+    clients = client_order(n for n in federation.names if n != aggregator)
+    cfg = _batchcrypt_config(args, len(clients))
+    spec = TrainSpec(dataset="adult", model=args.model, rounds=args.rounds)
+    name = args.name if args.name == aggregator else cfg.clients[clients.index(args.name)]
+    roles = f"aggregator={aggregator}; clients={','.join(clients)}"
+    return party_role(name, cfg, spec), _agreement(args.protocol, roles, cfg, spec)
 
 
 def _agreement(protocol: str, roles: str, *config: Any) -> dict[str, str]:

@@ -122,7 +122,7 @@ def write_federation(
     tmp_path: Path, ports: list[int], names: list[str], curve: bool, **federation
 ) -> Path:
     lines = ["[federation]"]
-    lines += [f"{k} = {v}" for k, v in federation.items()]
+    lines += [f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in federation.items()]
     if curve:
         lines.append("curve = true")
     for name, port in zip(names, ports, strict=True):
@@ -139,7 +139,8 @@ def write_federation(
 
 @pytest.mark.timeout(180)
 def test_party_vf2boost_over_curve_with_a_paillier_key_file(tmp_path, free_ports):
-    toml = write_federation(tmp_path, free_ports(2), ["bank", "shop"], curve=True)
+    # the active party is named in the file, not implied by its place in it
+    toml = write_federation(tmp_path, free_ports(2), ["shop", "bank"], curve=True, active="bank")
     assert hefl_cmd("keygen", "paillier", *SMALL, "--out", str(tmp_path)).returncode == 0
     flags = ["--config", str(toml), "--protocol", "vf2boost", "--rows", "1200", "--trees", "2",
              "--depth", "2", *SMALL]  # fmt: skip
@@ -161,14 +162,18 @@ def test_party_vf2boost_over_curve_with_a_paillier_key_file(tmp_path, free_ports
 
 @pytest.mark.timeout(180)
 def test_party_batchcrypt_three_hosts(tmp_path, free_ports):
-    names = ["aggregator", "client0", "client1"]
-    toml = write_federation(tmp_path, free_ports(len(names)), names, curve=False)
-    flags = ["--config", str(toml), "--protocol", "batchcrypt", "--rounds", "2", *SMALL, "--json"]
+    # clients are named freely; the protocol comes from the file
+    names = ["bob", "aggregator", "alice"]
+    toml = write_federation(
+        tmp_path, free_ports(len(names)), names, curve=False,
+        protocol="batchcrypt", aggregator="aggregator",
+    )  # fmt: skip
+    flags = ["--config", str(toml), "--rounds", "2", *SMALL, "--json"]
     procs = {n: start_party(*flags, "--name", n, cwd=tmp_path) for n in names}
     outs = {n: p.communicate(timeout=150) for n, p in procs.items()}
     for name, p in procs.items():
         assert p.returncode == 0, outs[name][1]
-    report = json.loads(outs["client0"][0])
+    report = json.loads(outs["alice"][0])  # the first client (in name order) evaluates
     assert len(report["test_accuracy"]) == 2 and report["test_accuracy"][-1] > 0.7
     assert json.loads(outs["aggregator"][0])["statistics"]["bytes_received"] > 0
 
@@ -176,7 +181,7 @@ def test_party_batchcrypt_three_hosts(tmp_path, free_ports):
 @pytest.mark.timeout(60)
 def test_party_whose_peer_never_starts(tmp_path, free_ports):
     toml = write_federation(
-        tmp_path, free_ports(2), ["bank", "shop"], curve=False, connect_timeout=3
+        tmp_path, free_ports(2), ["bank", "shop"], curve=False, connect_timeout=3, active="bank"
     )
     start = time.monotonic()
     proc = hefl_cmd("party", "--config", str(toml), "--name", "bank", "--protocol", "vf2boost",
@@ -188,7 +193,7 @@ def test_party_whose_peer_never_starts(tmp_path, free_ports):
 
 @pytest.mark.timeout(60)
 def test_party_port_in_use_and_unknown_party(tmp_path, free_ports):
-    toml = write_federation(tmp_path, free_ports(2), ["bank", "shop"], curve=False)
+    toml = write_federation(tmp_path, free_ports(2), ["bank", "shop"], curve=False, active="bank")
     port = int(toml.read_text().split("127.0.0.1:")[1].split('"')[0])
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", port))
@@ -207,7 +212,11 @@ def test_party_port_in_use_and_unknown_party(tmp_path, free_ports):
     proc = hefl_cmd("party", "--config", str(toml), "--name", "bank", "--protocol",
                     "batchcrypt", *SMALL, cwd=tmp_path, timeout=50)  # fmt: skip
     assert proc.returncode == 1
-    assert_one_line_error(proc.stderr, "aggregator")
+    assert_one_line_error(proc.stderr, "does not say which party is the aggregator", "add")
+    proc = hefl_cmd("party", "--config", str(toml), "--name", "shop", "--protocol",
+                    "vf2boost", "--paillier-key", "k.json", cwd=tmp_path, timeout=50)  # fmt: skip
+    assert proc.returncode == 1
+    assert_one_line_error(proc.stderr, "--paillier-key is for the active party, 'bank'")
 
 
 def _running_with(needle: str) -> list[int]:
@@ -227,7 +236,10 @@ def _running_with(needle: str) -> list[int]:
 @pytest.mark.timeout(60)
 def test_parties_started_with_different_protocols_fail_fast(tmp_path, free_ports):
     names = ["aggregator", "client0", "client1"]
-    toml = write_federation(tmp_path, free_ports(len(names)), names, curve=False)
+    toml = write_federation(
+        tmp_path, free_ports(len(names)), names, curve=False,
+        active="aggregator", aggregator="aggregator",
+    )  # fmt: skip
     flags = ["--config", str(toml), "--rounds", "2", *SMALL]
     protocol = {"aggregator": "vf2boost", "client0": "batchcrypt", "client1": "batchcrypt"}
     start = time.monotonic()
@@ -247,3 +259,38 @@ def test_parties_started_with_different_protocols_fail_fast(tmp_path, free_ports
         assert "'vf2boost'" in stderr and "'batchcrypt'" in stderr
     assert not [p.pid for p in procs.values() if p.poll() is None]
     assert not _running_with(str(toml))
+
+
+@pytest.mark.timeout(60)
+def test_hosts_whose_files_name_different_active_parties_fail_fast(tmp_path, free_ports):
+    ports = free_ports(2)
+    files = {}
+    for name, active in (("bank", "bank"), ("shop", "shop")):
+        (tmp_path / name).mkdir()
+        files[name] = write_federation(
+            tmp_path / name, ports, ["bank", "shop"], curve=False, active=active
+        )
+    start = time.monotonic()
+    procs = {
+        n: start_party("--config", str(files[n]), "--name", n, "--protocol", "vf2boost",
+                       *SMALL, cwd=tmp_path)
+        for n in files
+    }  # fmt: skip
+    outs = {n: p.communicate(timeout=40) for n, p in procs.items()}
+    assert time.monotonic() - start < 10  # start-up, then the handshake fails both at once
+    for name, p in procs.items():
+        assert p.returncode == 1, outs[name]
+        assert_one_line_error(outs[name][1], "disagrees on 'roles'", "active=bank", "active=shop")
+
+
+def test_party_refuses_plain_tcp_off_this_host(tmp_path):
+    toml = tmp_path / "federation.toml"
+    text = (
+        '[federation]\nactive = "bank"\n[parties.bank]\naddress = "tcp://10.1.2.3:7001"\n'
+        '[parties.shop]\naddress = "tcp://127.0.0.1:7002"\n'
+    )
+    toml.write_text(text)
+    proc = hefl_cmd("party", "--config", str(toml), "--name", "shop", "--protocol", "vf2boost",
+                    *SMALL, cwd=tmp_path, timeout=50)  # fmt: skip
+    assert proc.returncode == 1
+    assert_one_line_error(proc.stderr, "tcp://10.1.2.3:7001", "curve = true", "insecure_transport")

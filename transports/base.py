@@ -14,6 +14,11 @@ loss. The runtime turns a :class:`LinkLost` into a failure naming the party resp
 instead of waiting for messages that were lost. A transport whose links cannot drop
 (in-process queues) accepts the listener and never calls it; one without the methods is simply
 not watched.
+
+Optionally a transport also answers ``link_confidential(peer)``: whether what it sends to
+``peer`` cannot be read on the network (CURVE-encrypted, or never leaving the host). Protocols
+ask before sending a secret (e.g. a private key); a transport without the method is taken to
+answer False.
 """
 
 from __future__ import annotations

@@ -70,6 +70,10 @@ class InprocTransport:
             raise TransportClosed(f"party {self.name!r}: transport closed")
         return item
 
+    def link_confidential(self, peer: str) -> bool:
+        """Always True: in-process queues never leave the process."""
+        return True
+
     def watch_links(self, listener: LinkListener | None) -> None:
         """Accepted for symmetry with the ZeroMQ transport: queues never lose a message."""
 

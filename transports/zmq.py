@@ -45,6 +45,7 @@ import zmq.asyncio
 
 from hefl.errors import ConfigError, TransportBroken, TransportClosed, TransportError
 
+from .addresses import is_local_address
 from .base import Buffer, LinkListener
 from .curve import check_curve_key, generate_curve_keypair
 from .links import LinkJudge
@@ -265,6 +266,12 @@ class ZmqTransport:
             self._peer_addrs[peer] = addr
             if self._links.listener is not None:
                 self._watch(peer)
+
+    def link_confidential(self, peer: str) -> bool:
+        """Whether what this party sends to ``peer`` cannot be read on the network: the link
+        is CURVE-encrypted, or the peer's address is on this host (loopback, ipc://)."""
+        addr = self._peer_addrs.get(peer)
+        return addr is not None and (self._curve is not None or is_local_address(addr))
 
     async def start(self) -> None:
         """Bind (if not yet bound) and connect to the peers given at construction."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,6 +23,19 @@ def _order_key(name: str) -> tuple[str, int, str]:
     return (m.group(1), int(m.group(2)), name) if m else (name, -1, name)
 
 
+def client_order(names: Iterable[str]) -> tuple[str, ...]:
+    """Client names in the order every party agrees on (a trailing number counts as a
+    number: ``client2`` before ``client10``); the first makes the session's keys.
+
+    Args:
+        names: the clients' party names (any names; the aggregator's is fixed).
+
+    Returns:
+        the names, ordered.
+    """
+    return tuple(sorted(names, key=_order_key))
+
+
 def federation_clients(party: Party, cfg: BatchCryptConfig) -> tuple[str, ...]:
     """The clients of the federation ``party`` belongs to, in a fixed order every party agrees on.
 
@@ -32,7 +46,7 @@ def federation_clients(party: Party, cfg: BatchCryptConfig) -> tuple[str, ...]:
     names = {party.name, *party.peers}
     if AGGREGATOR not in names:
         raise ConfigError(f"a BatchCrypt federation needs a party named {AGGREGATOR!r}")
-    clients = tuple(sorted((n for n in names if n != AGGREGATOR), key=_order_key))
+    clients = client_order(n for n in names if n != AGGREGATOR)
     if not clients:
         raise ConfigError("a BatchCrypt federation needs at least one client")
     if len(clients) > cfg.n_clients:

@@ -1,8 +1,9 @@
 """Key agreement: the first client makes the Paillier keypair and hands it out.
 
-The private key goes to the other clients over their direct channels (:class:`KeyHandout`);
-the aggregator receives only the public key (:class:`PublicKeyNotice`), so it can add
-ciphertexts but never decrypt one.
+The private key goes to the other clients over their direct channels (:class:`KeyHandout`),
+and only over channels nobody on the network can read (CURVE-encrypted, in-process or on this
+host: :meth:`hefl.Party.link_confidential`); the aggregator receives only the public key
+(:class:`PublicKeyNotice`), so it can add ciphertexts but never decrypt one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import functools
 
 from hefl import Party, crypto
 from hefl.crypto import PrivateKey, PublicKey
+from hefl.errors import ConfigError
 from hefl.protocols.batchcrypt.config import AGGREGATOR, BatchCryptConfig
 from hefl.protocols.batchcrypt.messages import Expect, KeyHandout, PublicKeyNotice
 
@@ -29,10 +31,19 @@ async def agree_key(
         The session's (public key, private key).
 
     Raises:
+        ConfigError: (at the key holder) the link to another client is not confidential, so
+            the private key is not sent.
         ProtocolError: the key holder sent something other than a private key of
             ``cfg.key_bits`` bits.
     """
     if party.name == clients[0]:
+        exposed = [peer for peer in clients[1:] if not party.link_confidential(peer)]
+        if exposed:
+            raise ConfigError(
+                f"{party.name!r} will not send the BatchCrypt private key to {exposed[0]!r}: "
+                "their link is neither CURVE-encrypted nor on this host; enable CURVE "
+                "(curve = true in the federation file, keys from 'hefl keygen curve')"
+            )
         return await _make_and_hand_out(party, cfg, clients[1:])
     obj = await party.recv(clients[0], KeyHandout.tag())
     secret = KeyHandout.from_wire(clients[0], obj, Expect(key_bits=cfg.key_bits)).secret
