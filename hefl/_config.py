@@ -47,6 +47,7 @@ from hefl._assembly import RunResult, executor_scope, loop_factory, run_party_ro
 from hefl._options import RunOptions, RuntimeOptions, check_name
 from hefl._party import Party
 from hefl.codec import DEFAULT_MAX_MESSAGE_BYTES
+from hefl.crypto._orphans import check_main_guarded
 from hefl.errors import ConfigError
 from hefl.transports.addresses import is_local_address
 from hefl.transports.curve import CurveKeyPair, check_curve_key, curve_public, load_curve_key
@@ -327,6 +328,8 @@ async def run_party_async(
         raise ConfigError(f"role must be an async function taking a Party, got {role!r}")
     from hefl.transports.zmq import ZmqTransport
 
+    if executor == "process":
+        check_main_guarded()  # the pool's workers would re-run an unguarded script
     keys = _resolve_keys(config, name, secret_key)
     if config.exposed_address is not None and not config.curve:
         log.warning(

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from hefl.crypto._orphans import watch_owner
+from hefl.crypto._orphans import check_main_guarded, watch_owner
 from hefl.errors import ConfigError
 
 
@@ -74,6 +74,7 @@ class LazyProcessPool:
         """Submit ``fn(*args)`` to the pool, creating it on first use."""
         with self._lock:
             if self._pool is None:
+                check_main_guarded()
                 self._pool = cf.ProcessPoolExecutor(
                     self.max_workers,
                     mp_context=multiprocessing.get_context("spawn"),

@@ -23,6 +23,7 @@ from hefl._assembly import (
 )
 from hefl._options import RunKeywords, RunOptions, check_name
 from hefl._processes import run_processes
+from hefl.crypto._orphans import check_main_guarded
 from hefl.errors import ConfigError, ProtocolError
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ def _prepare(
     """
     checked = validate_roles(roles)
     options = RunOptions.from_keywords(keywords)
+    if processes or options.executor == "process":
+        check_main_guarded()  # before any party or worker process exists
     if processes:
         if transport not in (None, "zmq"):
             raise ConfigError(
@@ -155,6 +158,11 @@ def run(
 ) -> RunResult:
     """Run a federation of roles and return their results.
 
+    Scripts: with ``processes=True`` or the default ``"process"`` executor, hefl starts
+    processes that re-import the main script (to find the role functions); a script calling
+    this must keep its top-level code under ``if __name__ == "__main__":``, or it gets a
+    ConfigError before any process starts.
+
     Args:
         roles: ``{party name: async def role(party)}``; with ``processes=True`` the roles must
             be picklable (module-level functions or ``functools.partial`` of them).
@@ -199,7 +207,8 @@ def run(
         PeerFailed: a party failed; names the party where the failure started and why (the
             original exception is chained as ``__cause__`` where available).
         ProtocolError: the federation did not finish within ``timeout``.
-        ConfigError: invalid or contradicting arguments.
+        ConfigError: invalid or contradicting arguments, or a call from an unguarded script's
+            top level that would start processes.
     """
     checked, opts = _prepare(roles, transport, processes, options)
     if processes:

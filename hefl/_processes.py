@@ -42,7 +42,7 @@ from hefl._assembly import (
 from hefl._executor import cpu_count
 from hefl._liveness import Liveness
 from hefl._options import RunOptions
-from hefl.crypto._orphans import watch_owner
+from hefl.crypto._orphans import check_main_guarded, watch_owner
 from hefl.errors import ConfigError, PeerFailed, ProtocolError
 
 _SUPERVISOR = "<supervisor>"
@@ -199,6 +199,7 @@ def run_processes(
                 f"the role of party {name!r} cannot be sent to a process ({exc}); with "
                 "processes=True use module-level functions or functools.partial of them"
             ) from exc
+    check_main_guarded()
     names = list(roles)
     if options.executor in ("process", "thread") and options.max_workers is None:
         # the parties share this machine's cores

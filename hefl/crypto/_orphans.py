@@ -11,16 +11,24 @@ watchers takes a whole tree down, whichever process of it is killed first.
 A watched process also ignores SIGINT: Ctrl-C in a terminal reaches the whole foreground
 process group, and the owner decides how its workers end (a worker interrupted mid-task
 would only break the owner's pool and print a traceback).
+
+Before starting any such process, hefl checks that it is not called from the top level of an
+unguarded main script (:func:`check_main_guarded`), which every worker would re-run.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
 import os
 import select
 import signal
+import sys
 import threading
 import time
+
+from hefl.errors import ConfigError
 
 
 def watch_owner(owner_pid: int) -> None:
@@ -57,3 +65,77 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# ---------------------------------------------------------------------- the unguarded script
+
+
+def check_main_guarded() -> None:
+    """Refuse to start worker processes from the top level of an unguarded ``__main__`` script.
+
+    Spawned and forkserver processes re-import the main script (as ``__mp_main__``) to find
+    the functions they run. A script that starts hefl's processes from its top level, outside
+    ``if __name__ == "__main__":``, would then start them again in every child, which
+    multiprocessing refuses with a confusing traceback in each child. This looks at the
+    call stack before any process starts: if the main script's top-level code is running
+    and the line it is at is not inside such a guard, it raises one clear error instead.
+    Scripts it cannot read (``python -c``, notebooks, frozen apps) are let through.
+
+    Raises:
+        ConfigError: naming the script, the line and the guard to add.
+    """
+    main = sys.modules.get("__main__")
+    main_globals = getattr(main, "__dict__", None)
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals is main_globals:
+            path, line = frame.f_code.co_filename, frame.f_lineno
+            if _unguarded(path, line):
+                raise ConfigError(
+                    f"{path} starts hefl's worker processes from its top level (line {line}), "
+                    "and every worker re-imports that script: put the script's code under "
+                    'if __name__ == "__main__":'
+                )
+            return
+        frame = frame.f_back  # type: ignore[assignment]
+
+
+def _unguarded(path: str, line: int) -> bool:
+    try:
+        tree = _parsed(path, os.stat(path).st_mtime_ns)
+    except (OSError, SyntaxError, ValueError):
+        return False  # not a readable script: nothing to say
+    return not _guarded_in(tree.body, line)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(path: str, mtime: int) -> ast.Module:
+    with open(path, "rb") as fh:
+        return ast.parse(fh.read(), path)
+
+
+def _guarded_in(body: list[ast.stmt], line: int) -> bool:
+    """Whether ``line`` of these statements runs only under ``__name__ == "__main__"``."""
+    for node in body:
+        if not node.lineno <= line <= (node.end_lineno or node.lineno):
+            continue
+        if isinstance(node, ast.If) and _is_main_test(node.test):
+            return any(s.lineno <= line <= (s.end_lineno or s.lineno) for s in node.body)
+        inner: list[ast.stmt] = []
+        for name in ("body", "orelse", "finalbody"):
+            inner += getattr(node, name, None) or []
+        for handler in getattr(node, "handlers", None) or []:
+            inner += handler.body
+        return _guarded_in(inner, line)
+    return False
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    """``__name__ == "__main__"`` (either way round, possibly inside ``and``)."""
+    for node in ast.walk(test):
+        if isinstance(node, ast.Compare) and all(isinstance(op, ast.Eq) for op in node.ops):
+            sides = [node.left, *node.comparators]
+            names = any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides)
+            if names and any(isinstance(s, ast.Constant) and s.value == "__main__" for s in sides):
+                return True
+    return False

@@ -27,7 +27,7 @@ from typing import Any
 from gmpy2 import mpz
 
 from hefl.crypto._obfuscation import CrtObfuscator, check_method, public_obfuscators
-from hefl.crypto._orphans import watch_owner
+from hefl.crypto._orphans import check_main_guarded, watch_owner
 from hefl.crypto._types import KeyFactors, KeyModulus
 from hefl.errors import ConfigError, CryptoError
 
@@ -130,10 +130,16 @@ class ObfuscatorPool:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> ObfuscatorPool:
-        """Start (or resume) background filling."""
+        """Start (or resume) background filling.
+
+        Raises:
+            CryptoError: the pool is closed.
+            ConfigError: called from the top level of an unguarded main script.
+        """
         if self._closed:
             raise CryptoError("the obfuscator pool is closed")
         if self._executor is None:
+            check_main_guarded()
             self._executor = ProcessPoolExecutor(
                 max_workers=self._workers,
                 mp_context=_default_context(),

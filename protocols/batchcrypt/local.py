@@ -63,6 +63,10 @@ def aggregate_local(
     exchange, quantize, pack, encrypt, stream, homomorphic sum, (shared) decryption, decode)
     on the in-process transport.
 
+    Scripts: the crypto work runs in worker processes, which re-import the main script; a
+    script calling this must keep its top-level code under ``if __name__ == "__main__":``
+    (hefl raises ConfigError otherwise).
+
     Args:
         vectors: one 1-D float vector per client (same length and dtype).
         cfg: the configuration (``mode`` selects batchcrypt / phe / plain).
@@ -74,7 +78,8 @@ def aggregate_local(
         each value is within k quantization steps of the exact sum of the clipped values.
 
     Raises:
-        ConfigError: inconsistent vectors (naming the client), NaN/inf, too many clients.
+        ConfigError: inconsistent vectors (naming the client), NaN/inf, too many clients, or a
+            call from an unguarded script's top level.
     """
     import hefl
 

@@ -101,6 +101,9 @@ def fit(
 ) -> FitResult:
     """Train VF2Boost with every party run by this call.
 
+    Scripts: worker processes (and every party, with ``processes=True``) re-import the main
+    script, so keep its top-level code under ``if __name__ == "__main__":`` (else ConfigError).
+
     Args:
         X_parts: one feature block per party; ``X_parts[0]`` belongs to the active party.
         y: 0/1 labels (held by the active party).
@@ -122,7 +125,8 @@ def fit(
         A :class:`FitResult`.
 
     Raises:
-        ConfigError: invalid data or config (before any party starts).
+        ConfigError: invalid data or config, or a call from an unguarded script's top level
+            (before any party starts).
         PackingOverflowError: the bit budget does not fit the key.
         PeerFailed: a party failed during training (names it and why).
     """
@@ -166,6 +170,9 @@ def fit_local(
     X_parts: list[np.ndarray], y: np.ndarray, cfg: VF2BoostConfig | None = None, **kwargs: Any
 ) -> FederatedModel:
     """Train VF2Boost with all parties as coroutines in this process (inproc transport).
+
+    Scripts: the crypto work runs in worker processes, which re-import the main script; keep
+    a script's top-level code under ``if __name__ == "__main__":`` (see :func:`fit`).
 
     Args:
         X_parts: one feature block per party; ``X_parts[0]`` belongs to the active party.
