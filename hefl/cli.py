@@ -159,8 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     pail.add_argument("--insecure", action="store_true", help="allow keys below 2048 bits")
     pail.add_argument("--name", default="paillier", help="file name stem (default paillier)")
     pail.add_argument("--out", type=Path, default=Path("."), help="directory (default .)")
-    curve = kinds.add_parser("curve", help="a CURVE keypair for one party (ZeroMQ encryption)")
-    curve.add_argument("--name", required=True, help="the party's name (file name stem)")
+    curve = kinds.add_parser(
+        "curve", help="a CURVE keypair per party (ZeroMQ encryption), and the TOML lines to add"
+    )
+    curve.add_argument(
+        "--name",
+        required=True,
+        action="append",
+        help="a party's name (file name stem); repeat for several parties",
+    )
     curve.add_argument("--out", type=Path, default=Path("."), help="directory (default .)")
     return parser
 
@@ -413,15 +420,28 @@ def _load_paillier(path: Path, key_bits: int) -> Any:
     return sk.public_key, sk
 
 
+def _keygen_curve(names: list[str], out: Path) -> int:
+    """One CURVE keypair per party, and the federation TOML lines that enrol them."""
+    from hefl import generate_curve_keypair, save_curve_keypair
+    from hefl._options import check_name
+
+    for name in names:
+        check_name(name)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--name repeats a party: {names}")
+    print("# federation.toml: add to [federation]\ncurve = true")
+    for name in names:
+        keys = generate_curve_keypair()
+        public, secret = save_curve_keypair(keys, out, name)
+        print(f"\n# wrote {public} and {secret}: copy {secret.name} to {name}'s host only")
+        print(f'[parties.{name}]\npublic_key = "{keys.public}"')
+        print(f'secret_key_file = "{secret}"')
+    return 0
+
+
 def _keygen(args: argparse.Namespace) -> int:
     if args.kind == "curve":
-        from hefl import generate_curve_keypair, save_curve_keypair
-
-        keys = generate_curve_keypair()
-        public, secret = save_curve_keypair(keys, args.out, args.name)
-        print(f"public key (put it in the federation TOML as public_key): {keys.public}")
-        print(f"wrote {public} and {secret} (keep the secret file on {args.name}'s host only)")
-        return 0
+        return _keygen_curve(args.name, args.out)
     from hefl.crypto import generate_keypair
 
     pk, sk = generate_keypair(args.bits, allow_insecure=args.insecure)

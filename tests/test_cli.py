@@ -294,3 +294,25 @@ def test_party_refuses_plain_tcp_off_this_host(tmp_path):
                     *SMALL, cwd=tmp_path, timeout=50)  # fmt: skip
     assert proc.returncode == 1
     assert_one_line_error(proc.stderr, "tcp://10.1.2.3:7001", "curve = true", "insecure_transport")
+
+
+def test_keygen_curve_prints_the_lines_a_federation_file_needs(tmp_path):
+    import hefl
+
+    proc = hefl_cmd("keygen", "curve", "--name", "alice", "--name", "bob", "--out", "keys",
+                    cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout.replace(
+        "[parties.alice]", '[parties.alice]\naddress = "tcp://10.0.0.1:7001"'
+    )
+    text = text.replace("[parties.bob]", '[parties.bob]\naddress = "tcp://10.0.0.2:7001"')
+    text = "[federation]\n" + text.split("[federation]\n", 1)[1]
+    (tmp_path / "federation.toml").write_text(text)
+    fed = hefl.load_federation(tmp_path / "federation.toml")  # off-host addresses, with CURVE
+    assert fed.curve and fed.names == ["alice", "bob"]
+    alice = (tmp_path / "keys" / "alice.key").read_text().strip()
+    assert fed.parties["alice"].public_key == alice
+    assert fed.parties["bob"].secret_key_file == tmp_path / "keys" / "bob.key_secret"
+    proc = hefl_cmd("keygen", "curve", "--name", "a b ", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert_one_line_error(proc.stderr, "party name")
