@@ -102,7 +102,7 @@ class FederationConfig:
         curve: whether connections use CURVE.
         protocol: the protocol the file says the hosts run, or None.
         roles: who plays which part, ``{"active": name}`` / ``{"aggregator": name}`` (the
-            ``[federation]`` keys in :data:`ROLE_KEYS` the file sets).
+            ``[federation]`` keys ``active`` and ``aggregator`` the file sets).
         insecure_transport: the file allows plain TCP off this host.
     """
 
