@@ -204,6 +204,18 @@ def test_demo_ending_leaves_nothing(run, how, size):
         assert top.returncode != 0
 
 
+@pytest.mark.parametrize("how", ["ctrl-c", "sigkill-party"])
+def test_batchcrypt_demo_ending_leaves_nothing(run, how):
+    small = ["--bits", "512", "--insecure", "--clients", "2", "--rounds", "50"]
+    top = run.start([*HEFL, "demo", "batchcrypt", *small])
+    size = 6  # the demo, its resource tracker, three parties and a pool worker
+    run.wait_size(size)
+    ended = _end(run, top, how)
+    run.assert_all_gone(ended)
+    if how != "sigkill-parent":
+        assert top.returncode != 0
+
+
 # --------------------------------------------------------------------------- hefl party
 
 
@@ -213,6 +225,8 @@ def _federation(tmp: Path, ports: list[int]) -> Path:
         textwrap.dedent(
             f"""
             [federation]
+            protocol = "vf2boost"
+            active = "alice"
             heartbeat_interval = 0.5
             peer_timeout = 2.0
             connect_timeout = 60.0
@@ -228,10 +242,10 @@ def _federation(tmp: Path, ports: list[int]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("how", ["exit", "sigkill-party", "sigterm-party"])
+@pytest.mark.parametrize("how", ["exit", "sigkill-party", "sigterm-party", "ctrl-c-party"])
 def test_party_hosts_leave_nothing(run, free_ports, how):
     path = _federation(run.tmp, free_ports(2))
-    args = ["--config", str(path), "--protocol", "vf2boost", "--bits", "512", "--insecure"]
+    args = ["--config", str(path), "--bits", "512", "--insecure"]
     size = ["--rows", "300", "--trees", "1"] if how == "exit" else DEMO_LONG
     hosts = [run.start([*HEFL, "party", *args, "--name", n, *size]) for n in ("alice", "bob")]
     if how == "exit":
@@ -241,7 +255,10 @@ def test_party_hosts_leave_nothing(run, free_ports, how):
         return
     run.wait_size(5)  # both hosts, their pool workers, the active party's obfuscator pool
     victim = hosts[1]
-    victim.send_signal(signal.SIGKILL if how == "sigkill-party" else signal.SIGTERM)
+    if how == "ctrl-c-party":  # Ctrl-C in bob's terminal: SIGINT to bob's process group
+        os.killpg(victim.pid, signal.SIGINT)
+    else:
+        victim.send_signal(signal.SIGKILL if how == "sigkill-party" else signal.SIGTERM)
     ended = time.monotonic()
     survivor = hosts[0]
     survivor.wait(30)
