@@ -182,15 +182,20 @@ def load_federation(source: str | Path | Mapping[str, Any]) -> FederationConfig:
     roles = _roles(fed, list(parties))
     options = _runtime_options(fed)
     config = FederationConfig(parties, options, max_bytes, curve, protocol, roles, insecure)
+    _check_exposure(config)
+    return config
+
+
+def _check_exposure(config: FederationConfig) -> None:
+    """Refuse plain TCP off this host unless the federation opts in explicitly."""
     exposed = config.exposed_address
-    if exposed is not None and not curve and not insecure:
+    if exposed is not None and not config.curve and not config.insecure_transport:
         raise ConfigError(
             f"the federation uses {exposed}, an address off this host, without CURVE, so its "
             "traffic (keys included) would cross the network in the clear: set curve = true "
             "in [federation] with every party's public_key (hefl keygen curve), or accept "
             "plain TCP explicitly with insecure_transport = true"
         )
-    return config
 
 
 def _flag(fed: dict[str, Any], key: str) -> bool:
@@ -331,6 +336,7 @@ async def run_party_async(
     if executor == "process":
         check_main_guarded()  # the pool's workers would re-run an unguarded script
     keys = _resolve_keys(config, name, secret_key)
+    _check_exposure(config)  # also for a FederationConfig built in code
     if config.exposed_address is not None and not config.curve:
         log.warning(
             "party %r runs without CURVE over %s, an address off this host "

@@ -142,3 +142,14 @@ def test_batchcrypt_never_sends_the_private_key_over_a_readable_link():
     # the same round over links that are confidential goes through
     total = aggregate_local(vectors, cfg, executor="inline")
     assert np.allclose(total, 0.3, atol=0.01)
+
+
+def test_a_federation_built_in_code_is_held_to_the_same_rule():
+    from hefl import FederationConfig, PartySpec
+
+    parties = {
+        "alice": PartySpec("alice", "tcp://10.0.0.1:7001", "tcp://10.0.0.1:7001"),
+        "bob": PartySpec("bob", "tcp://127.0.0.1:7002", "tcp://127.0.0.1:7002"),
+    }
+    with pytest.raises(ConfigError, match="off this host, without CURVE"):
+        hefl.run_party(FederationConfig(parties), "bob", _noop, executor="inline")
