@@ -9,12 +9,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 from hefl.errors import ConfigError, HeflError
+
+# a parser or one of its argument groups: both take add_argument
+_Options = argparse._ActionsContainer
+
+# The configuration fields the flags set, so that an error names the flag the user typed.
+_FLAGS = {
+    "n_estimators": "--trees",
+    "max_depth": "--depth",
+    "learning_rate": "--learning-rate",
+    "max_bin": "--bins",
+    "key_bits": "--bits",
+    "n_clients": "--clients",
+    "bits": "--quant-bits",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,7 +55,7 @@ def _positive(kind: type) -> Any:
     return parse
 
 
-def _add_output_flags(p: argparse.ArgumentParser) -> None:
+def _add_output_flags(p: _Options) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument(
         "--trace",
@@ -54,7 +71,7 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_key_flags(p: argparse.ArgumentParser) -> None:
+def _add_key_flags(p: _Options) -> None:
     p.add_argument("--bits", type=int, default=2048, help="Paillier key size (default 2048)")
     p.add_argument(
         "--insecure", action="store_true", help="allow keys below 2048 bits (quick trials only)"
@@ -66,20 +83,22 @@ def _add_key_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_vf2boost_flags(p: argparse.ArgumentParser) -> None:
+def _add_vf2boost_flags(p: _Options) -> None:
     p.add_argument("--trees", type=_positive(int), default=10, help="trees (default 10)")
     p.add_argument("--depth", type=_positive(int), default=5, help="tree depth (default 5)")
-    p.add_argument("--learning-rate", type=_positive(float), default=0.3)
+    p.add_argument(
+        "--learning-rate", type=_positive(float), default=0.3, help="shrinkage eta (default 0.3)"
+    )
     p.add_argument("--bins", type=_positive(int), default=32, help="max bins per feature")
     p.add_argument(
         "--rows",
-        type=int,
+        type=_positive(int),
         default=0,
         help="train on a fixed random subsample of this many rows (default: all)",
     )
 
 
-def _add_batchcrypt_flags(p: argparse.ArgumentParser) -> None:
+def _add_batchcrypt_flags(p: _Options) -> None:
     p.add_argument("--rounds", type=_positive(int), default=10, help="rounds (default 10)")
     p.add_argument(
         "--quant-bits",
@@ -87,7 +106,12 @@ def _add_batchcrypt_flags(p: argparse.ArgumentParser) -> None:
         default=16,
         help="quantization bits r per value (default 16)",
     )
-    p.add_argument("--model", choices=("logreg", "mlp"), default="logreg")
+    p.add_argument(
+        "--model",
+        choices=("logreg", "mlp"),
+        default="logreg",
+        help="logistic regression or a one-hidden-layer MLP (default logreg)",
+    )
     p.add_argument(
         "--no-shared-decryption",
         action="store_true",
@@ -126,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="every party in this process (default: one process per party)",
         )
         _add_output_flags(p)
+        p.add_argument(
+            "--verbose",
+            action="store_true",
+            help="also say how the crypto ran (obfuscators, kernel, optimistic splitting)",
+        )
+        p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
     party = commands.add_parser("party", help="run one party of a multi-host federation")
     party.add_argument("--config", required=True, type=Path, help="the federation TOML file")
@@ -133,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     party.add_argument(
         "--protocol",
         choices=("vf2boost", "batchcrypt"),
-        help="the protocol to run (default: protocol = ... in the federation file)",
+        help="the protocol every party of the federation runs (default: protocol = ... "
+        "in the federation file)",
     )
     party.add_argument(
         "--paillier-key",
@@ -147,27 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write this party's result (and VF2Boost model share) here",
     )
-    _add_vf2boost_flags(party)
-    _add_batchcrypt_flags(party)
-    _add_key_flags(party)
-    _add_output_flags(party)
+    _add_vf2boost_flags(party.add_argument_group("VF2Boost options (--protocol vf2boost)"))
+    _add_batchcrypt_flags(party.add_argument_group("BatchCrypt options (--protocol batchcrypt)"))
+    _add_key_flags(party.add_argument_group("Paillier keys (both protocols)"))
+    _add_output_flags(party.add_argument_group("output"))
 
     keygen = commands.add_parser("keygen", help="make Paillier or CURVE key files")
     kinds = keygen.add_subparsers(dest="kind", required=True, parser_class=_Parser)
     pail = kinds.add_parser("paillier", help="a Paillier keypair (JSON files)")
-    pail.add_argument("--bits", type=int, default=2048)
+    pail.add_argument("--bits", type=int, default=2048, help="key size (default 2048)")
     pail.add_argument("--insecure", action="store_true", help="allow keys below 2048 bits")
     pail.add_argument("--name", default="paillier", help="file name stem (default paillier)")
     pail.add_argument("--out", type=Path, default=Path("."), help="directory (default .)")
-    curve = kinds.add_parser(
-        "curve", help="a CURVE keypair per party (ZeroMQ encryption), and the TOML lines to add"
-    )
-    curve.add_argument(
-        "--name",
-        required=True,
-        action="append",
-        help="a party's name (file name stem); repeat for several parties",
-    )
+    curve = kinds.add_parser("curve", help="CURVE keypairs (ZeroMQ) and the TOML lines to add")
+    curve.add_argument("--name", required=True, action="append", help="a party; repeatable")
     curve.add_argument("--out", type=Path, default=Path("."), help="directory (default .)")
     return parser
 
@@ -230,7 +254,9 @@ def _emit(args: argparse.Namespace, report: dict[str, Any], trace: Any, text: st
         trace.save_chrome(args.trace)
         report["trace"] = str(args.trace)
     if trace is not None and args.gantt is not None:
-        trace.save_gantt(args.gantt, title=f"hefl {report['protocol']}")
+        from hefl._demos import SPAN_LABELS
+
+        trace.save_gantt(args.gantt, title=f"hefl {report['protocol']}", labels=SPAN_LABELS)
         report["gantt"] = str(args.gantt)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -241,40 +267,66 @@ def _emit(args: argparse.Namespace, report: dict[str, Any], trace: Any, text: st
                 print(f"  {key} written to {report[key]}")
 
 
+@contextmanager
+def _named_by_flags() -> Iterator[None]:
+    """Re-raise a configuration's ConfigError in the words of the command line: the field a
+    flag sets becomes the flag (``bits`` → ``--quant-bits``), ``allow_insecure=True`` becomes
+    ``--insecure``."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise ConfigError(_in_flags(str(exc))) from None
+
+
+def _in_flags(text: str) -> str:
+    fields = "|".join(_FLAGS)
+    text = text.replace("allow_insecure=True", "--insecure")
+    # "VF2BoostConfig.max_bin=1: must be ..." and "key_bits=512 is below ..."
+    text = re.sub(
+        rf"^(?:VF2BoostConfig\.)?({fields})=(\S+?)(:?) ",
+        lambda m: f"{_FLAGS[m[1]]} {m[2]}{m[3]} ",
+        text,
+    )
+    # "bits must be between 2 and 32, not 100"
+    return re.sub(rf"^({fields}) ", lambda m: f"{_FLAGS[m[1]]} ", text)
+
+
 def _vf2boost_config(args: argparse.Namespace) -> Any:
     """The VF2BoostConfig the VF2Boost flags ask for (shared by ``demo`` and ``party``)."""
     from hefl.protocols.vf2boost import VF2BoostConfig
 
-    return VF2BoostConfig(
-        n_estimators=args.trees,
-        max_depth=args.depth,
-        learning_rate=args.learning_rate,
-        max_bin=args.bins,
-        key_bits=args.bits,
-        allow_insecure=args.insecure,
-        obfuscation="djn-short" if args.short_exponent else "djn",
-    )
+    with _named_by_flags():
+        return VF2BoostConfig(
+            n_estimators=args.trees,
+            max_depth=args.depth,
+            learning_rate=args.learning_rate,
+            max_bin=args.bins,
+            key_bits=args.bits,
+            allow_insecure=args.insecure,
+            obfuscation="djn-short" if args.short_exponent else "djn",
+        )
 
 
 def _batchcrypt_config(args: argparse.Namespace, n_clients: int) -> Any:
     """The BatchCryptConfig the BatchCrypt flags ask for, for ``n_clients`` clients."""
     from hefl.protocols.batchcrypt import BatchCryptConfig
 
-    return BatchCryptConfig(
-        bits=args.quant_bits,
-        n_clients=n_clients,
-        key_bits=args.bits,
-        allow_insecure=args.insecure,
-        short_exponent=args.short_exponent,
-        shared_decryption=not args.no_shared_decryption,
-    )
+    with _named_by_flags():
+        return BatchCryptConfig(
+            bits=args.quant_bits,
+            n_clients=n_clients,
+            key_bits=args.bits,
+            allow_insecure=args.insecure,
+            short_exponent=args.short_exponent,
+            shared_decryption=not args.no_shared_decryption,
+        )
 
 
 def _demo(args: argparse.Namespace) -> int:
     from hefl import _demos
 
     _check_outputs(args)
-    progress = sys.stderr.isatty() and not args.json
+    progress = not args.quiet
     mode = {"processes": not args.inproc, "progress": progress}
     if args.protocol == "vf2boost":
         report, trace = _demos.run_vf2boost(
@@ -286,7 +338,7 @@ def _demo(args: argparse.Namespace) -> int:
             _batchcrypt_config(args, args.clients), rounds=args.rounds, model=args.model, **mode
         )
         ok = True
-    _emit(args, report, trace, _demos.format_report(report))
+    _emit(args, report, trace, _demos.format_report(report, verbose=args.verbose))
     if not ok:
         print(
             "hefl: error: the federated trees differ from the plaintext reference", file=sys.stderr
@@ -297,18 +349,19 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _party(args: argparse.Namespace) -> int:
     import hefl
-    from hefl import _demos
+    from hefl import _demos, _hosts
 
     _check_outputs(args)
     federation = hefl.load_federation(args.config)
     names = federation.names
     if args.name not in names:
         raise ConfigError(f"party {args.name!r} is not in {args.config}; its parties: {names}")
-    args.protocol = _party_protocol(args, federation.protocol)
+    args.protocol = _hosts.party_protocol(args.protocol, federation.protocol, args.config)
     if args.protocol == "vf2boost":
-        role, agreement = _vf2boost_party(args, federation)
+        role, agreement = _hosts.vf2boost_party(args, federation, _vf2boost_config(args))
     else:
-        role, agreement = _batchcrypt_party(args, federation)
+        cfg = _batchcrypt_config(args, len(names) - 1)
+        role, agreement = _hosts.batchcrypt_party(args, federation, cfg)
     result = hefl.run_party(federation, args.name, role, agreement=agreement)
     value = result[args.name] or {}
     report = {
@@ -330,70 +383,6 @@ def _party(args: argparse.Namespace) -> int:
     return 0
 
 
-def _party_protocol(args: argparse.Namespace, stated: str | None) -> str:
-    """The protocol ``hefl party`` runs: --protocol, or the federation file's ``protocol``."""
-    if args.protocol is not None and stated is not None and args.protocol != stated:
-        raise ConfigError(
-            f"--protocol {args.protocol} contradicts protocol = {stated!r} in {args.config}"
-        )
-    protocol = args.protocol or stated
-    if protocol not in ("vf2boost", "batchcrypt"):
-        raise ConfigError(
-            f"say which protocol to run: --protocol vf2boost|batchcrypt, or protocol = "
-            f'"vf2boost" in the [federation] table of {args.config} (it has {protocol!r})'
-        )
-    return protocol
-
-
-def _vf2boost_party(args: argparse.Namespace, federation: Any) -> tuple[Any, dict[str, str]]:
-    """The VF2Boost role of this host and its agreement; the file names the active party."""
-    from hefl import _demos
-
-    active = federation.role("active")
-    order = [active, *(n for n in federation.names if n != active)]
-    cfg = _vf2boost_config(args)
-    keypair = None
-    if args.paillier_key is not None:
-        if args.name != active:
-            raise ConfigError(
-                f"--paillier-key is for the active party, {active!r} in {args.config}; "
-                f"{args.name!r} is passive"
-            )
-        keypair = _load_paillier(args.paillier_key, cfg.key_bits)
-    role = _demos.vf2boost_party_role(order, args.name, cfg, rows=args.rows, keypair=keypair)
-    roles = f"active={active}; passive={','.join(order[1:])}"
-    return role, _agreement(args.protocol, roles, cfg, {"rows": args.rows})
-
-
-def _batchcrypt_party(args: argparse.Namespace, federation: Any) -> tuple[Any, dict[str, str]]:
-    """The BatchCrypt role of this host and its agreement; the file names the aggregator, and
-    the clients, named freely, take their data shards in the protocol's client order."""
-    from hefl.protocols.batchcrypt import AGGREGATOR, TrainSpec, party_role
-    from hefl.protocols.batchcrypt.federation import client_order
-
-    aggregator = federation.role("aggregator")
-    if aggregator != AGGREGATOR:
-        raise ConfigError(
-            f"BatchCrypt's aggregator must be the party named {AGGREGATOR!r} (clients may have "
-            f"any names); {args.config} names {aggregator!r}"
-        )
-    clients = client_order(n for n in federation.names if n != aggregator)
-    cfg = _batchcrypt_config(args, len(clients))
-    spec = TrainSpec(dataset="adult", model=args.model, rounds=args.rounds)
-    name = args.name if args.name == aggregator else cfg.clients[clients.index(args.name)]
-    roles = f"aggregator={aggregator}; clients={','.join(clients)}"
-    return party_role(name, cfg, spec), _agreement(args.protocol, roles, cfg, spec)
-
-
-def _agreement(protocol: str, roles: str, *config: Any) -> dict[str, str]:
-    """What every host of a ``hefl party`` federation must share: the protocol (versioned with
-    hefl, whose version the runtime compares anyway), who plays which part and a digest of
-    the protocol configuration (the protocol flags)."""
-    from hefl._agreement import config_digest
-
-    return {"protocol": protocol, "roles": roles, "config": config_digest(*config)}
-
-
 def _format_party(report: dict[str, Any]) -> str:
     s = report["statistics"]
     lines = [
@@ -408,43 +397,15 @@ def _format_party(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _load_paillier(path: Path, key_bits: int) -> Any:
-    from hefl.crypto import PrivateKey
-
-    sk = PrivateKey.from_json(path.read_text())
-    if sk.public_key.n_bits != key_bits:
-        raise ConfigError(
-            f"{path} holds a {sk.public_key.n_bits}-bit key but --bits is {key_bits}; "
-            "pass the same --bits on every host"
-        )
-    return sk.public_key, sk
-
-
-def _keygen_curve(names: list[str], out: Path) -> int:
-    """One CURVE keypair per party, and the federation TOML lines that enrol them."""
-    from hefl import generate_curve_keypair, save_curve_keypair
-    from hefl._options import check_name
-
-    for name in names:
-        check_name(name)
-    if len(set(names)) != len(names):
-        raise ConfigError(f"--name repeats a party: {names}")
-    print("# federation.toml: add to [federation]\ncurve = true")
-    for name in names:
-        keys = generate_curve_keypair()
-        public, secret = save_curve_keypair(keys, out, name)
-        print(f"\n# wrote {public} and {secret}: copy {secret.name} to {name}'s host only")
-        print(f'[parties.{name}]\npublic_key = "{keys.public}"')
-        print(f'secret_key_file = "{secret}"')
-    return 0
-
-
 def _keygen(args: argparse.Namespace) -> int:
     if args.kind == "curve":
-        return _keygen_curve(args.name, args.out)
+        from hefl._hosts import keygen_curve
+
+        return keygen_curve(args.name, args.out)
     from hefl.crypto import generate_keypair
 
-    pk, sk = generate_keypair(args.bits, allow_insecure=args.insecure)
+    with _named_by_flags():
+        pk, sk = generate_keypair(args.bits, allow_insecure=args.insecure)
     args.out.mkdir(parents=True, exist_ok=True)
     public_path = args.out / f"{args.name}.pub.json"
     secret_path = args.out / f"{args.name}.key.json"
