@@ -204,6 +204,16 @@ def test_demo_ending_leaves_nothing(run, how, size):
         assert top.returncode != 0
 
 
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm-parent"])
+def test_inproc_demo_ending_leaves_nothing(run, how):
+    """Every party in the demo's own process: its process pool and obfuscator pool."""
+    top = run.start([*HEFL, "demo", "vf2boost", "--inproc", *DEMO_LONG])
+    run.wait_size(5)  # the demo, the resource tracker, a pool worker, the forkserver, ...
+    ended = _end(run, top, how)
+    run.assert_all_gone(ended)
+    assert top.returncode == 130, run.describe()
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "sigkill-party"])
 def test_batchcrypt_demo_ending_leaves_nothing(run, how):
     small = ["--bits", "512", "--insecure", "--clients", "2", "--rounds", "50"]
