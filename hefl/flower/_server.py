@@ -251,6 +251,7 @@ class BatchCryptFedAvg:
         Raises:
             ConfigError / KeyMismatchError / ProtocolError: as :meth:`start`.
         """
+        config = _with_round(config, round_)
         replies = self._exchange(
             grid, "train", round_, self._to_all(self._step("train", round_), **{CONFIG_KEY: config})
         )
@@ -317,6 +318,7 @@ class BatchCryptFedAvg:
         """
         if self.fraction_evaluate <= 0:
             return None
+        config = _with_round(config, round_)
         messages = [
             Message(
                 RecordDict({CONFIG_KEY: config}),
@@ -337,3 +339,10 @@ class BatchCryptFedAvg:
         if not good:
             return None
         return self._train_metrics({int(r.metadata.src_node_id): r for r in good})
+
+
+def _with_round(config: ConfigRecord, round_: int) -> ConfigRecord:
+    """A copy of ``config`` with ``"server-round"`` set, as Flower's strategies send it."""
+    out = ConfigRecord(dict(config))
+    out["server-round"] = round_
+    return out
