@@ -40,7 +40,7 @@ def _models_after(run: Any, rec: Recorder, rnd: int) -> dict[int, dict[str, np.n
 
 
 def test_update_is_fedavg_within_the_quantization_step(federation):
-    run, rec, out = federation
+    run, rec, _ = federation
     nodes = sorted(run.contexts)
     k, top = len(nodes), (1 << (CFG.bits - 1)) - 1
     for rnd in range(1, ROUNDS + 1):
