@@ -9,12 +9,13 @@ model the client holds put in as their ``"arrays"``, so ``@app.evaluate()`` stay
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from hefl import crypto
-from hefl.errors import HeflError, KeyMismatchError, ProtocolError
+from hefl.errors import ConfigError, HeflError, KeyMismatchError, ProtocolError
 from hefl.flower import _round
 from hefl.flower._sealing import BoxKeys, open_box, seal
 from hefl.flower._state import Session, has_session, load_session, save_global, save_session
@@ -45,14 +46,22 @@ class BatchCryptMod:
         cfg: the federation's BatchCryptConfig; must match the server's (refused otherwise).
         weight_key: the train reply's metric that weights the client in the average
             (Flower's FedAvg uses ``"num-examples"``).
+        threads: threads decrypting this client's slice of the aggregate (GIL-free
+            modular exponentiations); all cores by default.
 
     Raises:
-        ConfigError: ``cfg`` is not a BatchCryptConfig of mode ``"batchcrypt"``.
+        ConfigError: ``cfg`` is not a BatchCryptConfig of mode ``"batchcrypt"``, or a bad
+            ``threads``.
     """
 
-    def __init__(self, cfg: BatchCryptConfig, weight_key: str = "num-examples") -> None:
+    def __init__(
+        self, cfg: BatchCryptConfig, weight_key: str = "num-examples", threads: int = 0
+    ) -> None:
         self.cfg = check_config(cfg)
         self.weight_key = weight_key
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise ConfigError(f"threads must be an integer >= 0 (0: all cores), not {threads!r}")
+        self.threads = threads or os.cpu_count() or 1
 
     def __call__(self, msg: Message, context: Context, call_next: CallNext) -> Message:
         """Handle a hefl step, or pass an ordinary message on to the app.
@@ -83,7 +92,7 @@ class BatchCryptMod:
             out = self._key(load_session(context, session), context, step)
         else:
             s = load_session(context, session)
-            out = _round.handle(self.cfg, s, msg, context, call_next, step, self.weight_key)
+            out = _round.handle(self, s, msg, context, call_next, step)
         return Message(out, reply_to=msg)
 
     def _hello(self, msg: Message, context: Context, step: ConfigRecord) -> RecordDict:
@@ -161,17 +170,21 @@ class BatchCryptMod:
         return call_next(msg, context)
 
 
-def batchcrypt_mod(cfg: BatchCryptConfig, weight_key: str = "num-examples") -> BatchCryptMod:
+def batchcrypt_mod(
+    cfg: BatchCryptConfig, weight_key: str = "num-examples", threads: int = 0
+) -> BatchCryptMod:
     """The client mod that makes a Flower ClientApp take part in BatchCrypt aggregation.
 
     Args:
         cfg: the federation's configuration (the same as the server strategy's).
         weight_key: the train reply's metric weighting the client (``"num-examples"``).
+        threads: threads decrypting the client's slice of the aggregate (0: all cores).
 
     Returns:
         A mod for ``ClientApp(mods=[...])``.
 
     Raises:
-        ConfigError: ``cfg`` is not a BatchCryptConfig of mode ``"batchcrypt"``.
+        ConfigError: ``cfg`` is not a BatchCryptConfig of mode ``"batchcrypt"``, or bad
+            ``threads``.
     """
-    return BatchCryptMod(cfg, weight_key)
+    return BatchCryptMod(cfg, weight_key, threads)

@@ -12,6 +12,7 @@ open the others' slices, unpack the lane sums, dequantize and add Σx/k to the g
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -32,7 +33,6 @@ from hefl.flower._wire import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, content, fiel
 from hefl.protocols.batchcrypt import work
 from hefl.protocols.batchcrypt.config import BatchCryptConfig
 from hefl.protocols.batchcrypt.layers import (
-    STATS_FRAC_BITS,
     daciq_alphas,
     dequantize_layers,
     layer_square_sums,
@@ -43,16 +43,30 @@ from hefl.protocols.batchcrypt.quantize import new_rng
 CallNext = Callable[[Message, Context], Message]
 
 
+class ModSettings(Protocol):
+    """What a round step needs of the client's mod (:class:`hefl.flower.BatchCryptMod`)."""
+
+    cfg: BatchCryptConfig
+    weight_key: str
+    threads: int
+
+
 def handle(
-    cfg: BatchCryptConfig,
+    mod: ModSettings,
     s: Session,
     msg: Message,
     context: Context,
     call_next: CallNext,
     step: ConfigRecord,
-    weight_key: str,
 ) -> RecordDict:
     """Run round step ``step["step"]`` for this client.
+
+    Args:
+        mod: the client's mod (its config, weight metric and decryption threads).
+        s: the client's session.
+        msg: the server's message; context: the client's Context.
+        call_next: the app's own handler (its train function).
+        step: the message's hefl step record.
 
     Returns:
         The reply's content.
@@ -71,12 +85,13 @@ def handle(
         raise KeyMismatchError(
             f"node {s.node}: the server runs key {theirs}, this client {pk.key_id.hex()}"
         )
+    cfg = mod.cfg
     if name == "train":
-        return _train(cfg, s, msg, context, call_next, round_, weight_key)
+        return _train(cfg, s, msg, context, call_next, round_, mod.weight_key)
     if name == "upload":
         return _upload(cfg, s, context, step, round_)
     if name == "decrypt":
-        return _decrypt(s, context, step, round_)
+        return _decrypt(s, context, step, round_, mod.threads)
     if name == "apply":
         return _apply(cfg, s, context, step, round_)
     raise ProtocolError(f"the server sent an unknown hefl step {name!r}")
@@ -150,10 +165,12 @@ def _delta(
     return np.concatenate(parts), tuple(len(p) for p in parts)
 
 
-def _decrypt_ints(pk: PublicKey, sk: PrivateKey, data: object, who: str) -> list[int]:
+def _decrypt_ints(
+    pk: PublicKey, sk: PrivateKey, data: object, who: str, threads: int = 1
+) -> list[int]:
     if not isinstance(data, bytes):
         raise ProtocolError(f"{who} sent no ciphertext bytes")
-    return sk.decrypt(CipherVector.from_bytes(pk, data))
+    return sk.decrypt(CipherVector.from_bytes(pk, data), threads=threads)
 
 
 def _upload(
@@ -195,10 +212,12 @@ def _decode(pk: PublicKey, data: bytes, count: int, who: str) -> list[int]:
     return out
 
 
-def _decrypt(s: Session, context: Context, step: ConfigRecord, round_: int) -> RecordDict:
+def _decrypt(
+    s: Session, context: Context, step: ConfigRecord, round_: int, threads: int
+) -> RecordDict:
     pk, sk = s.keys()
     load_round(context, round_)
-    mine = _encode(pk, _decrypt_ints(pk, sk, step.get("ciphers"), "the server"))
+    mine = _encode(pk, _decrypt_ints(pk, sk, step.get("ciphers"), "the server", threads))
     purpose = f"share/{round_}"
     boxes = [
         b"" if peer == s.node else seal(s.box, pub, s.session, purpose, s.node, peer, mine)
@@ -242,6 +261,3 @@ def _apply(
         )
     save_global(context, ArrayRecord(updated))
     return content(_reply(s, "apply", round_))
-
-
-__all__ = ["STATS_FRAC_BITS", "handle"]

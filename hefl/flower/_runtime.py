@@ -52,7 +52,9 @@ class Relayed:
         node: the client's node id.
         to_client: True for server → client, False for the reply.
         message_type: the Flower message type (``train``, ``evaluate``, ...).
+        group: the message's group id (the round, for Flower's and hefl's strategies).
         wire: the message's protobuf bytes.
+        at: when it crossed (``time.perf_counter()``).
         cpu: for a reply, the CPU seconds the client's ClientApp spent producing it.
         wall: for a reply, the seconds the ClientApp call took.
     """
@@ -60,7 +62,9 @@ class Relayed:
     node: int
     to_client: bool
     message_type: str
+    group: str
     wire: bytes
+    at: float
     cpu: float = 0.0
     wall: float = 0.0
 
@@ -133,9 +137,9 @@ class InProcessBackend(Backend):
         """Run the ClientApp on the message, both ways through protobuf bytes."""
         assert self.app is not None, "build() the backend first"
         node = int(message.metadata.dst_node_id)
-        kind = message.metadata.message_type
+        kind, group = message.metadata.message_type, message.metadata.group_id
         inbound, wire = _cross(message)
-        self.log.add(Relayed(node, True, kind, wire))
+        self.log.add(Relayed(node, True, kind, group, wire, time.perf_counter()))
         wall, cpu = time.perf_counter(), time.thread_time()
         try:
             out = self.app(inbound, context)
@@ -145,7 +149,7 @@ class InProcessBackend(Backend):
             raise ClientAppException(str(exc)) from exc
         cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
         reply, back = _cross(out)
-        self.log.add(Relayed(node, False, kind, back, cpu=cpu, wall=wall))
+        self.log.add(Relayed(node, False, kind, group, back, time.perf_counter(), cpu, wall))
         return reply, context
 
 
