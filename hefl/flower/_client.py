@@ -120,6 +120,8 @@ class BatchCryptMod:
                 f"the server's roster has {len(roster)} nodes and {len(publics)} keys, "
                 f"expected {self.cfg.n_clients}"
             )
+        if len(set(roster)) != len(roster) or len(set(publics)) != len(publics):
+            raise ProtocolError("the server's roster repeats a node or an X25519 key")
         if s.node not in roster or publics[roster.index(s.node)] != s.box.public:
             raise ProtocolError(f"the server's roster misses node {s.node} or its key")
         return Session(s.session, s.node, s.box, roster, publics, s.secret_json)

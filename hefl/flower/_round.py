@@ -246,7 +246,13 @@ def _apply(
         plaintexts.extend(_decode(pk, data, bounds[i + 1] - bounds[i], f"node {peer}"))  # type: ignore[arg-type]
     layers = tuple(int(v) for v in rec["layers"])  # type: ignore[union-attr]
     layout = plan_slots(pk, cfg.bits, cfg.n_clients, layout=cfg.layout)
-    lanes = layout.unpack(plaintexts, int(rec["count"]), n_summands=k)  # type: ignore[arg-type]
+    count = int(rec["count"])  # type: ignore[arg-type]
+    if len(plaintexts) != layout.n_plaintexts(count):
+        raise ProtocolError(
+            f"the server relayed {len(plaintexts)} plaintexts of round {round_}, the update "
+            f"needs {layout.n_plaintexts(count)}"
+        )
+    lanes = layout.unpack(plaintexts, count, n_summands=k)
     alphas = np.asarray(rec["alphas"], dtype=np.float64)
     delta = dequantize_layers(np.asarray(lanes), layers, alphas, cfg.bits) / k
     model = held_arrays(context)
