@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from flwr.app import Context, Message, RecordDict
 from flwr.app.user_config import UserConfig
 from flwr.clientapp import ClientApp
+from flwr.clientapp.client_app import ClientAppException
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.proto.message_pb2 import Message as ProtoMessage  # type: ignore[attr-defined]
@@ -144,8 +145,6 @@ class InProcessBackend(Backend):
         try:
             out = self.app(inbound, context)
         except Exception as exc:  # reported to the server as an Error reply, as Flower does
-            from flwr.clientapp.client_app import ClientAppException
-
             raise ClientAppException(str(exc)) from exc
         cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
         reply, back = _cross(out)

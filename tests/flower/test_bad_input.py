@@ -106,3 +106,10 @@ def test_bad_settings_are_refused_up_front():
         BatchCryptFedAvg({"bits": 16})  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="num_supernodes"):
         run_local(None, None, 0)  # type: ignore[arg-type]
+
+
+def test_nodes_beyond_n_clients_sit_out():
+    out: dict[str, Any] = {}
+    run = run_local(make_server_app(CFG, 1, out), make_client_app(CFG, Recorder()), 4)
+    assert len(out["strategy"].nodes) == CFG.n_clients
+    assert set(run.log.bytes_by_node()) == set(out["strategy"].nodes)

@@ -150,3 +150,30 @@ def test_every_client_took_part_with_a_sealed_key(federation):
     per_node = run.log.bytes_by_node()
     assert sorted(per_node) == sorted(run.contexts)
     assert all(down > 0 and up > 0 for down, up in per_node.values())
+
+
+def test_a_fixed_clipping_threshold_bounds_the_error_by_its_step():
+    cfg = CFG.with_(clipping=8.0, n_clients=3)
+    rec, out = Recorder(), {}
+    run = run_local(make_server_app(cfg, 1, out), make_client_app(cfg, rec), cfg.n_clients)
+    nodes = sorted(run.contexts)
+    total = sum(rec.weights[n] for n in nodes)
+    step = 8.0 / ((1 << (cfg.bits - 1)) - 1)
+    for n, ctx in run.contexts.items():
+        after = {k: v.numpy() for k, v in global_arrays(ctx).items()}
+        for name, (_, dtype, _) in LAYERS.items():
+            before = rec.received[(n, 1)][name].astype(np.float64)
+            fedavg = (
+                sum(
+                    rec.weights[m] * (rec.trained[(m, 1)][name].astype(np.float64) - before)
+                    for m in nodes
+                )
+                / total
+            )
+            xs = [
+                rec.weights[m] * (rec.trained[(m, 1)][name] - before) * len(nodes) / total
+                for m in nodes
+            ]
+            assert max(float(np.abs(x).max()) for x in xs) < 8.0  # nothing clipped
+            slack = 4 * np.finfo(dtype).eps * (np.abs(after[name]).max() + 1)
+            assert np.abs(after[name] - before - fedavg).max() <= step + slack, name
