@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from hefl import crypto
 from hefl.errors import ConfigError, HeflError, KeyMismatchError, ProtocolError
-from hefl.flower import _round
+from hefl.flower import _legacy, _round
 from hefl.flower._sealing import BoxKeys, open_box, seal
 from hefl.flower._state import Session, has_session, load_session, save_global, save_session
 from hefl.flower._state import global_arrays as held_arrays
@@ -166,10 +166,11 @@ class BatchCryptMod:
         return content(step_record("key", s.session, 0, key_id=pk.key_id.hex()))
 
     def _evaluate(self, msg: Message, context: Context, call_next: CallNext) -> Message:
-        records = dict(msg.content.items())
-        records[ARRAYS_KEY] = held_arrays(context)
-        msg.content = RecordDict(records)
-        return call_next(msg, context)
+        msg.content = _legacy.evaluate_content(msg.content, held_arrays(context))
+        reply = call_next(msg, context)
+        if reply.has_error():
+            return reply
+        return Message(_legacy.evaluated(reply.content, self.weight_key), reply_to=msg)
 
 
 def batchcrypt_mod(

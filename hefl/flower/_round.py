@@ -15,10 +15,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from hefl.crypto import CipherVector, PrivateKey, PublicKey, plan_slots
 from hefl.errors import ConfigError, KeyMismatchError, ProtocolError
+from hefl.flower import _legacy
 from hefl.flower._sealing import open_box, seal
 from hefl.flower._state import (
     Session,
@@ -29,7 +30,7 @@ from hefl.flower._state import (
     save_update,
 )
 from hefl.flower._state import global_arrays as held_arrays
-from hefl.flower._wire import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, content, field, step_record
+from hefl.flower._wire import CONFIG_KEY, METRICS_KEY, content, field, step_record
 from hefl.protocols.batchcrypt import work
 from hefl.protocols.batchcrypt.config import BatchCryptConfig
 from hefl.protocols.batchcrypt.layers import (
@@ -113,12 +114,11 @@ def _train(
 ) -> RecordDict:
     before = held_arrays(context)
     user_config = msg.content.config_records.get(CONFIG_KEY) or ConfigRecord()
-    msg.content = RecordDict({ARRAYS_KEY: before, CONFIG_KEY: user_config})
+    msg.content = _legacy.train_content(before, user_config)
     reply = call_next(msg, context)
     if reply.has_error():
         raise ProtocolError(f"node {s.node}: the app's train function failed: {reply.error.reason}")
-    after = next(iter(reply.content.array_records.values()), None)
-    metrics = next(iter(reply.content.metric_records.values()), None) or MetricRecord()
+    after, metrics = _legacy.trained(reply.content, before, weight_key, s.node)
     if after is None:
         raise ProtocolError(f"node {s.node}: the app's train function returned no arrays")
     weight = metrics.get(weight_key)
