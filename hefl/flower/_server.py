@@ -171,6 +171,11 @@ class BatchCryptFedAvg:
             step = step_of(reply)
             if step is None or step.get("step") != name or step.get("session") != self.session:
                 raise ProtocolError(f"node {n} answered step {name!r} of round {round_} wrongly")
+            if round_ > 0 and step.get("key_id") != self._pk().key_id.hex():
+                raise KeyMismatchError(
+                    f"node {n} answered step {name!r} of round {round_} under key "
+                    f"{step.get('key_id')!s}, not the session's {self._pk().key_id.hex()}"
+                )
         return replies
 
     def _to_all(self, step: ConfigRecord, **records: Any) -> dict[int, RecordDict]:

@@ -113,3 +113,19 @@ def test_nodes_beyond_n_clients_sit_out():
     run = run_local(make_server_app(CFG, 1, out), make_client_app(CFG, Recorder()), 4)
     assert len(out["strategy"].nodes) == CFG.n_clients
     assert set(run.log.bytes_by_node()) == set(out["strategy"].nodes)
+
+
+def test_a_reply_under_another_key_id_is_refused_by_the_server():
+    good = batchcrypt_mod(CFG)
+
+    def mod(msg, context, call_next):
+        reply = good(msg, context, call_next)
+        step = reply.content.config_records.get("hefl.batchcrypt") if reply.has_content() else None
+        if int(context.node_config["partition-id"]) == 2 and step and step["step"] == "upload":
+            step["key_id"] = "00" * 8
+        return reply
+
+    with pytest.raises(
+        KeyMismatchError, match=r"node \d+ answered step 'upload' of round 1 under key 0000"
+    ):
+        _run(client_mod=mod)
