@@ -99,7 +99,7 @@ class BatchCryptMod:
         theirs = field(step, "fingerprint", str, "the server")
         mine = fingerprint(self.cfg)
         if theirs != mine:
-            raise KeyMismatchError(
+            raise ConfigError(
                 f"node {context.node_id}: the server's hefl config differs from this client's "
                 f"({fingerprint_diff(theirs, mine)})"
             )

@@ -107,7 +107,7 @@ class BatchCryptFedAvg:
         Raises:
             ConfigError: fewer than ``cfg.n_clients`` nodes joined, a client's config differs
                 (named), or a client's update has NaN/inf values (node and layer named).
-            KeyMismatchError: a client runs another key or config (named).
+            KeyMismatchError: a client runs another key (named).
             ProtocolError: a client missed a step or sent something malformed (named).
         """
         if isinstance(num_rounds, bool) or not isinstance(num_rounds, int) or num_rounds < 0:
@@ -194,7 +194,7 @@ class BatchCryptFedAvg:
             step = reply_step(replies[n], f"node {n}")
             theirs = field(step, "fingerprint", str, f"node {n}")
             if theirs != mine:
-                raise KeyMismatchError(
+                raise ConfigError(
                     f"node {n} runs another hefl config than the server: "
                     f"{fingerprint_diff(mine, theirs)}"
                 )

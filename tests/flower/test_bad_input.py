@@ -37,7 +37,7 @@ def test_a_client_with_another_config_is_refused_by_name():
         part = int(context.node_config["partition-id"])
         return (odd if part == 2 else good)(msg, context, call_next)
 
-    with pytest.raises(KeyMismatchError, match=r"node \d+ .*bits=16 vs 8") as info:
+    with pytest.raises(ConfigError, match=r"node \d+ .*bits=16 vs 8") as info:
         _run(client_mod=mod)
     assert "n_clients" not in str(info.value)  # only the setting that differs is named
 
