@@ -127,7 +127,7 @@ def _train(
             f"node {s.node}: the train reply's metric {weight_key!r} must be a positive "
             f"number (the client's weight), got {weight!r}"
         )
-    n = round(float(weight))
+    n = max(1, round(float(weight)))  # an integer weight: it travels as a Paillier plaintext
     delta, layers = _delta(s.node, round_, before, after)
     u = n * delta
     _, sk = s.keys()
