@@ -164,7 +164,14 @@ def vf2boost_party_role(
 
 
 async def _vf2boost_party(
-    party: Party, names: list[str], index: int, cfg: Any, rows: int, keypair: Any
+    party: Party,
+    names: list[str],
+    index: int,
+    cfg: Any,
+    rows: int,
+    keypair: Any,
+    checkpoint_dir: str | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     from hefl.protocols.vf2boost import (
         active_party,
@@ -178,15 +185,18 @@ async def _vf2boost_party(
     test = load_adult("test")
     X = adult_vertical_parts(train, len(names))[index]
     T = adult_vertical_parts(test, len(names))[index]
+    saving = {"checkpoint_dir": checkpoint_dir, "resume": resume}
     if index == 0:
-        out = await active_party(party, X, train.y, cfg, passives=names[1:], keypair=keypair)
+        out = await active_party(
+            party, X, train.y, cfg, passives=names[1:], keypair=keypair, **saving
+        )
         proba = await predict_active(party, T, out["model"], passives=names[1:])
         return {
             "model": out["model"],
             "test_auc": roc_auc(test.y, np.asarray(proba)),
             "tree_seconds": out["tree_seconds"],
         }
-    out = await passive_party(party, X, cfg, active=names[0])
+    out = await passive_party(party, X, cfg, active=names[0], **saving)
     await predict_passive(party, T, out["model"], active=names[0])
     return {"model": out["model"]}
 
