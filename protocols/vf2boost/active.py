@@ -82,7 +82,7 @@ async def active_party(
     yf = check_labels(y, X.shape[0], who=f"party {party.name!r}")
     n = X.shape[0]
     passives = list(passives) if passives is not None else sorted(party.peers)
-    ckpt = TreeCheckpoint.for_active(checkpoint_dir, resume, party, passives, cfg, (X, yf))
+    ckpt = TreeCheckpoint.for_active(checkpoint_dir, resume, party.name, passives, cfg, (X, yf))
     n_features = await greet(party, n, cfg, passives)
     crypto = await start_keys(party, n, cfg, passives, ckpt.keypair(keypair, cfg, party))
     await ckpt.agree(party, party.name, passives)

@@ -38,8 +38,10 @@ from hefl._checkpoint import record_name as _name
 from hefl.crypto import PrivateKey, PublicKey, generate_keypair
 from hefl.errors import ConfigError, CryptoError, ProtocolError
 from hefl.messages import Fields, Message, gather, recv, send
+from hefl.protocols.vf2boost.binning import check_features
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
+from hefl.protocols.vf2boost.reference import check_labels
 
 KIND = "tree"
 KEY_FILE = "paillier.key.json"
@@ -108,38 +110,28 @@ class TreeCheckpoint:
         cls,
         directory: str | os.PathLike[str] | None,
         resume: bool,
-        party: Party,
+        name: str,
         passives: list[str],
         cfg: VF2BoostConfig,
         data: tuple[np.ndarray, np.ndarray],
     ) -> TreeCheckpoint:
-        """The active party's checkpoint (``data``: its features and labels)."""
-        header = header_for(
-            "vf2boost",
-            party.name,
-            [party.name, *passives],
-            {"active": party.name},
-            cfg.to_dict(),
-            fingerprint(*data),
-        )
-        return cls(directory, resume, header)
+        """The checkpoint of active party ``name`` (``data``: its features and labels)."""
+        parties = [name, *passives]
+        return cls(directory, resume, _header(name, parties, name, cfg, fingerprint(*data)))
 
     @classmethod
     def for_passive(
         cls,
         directory: str | os.PathLike[str] | None,
         resume: bool,
-        party: Party,
+        name: str,
+        parties: list[str],
         active: str,
         cfg: VF2BoostConfig,
         X: np.ndarray,
     ) -> TreeCheckpoint:
-        """A passive party's checkpoint (``X``: its features)."""
-        parties = [party.name, active, *party.peers]
-        header = header_for(
-            "vf2boost", party.name, set(parties), {"active": active}, cfg.to_dict(), fingerprint(X)
-        )
-        return cls(directory, resume, header)
+        """The checkpoint of passive party ``name`` of ``parties`` (``X``: its features)."""
+        return cls(directory, resume, _header(name, parties, active, cfg, fingerprint(X)))
 
     # -- keys ------------------------------------------------------------------------------
     def keypair(
@@ -335,6 +327,10 @@ class TreeCheckpoint:
             await asyncio.to_thread(self.dir.write, _name(KIND, t), record)
 
 
+def _header(name: str, parties: list[str], active: str, cfg: VF2BoostConfig, data: str) -> Header:
+    return header_for("vf2boost", name, set(parties), {"active": active}, cfg.to_dict(), data)
+
+
 def _digest(trees: list[dict[str, Any]]) -> bytes:
     text = json.dumps([tree["nodes"] for tree in trees], sort_keys=True)
     return hashlib.sha256(text.encode()).digest()[:_DIGEST]
@@ -374,17 +370,38 @@ def with_checkpoints(
         resume: continue the checkpoints found there.
 
     Raises:
-        ConfigError: ``resume`` without a directory.
+        ConfigError: ``resume`` without a directory, or a party's checkpoint there that is
+            refused (checked here, before any party starts, when the roles are the partials
+            :func:`~hefl.protocols.vf2boost.fit` makes).
     """
     if directory is None:
         if resume:
             raise ConfigError("resume=True needs checkpoint_dir (where the checkpoints are)")
         return roles
     where = os.path.abspath(directory)
+    _precheck(roles, where, resume)
     return {
         name: functools.partial(role, checkpoint_dir=where, resume=resume)
         for name, role in roles.items()
     }
+
+
+def _precheck(roles: dict[str, Any], where: str, resume: bool) -> None:
+    """Open every party's checkpoint as its role will, so that a refused one fails the call
+    with its ConfigError before any party starts (the roles check again when they run)."""
+    names = list(roles)
+    for name, role in roles.items():
+        kw = getattr(role, "keywords", {})
+        if "X" not in kw or "cfg" not in kw:
+            continue
+        X = check_features(kw["X"], who=f"party {name!r}")
+        if "y" in kw and "passives" in kw:
+            data = (X, check_labels(kw["y"], X.shape[0], who=f"party {name!r}"))
+            ck = TreeCheckpoint.for_active(where, resume, name, kw["passives"], kw["cfg"], data)
+            if kw.get("keypair") is not None and ck.dir is not None:
+                ck.dir.check_key(key_fingerprint(kw["keypair"][0].n), "this run")
+        elif "active" in kw:
+            TreeCheckpoint.for_passive(where, resume, name, names, kw["active"], kw["cfg"], X)
 
 
 __all__ = ["ResumeFrom", "ResumeHave", "TreeCheckpoint", "with_checkpoints"]

@@ -92,7 +92,10 @@ async def passive_party(
         PeerFailed: another party failed.
     """
     role = PassiveParty(party, check_features(X, who=f"party {party.name!r}"), cfg, active)
-    ckpt = TreeCheckpoint.for_passive(checkpoint_dir, resume, party, active, cfg, role.X)
+    everyone = [party.name, *party.peers]
+    ckpt = TreeCheckpoint.for_passive(
+        checkpoint_dir, resume, party.name, everyone, active, cfg, role.X
+    )
     await role.setup()
     start = await ckpt.resume_passive(party, active, role.model, role.session.key)
     async with task_group() as background:
