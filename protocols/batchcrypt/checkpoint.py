@@ -49,7 +49,7 @@ class FedTrainer(Protocol):
     X: np.ndarray
     y: np.ndarray
     model: Any  # an MLP: get_flat() / set_flat(weights)
-    rng: np.random.Generator
+    rng: Any  # the minibatch sampler (a numpy Generator: experiment set-up, not secrets)
     accuracy: list[float]
     loss: list[float]
     layer_sizes: Any
