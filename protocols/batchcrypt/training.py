@@ -6,6 +6,7 @@ aggregation (``cfg.mode``), in one process or one OS process per party over Zero
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -166,7 +167,10 @@ async def _client_role(
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
-    trainer = FedTrainer(spec, index, _n_clients(party), evaluate=index == 0, progress=progress)
+    # loading and splitting the data takes seconds: off the event loop (heartbeats go on)
+    trainer = await asyncio.to_thread(
+        FedTrainer, spec, index, _n_clients(party), evaluate=index == 0, progress=progress
+    )
     source = await resumed(party, cfg, spec, trainer, checkpoint_dir, resume)
     out = await client(party, cfg, source)
     return {
