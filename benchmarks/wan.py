@@ -16,7 +16,7 @@ computation; the rest of the extra time is round trips (about two per tree layer
 
 Usage (root; needs ``ip`` and ``tc``)::
 
-    python benchmarks/wan.py            # 4,000 rows, 3 trees of depth 4, 2048-bit keys
+    python benchmarks/wan.py            # 4,000 rows, 3 trees of depth 4, 2048-bit keys, 2 repeats
     python benchmarks/wan.py --quick    # 1,000 rows, 2 trees of depth 3, 1024-bit keys
 """
 
@@ -158,6 +158,14 @@ def summarize(name: str, link: Link | None, run: dict, trees: int, loopback: flo
     return row
 
 
+def _merge(runs: list[dict]) -> dict:
+    """One run's figures from several repeats: every tree's seconds, the first repeat's bytes
+    (the same in every repeat: the protocol's traffic does not depend on timing)."""
+    first = runs[0]
+    trees = [s for r in runs for s in r["bank"]["tree_seconds"]]
+    return {**first, "bank": {**first["bank"], "tree_seconds": trees}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
@@ -165,6 +173,7 @@ def main() -> None:
     p.add_argument("--trees", type=int)
     p.add_argument("--depth", type=int)
     p.add_argument("--bits", type=int)
+    p.add_argument("--repeats", type=int, default=2, help="runs of each setting (interleaved)")
     p.add_argument("--party", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -179,19 +188,28 @@ def main() -> None:
     why = unavailable()
     if why is not None:
         raise SystemExit(f"cannot emulate a WAN here: {why}")
-    rows, loopback = [], None
+    runs: dict[str, list[dict]] = {name: [] for name in SETTINGS}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, link in SETTINGS.items():
-            t0 = time.perf_counter()
-            run = run_setting(link, args, Path(tmp) / name)
-            row = summarize(name, link, run, args.trees, loopback)
-            loopback = row["seconds_per_tree"] if link is None else loopback
-            row["wall_seconds"] = time.perf_counter() - t0
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+        # settings interleaved, repeat by repeat: load from elsewhere on a shared machine
+        # then falls on every setting alike
+        for r in range(args.repeats):
+            for name, link in SETTINGS.items():
+                t0 = time.perf_counter()
+                run = run_setting(link, args, Path(tmp) / f"{name}-{r}")
+                run["wall_seconds"] = time.perf_counter() - t0
+                runs[name].append(run)
+                print(name, r, json.dumps(run["bank"]["tree_seconds"]), flush=True)
+    rows, loopback = [], None
+    for name, link in SETTINGS.items():
+        merged = _merge(runs[name])
+        row = summarize(name, link, merged, args.trees, loopback)
+        loopback = row["seconds_per_tree"] if link is None else loopback
+        row["tree_seconds_by_repeat"] = [r["bank"]["tree_seconds"] for r in runs[name]]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     report = {
         "benchmark": "vf2boost-wan",
-        "parameters": {k: getattr(args, k) for k in ("rows", "trees", "depth", "bits")},
+        "parameters": {k: getattr(args, k) for k in ("rows", "trees", "depth", "bits", "repeats")},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "settings": rows,
     }
