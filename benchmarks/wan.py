@@ -8,7 +8,9 @@ by one emulated link (see ``benchmarks/netlab.py``: tc netem on a veth pair wher
 has netem, the same link model in user space otherwise). Heartbeats and timeouts are the
 federation file's defaults (2 s / 30 s): a spurious peer-lost would fail the run.
 
-Per setting it reports the median seconds per tree, the bytes each way per tree, the floor
+The g‖h of a tree is streamed in chunks of 500 rows (``--chunk``; the config's default, 4096,
+would send these 4,000 rows as one chunk and leave nothing to pipeline). Per setting it reports
+the median seconds per tree, the bytes each way per tree, the floor
 ``max(bytes each way) / bandwidth``, and how much of the floor shows up as extra time over
 loopback: ``(wan - loopback) / floor``. Below 1, the pipeline (streamed chunks, histograms
 built while later chunks are in flight, optimistic splits) hides part of the transfer behind
@@ -73,6 +75,7 @@ def party(args: argparse.Namespace) -> None:
         max_depth=args.depth,
         key_bits=args.bits,
         allow_insecure=args.bits < 2048,
+        chunk_size=args.chunk,
     )
     train = subsample(load_adult("train"), args.rows)
     index = NAMES.index(args.party)
@@ -91,7 +94,7 @@ def party(args: argparse.Namespace) -> None:
 def run_setting(link: Link | None, args: argparse.Namespace, workdir: Path) -> dict:
     """Train once under ``link`` (None: loopback); returns the parties' figures."""
     flags = ["--rows", str(args.rows), "--trees", str(args.trees), "--depth", str(args.depth)]
-    flags += ["--bits", str(args.bits)]
+    flags += ["--bits", str(args.bits), "--chunk", str(args.chunk)]
     me = [sys.executable, os.path.abspath(__file__)]
 
     def argv(name: str, toml: Path) -> list[str]:
@@ -174,6 +177,9 @@ def main() -> None:
     p.add_argument("--depth", type=int)
     p.add_argument("--bits", type=int)
     p.add_argument("--repeats", type=int, default=2, help="runs of each setting (interleaved)")
+    p.add_argument(
+        "--chunk", type=int, default=500, help="rows per streamed g||h chunk (default 500)"
+    )
     p.add_argument("--party", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -209,7 +215,9 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     report = {
         "benchmark": "vf2boost-wan",
-        "parameters": {k: getattr(args, k) for k in ("rows", "trees", "depth", "bits", "repeats")},
+        "parameters": {
+            k: getattr(args, k) for k in ("rows", "trees", "depth", "bits", "repeats", "chunk")
+        },
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "settings": rows,
     }
