@@ -188,3 +188,24 @@ def test_margins_are_rebuilt_exactly():
     back = _unpack_output(packed)
     assert back.view(np.uint64).tolist() == out.view(np.uint64).tolist()
     assert len(packed["index"]) < 2 * len(out)  # a byte per row, base64
+
+
+@pytest.mark.timeout(60)
+def test_a_crash_before_the_first_tree(data, uninterrupted, tmp_path, monkeypatch):
+    """Killed at setup (the keys made and handed out, no tree yet): resuming starts from
+    tree 0 under the same key."""
+    from hefl.protocols.vf2boost.checkpoint import TreeCheckpoint
+
+    real = TreeCheckpoint.agree
+
+    async def crash(self, party, active, passives):
+        if party.name == "passive1":
+            raise RuntimeError("crash at setup")
+        return await real(self, party, active, passives)
+
+    monkeypatch.setattr(TreeCheckpoint, "agree", crash)
+    with pytest.raises(PeerFailed, match="crash at setup"):
+        run(data, cfg_of(), checkpoint_dir=tmp_path)
+    monkeypatch.undo()
+    assert all((tmp_path / n / "header.json").exists() for n in NAMES)
+    assert shares(run(data, cfg_of(), checkpoint_dir=tmp_path, resume=True)) == uninterrupted[6]
