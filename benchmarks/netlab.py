@@ -138,9 +138,9 @@ class Lab:
             _ip("link", "set", dev, "netns", ns)
             _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
             _ip("-n", ns, "link", "set", dev, "up")
-            qdisc = ["netem", "delay", f"{self.link.delay_ms}ms", "limit", str(LIMIT)]
+            qdisc = ["netem", "delay", f"{self.link.delay_ms:g}ms", "limit", str(LIMIT)]
             if self.link.rate_mbit is not None:
-                qdisc += ["rate", f"{self.link.rate_mbit}mbit"]
+                qdisc += ["rate", f"{self.link.rate_mbit:g}mbit"]
             tc = ["tc", "qdisc", "add", "dev", dev, "root", *qdisc]
             subprocess.run(["ip", "netns", "exec", ns, *tc], check=True, capture_output=True)
 
