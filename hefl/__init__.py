@@ -35,12 +35,24 @@ from hefl.transports.curve import (
     save_curve_keypair,
 )
 
+
+def __getattr__(name: str) -> object:
+    # DaskExecutor is optional (hefl[dask]): imported on first use, so importing hefl never
+    # imports dask
+    if name == "DaskExecutor":
+        from hefl._dask import DaskExecutor
+
+        return DaskExecutor
+    raise AttributeError(f"module 'hefl' has no attribute {name!r}")
+
+
 __all__ = [
     "CiphertextRangeError",
     "CodecError",
     "ConfigError",
     "CryptoError",
     "CurveKeyPair",
+    "DaskExecutor",
     "Executor",
     "FederationConfig",
     "HeflError",
