@@ -177,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write this party's result (and VF2Boost model share) here",
     )
+    party.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run this party's crypto on the Dask cluster at this scheduler address, e.g. "
+        "tcp://host:8786 (needs hefl[dask]; the same hefl on every worker)",
+    )
     _add_vf2boost_flags(party.add_argument_group("VF2Boost options (--protocol vf2boost)"))
     _add_batchcrypt_flags(party.add_argument_group("BatchCrypt options (--protocol batchcrypt)"))
     _add_key_flags(party.add_argument_group("Paillier keys (both protocols)"))
@@ -358,7 +364,12 @@ def _party(args: argparse.Namespace) -> int:
         role = party_role(args.name, cfg, spec)
         roles = f"aggregator={AGGREGATOR}; clients={','.join(clients)}"
         agreement = _agreement(args.protocol, roles, cfg, spec)
-    result = hefl.run_party(federation, args.name, role, agreement=agreement)
+    executor: Any = "process"
+    if args.dask:
+        from hefl._dask import DaskExecutor
+
+        executor = DaskExecutor(args.dask)
+    result = hefl.run_party(federation, args.name, role, agreement=agreement, executor=executor)
     value = result[args.name] or {}
     report = {
         "protocol": args.protocol,
