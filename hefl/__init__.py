@@ -5,7 +5,13 @@ The public namespaces are ``hefl`` (runtime and errors), ``hefl.crypto``, ``hefl
 """
 
 from hefl._config import FederationConfig, PartySpec, load_federation, run_party, run_party_async
-from hefl._executor import Executor, InlineExecutor, LazyProcessPool, cpu_count
+from hefl._executor import (
+    Executor,
+    InlineExecutor,
+    LazyProcessPool,
+    cpu_count,
+    placement_executor,
+)
 from hefl._federation import RunResult, run, run_async
 from hefl._options import RuntimeOptions
 from hefl._party import Party
@@ -81,6 +87,7 @@ __all__ = [
     "load_curve_keypair",
     "load_federation",
     "merge_statistics",
+    "placement_executor",
     "run",
     "run_async",
     "run_party",

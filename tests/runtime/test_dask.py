@@ -185,3 +185,40 @@ def test_private_keys_false_refuses_the_key_holders_tasks(cluster, kp):
 def test_bad_scheduler_argument():
     with pytest.raises(ConfigError, match=r"scheduler address or a distributed\.Client"):
         hefl.DaskExecutor(8786)
+
+
+def test_passive_histograms_run_on_row_shards(cluster, kp, monkeypatch):
+    from hefl.crypto import CipherVector
+    from hefl.protocols.vf2boost import shards
+    from hefl.protocols.vf2boost.encgh import EncGH
+
+    calls: list[tuple[str, tuple]] = []
+    placed: list[type] = []
+    real_run, real_scatter = hefl.DaskExecutor.run_at, hefl.DaskExecutor.scatter_to
+
+    async def run_at(self, worker, fn, *args):
+        calls.append((fn.__name__, args))
+        return await real_run(self, worker, fn, *args)
+
+    async def scatter_to(self, data, worker):
+        placed.append(type(data))
+        return await real_scatter(self, data, worker)
+
+    monkeypatch.setattr(hefl.DaskExecutor, "run_at", run_at)
+    monkeypatch.setattr(hefl.DaskExecutor, "scatter_to", scatter_to)
+    X_parts, y = data()
+    c = cfg(n_estimators=2)
+    want = fit(X_parts, y, c, keypair=kp, executor="inline").model
+    ex = hefl.DaskExecutor(cluster.scheduler_address)
+    got = fit(X_parts, y, c, keypair=kp, executor={"passive1": ex}).model
+    assert got.resolved_trees() == want.resolved_trees()
+    names = [name for name, _ in calls]
+    assert "_hist_job" not in names  # no histogram went the plain way
+    assert names.count("piece_histogram") >= 2 * 3  # 600 rows in 200-row chunks, 2 trees
+    assert names.count("shard_histogram") > 0
+    # the bins went once (one shard per worker); per tree only ciphertext pieces travel
+    assert placed.count(np.ndarray) == 2 and set(placed) == {np.ndarray, EncGH}
+    for name, args in calls:
+        if name == "shard_histogram":  # row indices and references, never ciphertexts
+            assert not any(isinstance(a, EncGH | CipherVector) for a in args)
+    assert shards.ShardedHistograms  # the module the passive party used
