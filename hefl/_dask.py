@@ -57,9 +57,12 @@ def portable(obj: Any) -> Any:
     return obj
 
 
-def call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    """Run on a worker: ``fn(*args)``, its result made :func:`portable`."""
-    return portable(fn(*args))
+def call(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, str]:
+    """Run on a worker: ``fn(*args)``, its result made :func:`portable`, and the worker's
+    address (which worker ran what, without asking the scheduler)."""
+    from distributed import get_worker
+
+    return portable(fn(*args)), get_worker().address
 
 
 class DaskExecutor:
@@ -118,6 +121,7 @@ class DaskExecutor:
         self._slots: asyncio.Semaphore | None = None
         self._users = 0
         self._seen: set[str] = set()
+        self._asked: tuple[float, dict[str, int]] | None = None
         self.tasks_by_worker: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -270,7 +274,7 @@ class DaskExecutor:
                 done, _ = await asyncio.wait({waiter}, timeout=1.0)
                 if done:
                     return waiter.result()
-                workers = await self._workers_now()
+                workers = await self._workers_now(max_age=1.0)
                 if workers:
                     lost_since = None
                     continue
@@ -289,7 +293,7 @@ class DaskExecutor:
         from distributed.scheduler import KilledWorker
 
         try:
-            result = await future
+            result, worker = await future
         except KilledWorker as exc:
             raise PeerFailed(
                 self.party, f"Dask workers died running {what} ({exc}); the task was not retried"
@@ -298,23 +302,21 @@ class DaskExecutor:
             raise PeerFailed(
                 self.party, f"lost its Dask scheduler {self.address} running {what}: {exc}"
             ) from exc
-        for worker in await self._who_ran(future):
-            self.tasks_by_worker[worker] = self.tasks_by_worker.get(worker, 0) + 1
+        self.tasks_by_worker[worker] = self.tasks_by_worker.get(worker, 0) + 1
         return result
 
-    async def _who_ran(self, future: Any) -> list[str]:
-        try:
-            held = await self._client.who_has([future])
-        except Exception:  # observation only
-            return []
-        return list(held.get(future.key, ()))
-
-    async def _workers_now(self) -> dict[str, int]:
+    async def _workers_now(self, max_age: float = 0.0) -> dict[str, int]:
+        """The scheduler's workers; asked at most once per ``max_age`` seconds (every
+        waiting task checks, one question serves them all)."""
+        now = time.monotonic()
+        if self._asked is not None and now - self._asked[0] <= max_age:
+            return self._asked[1]
         try:
             workers = dict(await self._client.nthreads())
         except OSError as exc:
             raise PeerFailed(self.party, f"lost its Dask scheduler {self.address}: {exc}") from exc
         self._seen |= set(workers)
+        self._asked = (time.monotonic(), workers)
         return workers
 
     # -- placement (data locality) -----------------------------------------------------------

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture(scope="module")
 def cluster():
     with distributed.LocalCluster(
-        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
     ) as c:
         yield c
 
@@ -222,3 +222,37 @@ def test_passive_histograms_run_on_row_shards(cluster, kp, monkeypatch):
         if name == "shard_histogram":  # row indices and references, never ciphertexts
             assert not any(isinstance(a, EncGH | CipherVector) for a in args)
     assert shards.ShardedHistograms  # the module the passive party used
+
+
+def _slow(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def test_cluster_losing_every_worker_fails_the_party_naming_it():
+    with distributed.LocalCluster(
+        n_workers=1, processes=True, threads_per_worker=1, dashboard_address=":0"
+    ) as small:
+        ex = hefl.DaskExecutor(small.scheduler_address, lost_timeout=2)
+        lost = []
+
+        async def busy(party):
+            return await party.offload(_slow, 30)
+
+        async def other(party):
+            return None
+
+        def scale_down():
+            while not ex._seen:
+                time.sleep(0.05)
+            lost.extend(ex._seen)
+            time.sleep(0.5)
+            small.scale(0)
+
+        threading.Thread(target=scale_down, daemon=True).start()
+        start = time.monotonic()
+        with pytest.raises(hefl.PeerFailed) as info:
+            hefl.run({"busy": busy, "other": other}, executor={"busy": ex})
+        assert time.monotonic() - start < 20
+    assert info.value.peer == "busy"
+    assert "no worker for 2 s" in str(info.value) and lost[0] in str(info.value)
