@@ -3,6 +3,7 @@ pool, work on both workers, a killed worker survived, and bad clusters refused."
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -47,8 +48,13 @@ def data(n: int = 600, seed: int = 0):
 
 
 def cfg(**kw):
-    base = {"n_estimators": 1, "max_depth": 3, "key_bits": 512, "allow_insecure": True,
-            "chunk_size": 200}  # fmt: skip
+    base = {
+        "n_estimators": 1,
+        "max_depth": 3,
+        "key_bits": 512,
+        "allow_insecure": True,
+        "chunk_size": 200,
+    }
     base.update(kw)
     return VF2BoostConfig(**base)
 
@@ -87,13 +93,15 @@ def test_trees_identical_to_process_pool(cluster, kp, monkeypatch, blaster):
 def test_batchcrypt_sums_exact(cluster):
     ex = hefl.DaskExecutor(cluster.scheduler_address)
     xs = [np.random.default_rng(i).uniform(-0.5, 0.5, 300) for i in range(3)]
-    cfg = BatchCryptConfig(n_clients=3, mode="phe", chunk_size=64, key_bits=512,
-                           allow_insecure=True)  # fmt: skip
+    cfg = BatchCryptConfig(
+        n_clients=3, mode="phe", chunk_size=64, key_bits=512, allow_insecure=True
+    )
     got = aggregate_local(xs, cfg, executor=ex)
     assert np.allclose(got, np.sum(xs, axis=0), atol=1e-8)
     # packed lanes: within k quantization steps (stochastic rounding), as with any executor
-    packed = BatchCryptConfig(n_clients=3, clipping=0.5, bits=16, chunk_size=8, key_bits=512,
-                              allow_insecure=True)  # fmt: skip
+    packed = BatchCryptConfig(
+        n_clients=3, clipping=0.5, bits=16, chunk_size=8, key_bits=512, allow_insecure=True
+    )
     got = aggregate_local(xs, packed, executor=ex)
     assert np.abs(got - np.sum(xs, axis=0)).max() <= 3 * step(0.5, 16)
     assert sum(ex.tasks_by_worker.values()) > 0
@@ -256,3 +264,46 @@ def test_cluster_losing_every_worker_fails_the_party_naming_it():
         assert time.monotonic() - start < 20
     assert info.value.peer == "busy"
     assert "no worker for 2 s" in str(info.value) and lost[0] in str(info.value)
+
+
+def test_hefl_party_dask_flag(cluster, tmp_path, free_ports):
+    import subprocess
+    import sys
+
+    ports = free_ports(2)
+    lines = ["[federation]"]
+    for name, port in zip(["bank", "shop"], ports, strict=True):
+        lines += [f"[parties.{name}]", f'address = "tcp://127.0.0.1:{port}"']
+    (tmp_path / "federation.toml").write_text("\n".join(lines) + "\n")
+    flags = [
+        "--config",
+        "federation.toml",
+        "--protocol",
+        "vf2boost",
+        "--rows",
+        "800",
+        "--trees",
+        "1",
+        "--depth",
+        "2",
+        "--bits",
+        "512",
+        "--insecure",
+        "--json",
+    ]
+    dask = ["--dask", cluster.scheduler_address]
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "hefl.cli", "party", *flags, "--name", name, *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+        for name, extra in (("bank", dask), ("shop", dask))
+    }
+    outs = {name: p.communicate(timeout=80) for name, p in procs.items()}
+    for name, p in procs.items():
+        assert p.returncode == 0, outs[name][1]
+    report = json.loads(outs["bank"][0])
+    assert report["party"] == "bank" and report["test_auc"] > 0.5
