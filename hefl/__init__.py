@@ -5,13 +5,8 @@ The public namespaces are ``hefl`` (runtime and errors), ``hefl.crypto``, ``hefl
 """
 
 from hefl._config import FederationConfig, PartySpec, load_federation, run_party, run_party_async
-from hefl._executor import (
-    Executor,
-    InlineExecutor,
-    LazyProcessPool,
-    cpu_count,
-    placement_executor,
-)
+from hefl._dask import placement_executor
+from hefl._executor import Executor, InlineExecutor, LazyProcessPool, cpu_count
 from hefl._federation import RunResult, run, run_async
 from hefl._options import RuntimeOptions
 from hefl._party import Party

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from hefl._party import Party
 from hefl._version import __version__
 from hefl.crypto import PrivateKey
 from hefl.errors import ConfigError, PeerFailed
@@ -128,7 +129,7 @@ class DaskExecutor:
         return f"DaskExecutor({self.address!r})"
 
     # -- lifecycle --------------------------------------------------------------------------
-    async def start(self, party: str) -> None:
+    async def start(self, party_name: str) -> None:
         """Connect (once per event loop) and check the workers' hefl; called by the runtime
         before the party's role runs.
 
@@ -138,7 +139,7 @@ class DaskExecutor:
         """
         self._users += 1
         if self.party == "?":
-            self.party = party
+            self.party = party_name
         loop = asyncio.get_running_loop()
         if self._ready is None or self._loop is not loop:
             # one connection per loop, shared by the parties of this loop that use it
@@ -334,6 +335,16 @@ class DaskExecutor:
         await self._client.cancel(list(futures))
 
 
+def placement_executor(party: Party) -> DaskExecutor | None:
+    """The executor of ``party`` if it can place data on chosen workers (a
+    :class:`DaskExecutor`: ``scatter_to``, ``run_at``, ``worker_addresses``), else None.
+
+    Protocols use it to keep data where it is used (a passive party's row shards).
+    """
+    executor = getattr(party, "_executor", None)
+    return executor if getattr(executor, "placement", False) else None
+
+
 def _client_address(client: Any) -> str:
     address = getattr(getattr(client, "scheduler", None), "address", None)
     if not isinstance(address, str):
@@ -346,4 +357,4 @@ def _client_loop(client: Any) -> Any:
     return getattr(loop, "asyncio_loop", loop)
 
 
-__all__ = ["DaskExecutor", "call", "portable"]
+__all__ = ["DaskExecutor", "call", "placement_executor", "portable"]

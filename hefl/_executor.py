@@ -109,21 +109,4 @@ def make_executor(spec: str | Executor | None, max_workers: int | None = None) -
     return spec, False
 
 
-def placement_executor(party: Any) -> Any | None:
-    """The executor of ``party`` if it can place data on chosen workers (a
-    :class:`hefl.DaskExecutor`: ``scatter_to``, ``run_at``, ``worker_addresses``), else None.
-
-    Protocols use it to keep data where it is used (a passive party's row shards).
-    """
-    executor = getattr(party, "_executor", None)
-    return executor if getattr(executor, "placement", False) else None
-
-
-__all__ = [
-    "Executor",
-    "InlineExecutor",
-    "LazyProcessPool",
-    "cpu_count",
-    "make_executor",
-    "placement_executor",
-]
+__all__ = ["Executor", "InlineExecutor", "LazyProcessPool", "cpu_count", "make_executor"]

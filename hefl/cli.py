@@ -118,6 +118,15 @@ def _add_batchcrypt_flags(p: _Options) -> None:
     )
 
 
+def _add_dask_flag(p: _Options) -> None:
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run this party's crypto on the Dask cluster at this scheduler address, e.g. "
+        "tcp://host:8786 (needs hefl[dask]; the same hefl on every worker)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``hefl`` argument parser."""
     parser = _Parser(prog="hefl", description="Homomorphic-encryption federated learning.")
@@ -177,12 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write this party's result (and VF2Boost model share) here",
     )
-    party.add_argument(
-        "--dask",
-        metavar="ADDRESS",
-        help="run this party's crypto on the Dask cluster at this scheduler address, e.g. "
-        "tcp://host:8786 (needs hefl[dask]; the same hefl on every worker)",
-    )
+    _add_dask_flag(party)
     _add_vf2boost_flags(party.add_argument_group("VF2Boost options (--protocol vf2boost)"))
     _add_batchcrypt_flags(party.add_argument_group("BatchCrypt options (--protocol batchcrypt)"))
     _add_key_flags(party.add_argument_group("Paillier keys (both protocols)"))
