@@ -185,6 +185,56 @@ def dask_compare(rows: int, bits: int, kp: Any, repeats: int) -> dict[str, Any]:
     return out
 
 
+async def _encrypt_wall(address: str, kp: Any, chunks: int, rows: int) -> float:
+    """Wall seconds to encrypt ``chunks`` chunks of g‖h through a DaskExecutor (after one
+    warm-up task per worker builds the key holder's tables)."""
+    pk, sk = kp
+    plan = plan_bits(rows * chunks, 53, pk.n_bits, pack_gh=True, pack_histograms=True)
+    rng = np.random.default_rng(0)
+    g, h = rng.integers(-(2**40), 2**40, rows), rng.integers(0, 2**40, rows)
+    ex = hefl.DaskExecutor(address)
+    await ex.start("bench")
+    try:
+        job = (encrypt_gh, sk, g, h, plan, "packed", "djn")
+        workers = await ex.worker_addresses()
+        await asyncio.gather(
+            *(ex.run_at(w, encrypt_gh, sk, g[:1], h[:1], plan, "packed", "djn") for w in workers)
+        )
+        t0 = time.perf_counter()
+        await asyncio.gather(*(ex.run(*job) for _ in range(chunks)))
+        return time.perf_counter() - t0
+    finally:
+        await ex.release()
+
+
+def encrypt_scaling(bits: int, kp: Any, repeats: int) -> dict[str, Any]:
+    """Encryption alone (the key holder's bulk work) on 1 and 2 Dask workers, interleaved."""
+    from distributed import LocalCluster
+
+    chunks, rows = 16, 1024
+    walls: dict[str, list[float]] = {"1": [], "2": []}
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as one,
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as two,
+    ):
+        for _ in range(repeats):
+            for n, cluster in (("1", one), ("2", two)):
+                wall = asyncio.run(_encrypt_wall(cluster.scheduler_address, kp, chunks, rows))
+                walls[n].append(wall)
+            print(json.dumps(walls), flush=True)
+    one_s, two_s = statistics.median(walls["1"]), statistics.median(walls["2"])
+    return {
+        "chunks": chunks,
+        "rows_per_chunk": rows,
+        "key_bits": bits,
+        "runs": walls,
+        "workers_1_s": one_s,
+        "workers_2_s": two_s,
+        "speedup_2_over_1": one_s / two_s,
+        "speedup_bar": 1.6,
+    }
+
+
 async def _overhead(address: str) -> dict[str, float]:
     ex = hefl.DaskExecutor(address)
     await ex.start("bench")
@@ -224,10 +274,12 @@ def kernels(bits: int, kp: Any) -> dict[str, float]:
         sk, hist, plan_bits(rows, 53, pk.n_bits, pack_gh=True, pack_histograms=False), len(hist)
     )
     dec_us = (time.process_time() - t0) / len(hist) * 1e6
+    # the protocol sends histograms Horner-packed: plan.slots entries per ciphertext
     return {
         "encrypt_us_per_row": enc_us,
         "histogram_us_per_row_15_features": hist_us,
-        "decrypt_us_per_entry": dec_us,
+        "decrypt_us_per_ciphertext": dec_us,
+        "entries_per_ciphertext": plan.slots,
     }
 
 
@@ -269,6 +321,12 @@ def projection(k: dict[str, float], o: dict[str, float], sweep: dict, rows: int)
     return out
 
 
+def save(report: dict[str, Any]) -> None:
+    """Write the results so far (a long run keeps what it measured if a later part fails)."""
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=1, default=str))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--parts", default="dask,sweep,overhead")
@@ -293,10 +351,16 @@ def main() -> None:
         }
         for rows in (int(r) for r in args.rows.split(",")):
             done[rows] = {**sweep_row(rows, cfg, kp), "key_bits": args.bits}
-        points = sorted(done.values(), key=lambda p: p["rows"])
-        report["sweep"] = {"points": points, "fit": line_fit(points)}
+            points = sorted(done.values(), key=lambda p: p["rows"])
+            report["sweep"] = {"points": points, "fit": line_fit(points)}
+            save(report)
+    save(report)
     if "dask" in parts:
         report["dask"] = dask_compare(args.dask_rows, args.bits, kp, args.repeats)
+        save(report)
+    if "encrypt" in parts:
+        report["dask_encrypt"] = encrypt_scaling(args.bits, kp, args.repeats)
+        save(report)
     if "overhead" in parts:
         from distributed import LocalCluster
 
@@ -307,8 +371,7 @@ def main() -> None:
         report["overhead"] = {**over, **k}
         report["projection"] = {str(r): projection(k, over, fit_, r) for r in (284_807, 1_000_000)}
         report["secretflow"] = SECRETFLOW
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=1, default=str))
+    save(report)
     print(json.dumps({k: report[k] for k in report if k != "sweep"}, indent=1, default=str))
     print(json.dumps(report.get("sweep", {}).get("fit", {})))
 
