@@ -207,6 +207,27 @@ async def _encrypt_wall(address: str, kp: Any, chunks: int, rows: int) -> float:
         await ex.release()
 
 
+def spin(seconds: float) -> float:
+    """Burn ``seconds`` of CPU time; returns the wall time it took."""
+    t0, w0 = time.process_time(), time.perf_counter()
+    while time.process_time() - t0 < seconds:
+        pass
+    return time.perf_counter() - w0
+
+
+async def _cores_available(address: str) -> float:
+    """How many cores the workers got: CPU seconds done per wall second by two tasks that
+    each burn 1 s of CPU at once (2.0 on an idle two-core machine)."""
+    ex = hefl.DaskExecutor(address)
+    await ex.start("bench")
+    try:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(ex.run(spin, 1.0) for _ in range(2)))
+        return 2.0 / (time.perf_counter() - t0)
+    finally:
+        await ex.release()
+
+
 def encrypt_scaling(bits: int, kp: Any, repeats: int) -> dict[str, Any]:
     """Encryption alone (the key holder's bulk work) on 1 and 2 Dask workers, interleaved."""
     from distributed import LocalCluster
@@ -217,11 +238,13 @@ def encrypt_scaling(bits: int, kp: Any, repeats: int) -> dict[str, Any]:
         LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as one,
         LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as two,
     ):
+        cores = []
         for _ in range(repeats):
             for n, cluster in (("1", one), ("2", two)):
                 wall = asyncio.run(_encrypt_wall(cluster.scheduler_address, kp, chunks, rows))
                 walls[n].append(wall)
-            print(json.dumps(walls), flush=True)
+            cores.append(asyncio.run(_cores_available(two.scheduler_address)))
+            print(json.dumps({**walls, "cores_available": cores}), flush=True)
     one_s, two_s = statistics.median(walls["1"]), statistics.median(walls["2"])
     return {
         "chunks": chunks,
@@ -231,6 +254,7 @@ def encrypt_scaling(bits: int, kp: Any, repeats: int) -> dict[str, Any]:
         "workers_1_s": one_s,
         "workers_2_s": two_s,
         "speedup_2_over_1": one_s / two_s,
+        "cores_available_median": statistics.median(cores),
         "speedup_bar": 1.6,
     }
 
