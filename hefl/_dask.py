@@ -80,6 +80,11 @@ class DaskExecutor:
             this party does not run).
         lost_timeout: seconds without any worker before the party fails.
 
+    Attributes:
+        address: the scheduler's address.
+        party: the party it was started for (named in its errors).
+        tasks_by_worker: how many tasks each worker ran (observability, tests).
+
     Raises:
         ConfigError: a bad scheduler, timeout or max_workers.
     """
