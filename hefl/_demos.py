@@ -6,6 +6,7 @@ one-screen summary the CLI prints. The CLI only parses flags and maps errors.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from typing import TYPE_CHECKING, Any
@@ -164,7 +165,14 @@ def vf2boost_party_role(
 
 
 async def _vf2boost_party(
-    party: Party, names: list[str], index: int, cfg: Any, rows: int, keypair: Any
+    party: Party,
+    names: list[str],
+    index: int,
+    cfg: Any,
+    rows: int,
+    keypair: Any,
+    checkpoint_dir: str | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     from hefl.protocols.vf2boost import (
         active_party,
@@ -174,21 +182,28 @@ async def _vf2boost_party(
         roc_auc,
     )
 
-    train = subsample(load_adult("train"), rows)
-    test = load_adult("test")
+    # parsing the data takes seconds: off the event loop, which keeps the heartbeats going
+    train, test = await asyncio.to_thread(_adult_splits, rows)
     X = adult_vertical_parts(train, len(names))[index]
     T = adult_vertical_parts(test, len(names))[index]
+    saving = {"checkpoint_dir": checkpoint_dir, "resume": resume}
     if index == 0:
-        out = await active_party(party, X, train.y, cfg, passives=names[1:], keypair=keypair)
+        out = await active_party(
+            party, X, train.y, cfg, passives=names[1:], keypair=keypair, **saving
+        )
         proba = await predict_active(party, T, out["model"], passives=names[1:])
         return {
             "model": out["model"],
             "test_auc": roc_auc(test.y, np.asarray(proba)),
             "tree_seconds": out["tree_seconds"],
         }
-    out = await passive_party(party, X, cfg, active=names[0])
+    out = await passive_party(party, X, cfg, active=names[0], **saving)
     await predict_passive(party, T, out["model"], active=names[0])
     return {"model": out["model"]}
+
+
+def _adult_splits(rows: int) -> tuple[Dataset, Dataset]:
+    return subsample(load_adult("train"), rows), load_adult("test")
 
 
 # What the protocols' span names mean, for the Gantt chart's legend.

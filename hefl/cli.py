@@ -127,6 +127,37 @@ def _add_dask_flag(p: _Options) -> None:
     )
 
 
+def _add_checkpoint_flags(p: _Options) -> None:
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="DIR",
+        help="save this party's share after every tree or round into DIR/<name>",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the checkpoint in --checkpoint DIR from the last tree or round that "
+        "every party completed",
+    )
+
+
+def _checkpointed(role: Any, args: argparse.Namespace) -> Any:
+    """The party's role saving into (and with --resume continuing) ``--checkpoint DIR``.
+
+    Raises:
+        ConfigError: --resume without --checkpoint.
+    """
+    if args.checkpoint is None:
+        if args.resume:
+            raise ConfigError("--resume needs --checkpoint DIR (where the checkpoint is)")
+        return role
+    import functools
+
+    where = str(args.checkpoint.resolve())
+    return functools.partial(role, checkpoint_dir=where, resume=args.resume)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``hefl`` argument parser."""
     parser = _Parser(prog="hefl", description="Homomorphic-encryption federated learning.")
@@ -191,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_batchcrypt_flags(party.add_argument_group("BatchCrypt options (--protocol batchcrypt)"))
     _add_key_flags(party.add_argument_group("Paillier keys (both protocols)"))
     _add_output_flags(party.add_argument_group("output"))
+    _add_checkpoint_flags(party.add_argument_group("checkpoints (both protocols)"))
 
     keygen = commands.add_parser("keygen", help="make Paillier or CURVE key files")
     kinds = keygen.add_subparsers(dest="kind", required=True, parser_class=_Parser)
@@ -368,6 +400,7 @@ def _party(args: argparse.Namespace) -> int:
         role = party_role(args.name, cfg, spec)
         roles = f"aggregator={AGGREGATOR}; clients={','.join(clients)}"
         agreement = _agreement(args.protocol, roles, cfg, spec)
+    role = _checkpointed(role, args)
     executor: Any = "process"
     if args.dask:
         from hefl._dask import DaskExecutor

@@ -10,6 +10,7 @@ and grow the tree layer by layer, the passive parties' candidates decrypted and 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,7 @@ from hefl.protocols.vf2boost.active_setup import (
 )
 from hefl.protocols.vf2boost.active_tree import Training, grow_tree
 from hefl.protocols.vf2boost.binning import Binner, check_features
+from hefl.protocols.vf2boost.checkpoint import TreeCheckpoint
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.model import PartyModel
 from hefl.protocols.vf2boost.reference import check_labels
@@ -46,6 +48,8 @@ async def active_party(
     keypair: tuple[PublicKey, PrivateKey] | None = None,
     progress: Progress | None = None,
     prefill: bool = False,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run the active party of a VF2Boost training.
 
@@ -59,6 +63,9 @@ async def active_party(
         progress: called as ``progress(trees_done, n_trees, seconds_of_last_tree)``.
         prefill: with ``cfg.precompute``, make every tree's obfuscators before the first
             tree (an offline phase; tree times are then online times).
+        checkpoint_dir: write this party's share after every tree into
+            ``<checkpoint_dir>/<party name>`` (see :mod:`~hefl.protocols.vf2boost.checkpoint`).
+        resume: continue the checkpoint found there, from the last tree every party holds.
 
     Returns:
         A dict with ``model`` (this party's PartyModel as JSON), ``statistics``,
@@ -66,8 +73,8 @@ async def active_party(
         splitting).
 
     Raises:
-        ConfigError: bad features/labels/config, or a passive party whose rows or config do
-            not match (named in the message).
+        ConfigError: bad features/labels/config, a passive party whose rows or config do
+            not match (named in the message), or a checkpoint of another training.
         ProtocolError: a passive party sent malformed or inconsistent data (named).
         PeerFailed: a passive party failed or disconnected.
     """
@@ -75,8 +82,10 @@ async def active_party(
     yf = check_labels(y, X.shape[0], who=f"party {party.name!r}")
     n = X.shape[0]
     passives = list(passives) if passives is not None else sorted(party.peers)
+    ckpt = TreeCheckpoint.for_active(checkpoint_dir, resume, party.name, passives, cfg, (X, yf))
     n_features = await greet(party, n, cfg, passives)
-    crypto = await start_keys(party, n, cfg, passives, keypair)
+    crypto = await start_keys(party, n, cfg, passives, ckpt.keypair(keypair, cfg, party))
+    await ckpt.agree(party, party.name, passives)
     async with task_group() as background:
         background.create_task(warm_up(party, crypto, cfg))
         need = start_obfuscators(crypto, cfg, n, prefill)
@@ -84,7 +93,7 @@ async def active_party(
             if prefill and crypto.pool is not None:
                 await prefill_obfuscators(party, crypto.pool, need)
             run = _training(party, X, cfg, crypto, n_features)
-            tree_seconds = await _train(run, yf, progress, prefill)
+            tree_seconds = await _train(run, yf, progress, prefill, ckpt)
         finally:
             if crypto.pool is not None:
                 crypto.pool.close()
@@ -121,20 +130,27 @@ def _training(
 
 
 async def _train(
-    run: Training, y: np.ndarray, progress: Progress | None, prefill: bool
+    run: Training,
+    y: np.ndarray,
+    progress: Progress | None,
+    prefill: bool,
+    ckpt: TreeCheckpoint,
 ) -> list[float]:
-    """Grow every tree; returns the seconds each took."""
+    """Grow every tree not restored from the checkpoint; returns the seconds each took."""
     cfg, pool = run.cfg, run.crypto.pool
     run.model.base_margin = base_margin(y, cfg.base_score)
-    margin = np.full(len(y), run.model.base_margin)
+    start = ckpt.restore(run.model)
+    margin = ckpt.replay(np.full(len(y), run.model.base_margin))
     tree_seconds: list[float] = []
-    for t in range(cfg.n_estimators):
+    for t in range(start, cfg.n_estimators):
         t0 = time.perf_counter()
         if pool is not None and not prefill:
             # this tree takes what is buffered; refill only what later trees will use
             later = run.crypto.per_row * len(y) * (cfg.n_estimators - t - 1)
             pool.resize(min(pool.capacity, later))
-        margin = margin + await grow_tree(run, t, margin, y)
+        out = await grow_tree(run, t, margin, y)
+        margin = margin + out
+        await ckpt.save(t, run.model, out)
         tree_seconds.append(time.perf_counter() - t0)
         if progress is not None:
             progress(t + 1, cfg.n_estimators, tree_seconds[-1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import numpy as np
 import hefl
 from hefl.protocols.vf2boost.active import active_party
 from hefl.protocols.vf2boost.budget import plan_bits
+from hefl.protocols.vf2boost.checkpoint import with_checkpoints
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
 from hefl.protocols.vf2boost.passive import passive_party
@@ -98,6 +100,8 @@ def fit(
     timeout: float | None = None,
     executor: Any = "process",
     prefill: bool = False,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> FitResult:
     """Train VF2Boost with every party run by this call.
 
@@ -117,6 +121,8 @@ def fit(
         executor: where crypto work is offloaded (see :func:`hefl.run`).
         prefill: fill the active party's obfuscator pool before the first tree, so the tree
             times are online times (needs ``cfg.precompute``).
+        checkpoint_dir: save every party's share there after every tree (atomically).
+        resume: continue those checkpoints from the last tree all parties hold.
 
     Returns:
         A :class:`FitResult`.
@@ -152,7 +158,7 @@ def fit(
         roles[name] = functools.partial(passive_party, X=X, cfg=cfg, active=names[0])
     t0 = time.perf_counter()
     result = hefl.run(
-        roles,
+        with_checkpoints(roles, checkpoint_dir, resume),
         transport="zmq" if processes else transport,  # processes always talk over ZeroMQ
         processes=processes,
         executor=executor,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import operator
+import os
 import secrets
 from typing import Any
 
@@ -25,6 +26,7 @@ from hefl.errors import ConfigError, KeyMismatchError, ProtocolError
 from hefl.messages import recv, send
 from hefl.protocols.vf2boost.binning import Binner, check_features
 from hefl.protocols.vf2boost.budget import BitPlan, plan_bits
+from hefl.protocols.vf2boost.checkpoint import TreeCheckpoint
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.encgh import EncGH, cumulative_entries, layout_of, seal_entries
 from hefl.protocols.vf2boost.messages import (
@@ -61,7 +63,13 @@ def _seal_job(
 
 
 async def passive_party(
-    party: Party, X: np.ndarray, cfg: VF2BoostConfig, *, active: str = "active"
+    party: Party,
+    X: np.ndarray,
+    cfg: VF2BoostConfig,
+    *,
+    active: str = "active",
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run one passive party of a VF2Boost training.
 
@@ -70,26 +78,36 @@ async def passive_party(
         X: this party's features (rows aligned with the active party's), NaN = missing.
         cfg: the training config (must equal the active party's).
         active: the active party's name.
+        checkpoint_dir: write this party's share after every tree into
+            ``<checkpoint_dir>/<party name>`` (see :mod:`~hefl.protocols.vf2boost.checkpoint`).
+        resume: continue the checkpoint found there, from the last tree every party holds.
 
     Returns:
         A dict with ``model`` (this party's PartyModel as JSON) and ``statistics``
         (``party.statistics()``).
 
     Raises:
-        ConfigError: invalid features or a config different from the active party's.
+        ConfigError: invalid features, a config different from the active party's, or a
+            checkpoint of another training.
         ProtocolError: the active party sent something malformed (names it and the field).
         PeerFailed: another party failed.
     """
     role = PassiveParty(party, check_features(X, who=f"party {party.name!r}"), cfg, active)
+    everyone = [party.name, *party.peers]
+    ckpt = TreeCheckpoint.for_passive(
+        checkpoint_dir, resume, party.name, everyone, active, cfg, role.X
+    )
     await role.setup()
+    start = await ckpt.resume_passive(party, active, role.model, role.session.key)
     async with task_group() as background:
         if cfg.obfuscation != "rn":
             # build the re-randomization table while the first gradients arrive (this party
             # mostly waits then) rather than at the first seal, where the active party waits
             warm = party.offload(_warm_job, role.session.key, cfg.obfuscation)
             role.warm = background.create_task(warm)
-        for t in range(cfg.n_estimators):
+        for t in range(start, cfg.n_estimators):
             await role.grow_tree(t)
+            await ckpt.save(t, role.model)
     return {"model": role.model.to_json(), "statistics": party.statistics()}
 
 
