@@ -5,6 +5,7 @@ The public namespaces are ``hefl`` (runtime and errors), ``hefl.crypto``, ``hefl
 """
 
 from hefl._config import FederationConfig, PartySpec, load_federation, run_party, run_party_async
+from hefl._dask import placement_executor
 from hefl._executor import Executor, InlineExecutor, LazyProcessPool, cpu_count
 from hefl._federation import RunResult, run, run_async
 from hefl._options import RuntimeOptions
@@ -35,12 +36,24 @@ from hefl.transports.curve import (
     save_curve_keypair,
 )
 
+
+def __getattr__(name: str) -> object:
+    # DaskExecutor is optional (hefl[dask]): imported on first use, so importing hefl never
+    # imports dask
+    if name == "DaskExecutor":
+        from hefl._dask import DaskExecutor
+
+        return DaskExecutor
+    raise AttributeError(f"module 'hefl' has no attribute {name!r}")
+
+
 __all__ = [
     "CiphertextRangeError",
     "CodecError",
     "ConfigError",
     "CryptoError",
     "CurveKeyPair",
+    "DaskExecutor",
     "Executor",
     "FederationConfig",
     "HeflError",
@@ -69,6 +82,7 @@ __all__ = [
     "load_curve_keypair",
     "load_federation",
     "merge_statistics",
+    "placement_executor",
     "run",
     "run_async",
     "run_party",

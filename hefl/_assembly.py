@@ -10,6 +10,7 @@ role (:func:`run_party_role`) -> shut the executor down -> an :class:`Outcome` p
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -103,19 +104,67 @@ def loop_factory(use_uvloop: bool = True) -> Callable[[], asyncio.AbstractEventL
 
 
 @contextmanager
-def executor_scope(spec: Any, max_workers: int | None) -> Iterator[Executor | None]:
+def executor_scope(spec: Any, max_workers: int | None) -> Iterator[Any]:
     """The executor named by ``spec`` (see :func:`hefl._executor.make_executor`), shut down
-    on leaving if it was made here.
+    on leaving if it was made here. A mapping ``{party name: spec}`` gives each party its own
+    (:class:`PartyExecutors`; parties it does not name share a default process pool).
 
     Raises:
         ConfigError: an unknown executor name or object.
     """
-    pool, owned = make_executor(spec, max_workers)
+    made: list[Any] = []
     try:
-        yield pool
+        if isinstance(spec, Mapping):
+            by_party = {}
+            for name, one in spec.items():
+                pool, owned = make_executor(one, max_workers)
+                by_party[name] = pool
+                if owned:
+                    made.append(pool)
+            default, _ = make_executor("process", max_workers)
+            made.append(default)
+            yield PartyExecutors(by_party, default)
+        else:
+            pool, owned = make_executor(spec, max_workers)
+            if owned:
+                made.append(pool)
+            yield pool
     finally:
-        if owned:
+        for pool in made:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+class PartyExecutors(dict):
+    """Each party's executor by name (``executor={"active": DaskExecutor(...), ...}``).
+
+    Args:
+        by_party: the executors of the parties named.
+        default: the executor of every other party.
+    """
+
+    def __init__(self, by_party: Mapping[str, Any], default: Any) -> None:
+        super().__init__(by_party)
+        self.default = default
+
+
+def executor_of(pool: Any, name: str) -> Any:
+    """Party ``name``'s executor out of what :func:`executor_scope` yielded."""
+    if isinstance(pool, PartyExecutors):
+        return pool.get(name, pool.default)
+    return pool
+
+
+async def _run_with_executor(executor: Any, party: Party, role: Role) -> Any:
+    """Start an executor that needs the party's loop (e.g. :class:`hefl.DaskExecutor`),
+    run the role, then release it."""
+    start = getattr(executor, "start", None)
+    if start is None or not inspect.iscoroutinefunction(start):
+        return await role(party)
+    await start(party.name)
+    try:
+        return await role(party)
+    finally:
+        await executor.release()
 
 
 def build_party(
@@ -181,6 +230,7 @@ async def run_party_role(
         asyncio.CancelledError: the run was cancelled from outside.
     """
     codec = Codec(max_message_bytes=options.max_message_bytes)
+    executor = executor_of(executor, name)
     parts = build_party(
         name,
         peers,
@@ -194,7 +244,7 @@ async def run_party_role(
     if supervise is not None:
         supervise(liveness)
     try:
-        value = await liveness.run(lambda: role(party))
+        value = await liveness.run(lambda: _run_with_executor(executor, party, role))
     except BaseException as exc:
         current = asyncio.current_task()
         if current is not None and current.cancelling():
@@ -238,10 +288,12 @@ def as_peer_failed(name: str, exc: BaseException) -> PeerFailed:
 __all__ = [
     "Assembled",
     "Outcome",
+    "PartyExecutors",
     "Role",
     "RunResult",
     "as_peer_failed",
     "build_party",
+    "executor_of",
     "executor_scope",
     "loop_factory",
     "run_party_role",

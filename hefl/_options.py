@@ -91,7 +91,9 @@ class RunOptions:
 
     Attributes:
         executor: where ``Party.offload`` runs work: ``"process"``, ``"thread"``,
-            ``"inline"`` or a ``concurrent.futures.Executor``.
+            ``"inline"``, a ``concurrent.futures.Executor`` or a :class:`hefl.DaskExecutor`;
+            or a mapping ``{party name: one of these}`` (parties it leaves out get a process
+            pool).
         max_workers: pool size of a ``"process"``/``"thread"`` executor.
         timeout: fail if the whole federation takes longer (seconds); None: no limit.
         max_message_bytes: refuse messages larger than this (both ways).
@@ -129,7 +131,10 @@ class RunOptions:
             )
         if not isinstance(self.curve, bool):
             raise ConfigError(f"curve must be True or False, got {self.curve!r}")
-        if self.max_workers is not None and self.executor not in ("process", "thread"):
+        if isinstance(self.executor, Mapping):
+            for name in self.executor:
+                check_name(name, "party name in executor=")
+        elif self.max_workers is not None and self.executor not in ("process", "thread"):
             raise ConfigError(
                 f"max_workers sizes a 'process' or 'thread' executor; it cannot apply to "
                 f"executor={self.executor!r} (leave max_workers out, or size that executor "

@@ -119,6 +119,15 @@ def _add_batchcrypt_flags(p: _Options) -> None:
     )
 
 
+def _add_dask_flag(p: _Options) -> None:
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run this party's crypto on the Dask cluster at this scheduler address, e.g. "
+        "tcp://host:8786 (needs hefl[dask]; the same hefl on every worker)",
+    )
+
+
 def _add_checkpoint_flags(p: _Options) -> None:
     p.add_argument(
         "--checkpoint",
@@ -209,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write this party's result (and VF2Boost model share) here",
     )
+    _add_dask_flag(party)
     _add_vf2boost_flags(party.add_argument_group("VF2Boost options (--protocol vf2boost)"))
     _add_batchcrypt_flags(party.add_argument_group("BatchCrypt options (--protocol batchcrypt)"))
     _add_key_flags(party.add_argument_group("Paillier keys (both protocols)"))
@@ -395,7 +405,12 @@ def _party(args: argparse.Namespace) -> int:
         cfg = _batchcrypt_config(args, len(names) - 1)
         role, agreement = _hosts.batchcrypt_party(args, federation, cfg)
     role = _checkpointed(role, args)
-    result = hefl.run_party(federation, args.name, role, agreement=agreement)
+    executor: Any = "process"
+    if args.dask:
+        from hefl._dask import DaskExecutor
+
+        executor = DaskExecutor(args.dask)
+    result = hefl.run_party(federation, args.name, role, agreement=agreement, executor=executor)
     value = result[args.name] or {}
     report = {
         "protocol": args.protocol,

@@ -44,7 +44,8 @@ from hefl.protocols.vf2boost.messages import (
     tree_prefixes,
 )
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
-from hefl.protocols.vf2boost.passive_hist import Histograms, Speculated, TreeState
+from hefl.protocols.vf2boost.passive_hist import Speculated, TreeState
+from hefl.protocols.vf2boost.shards import histograms_for, start_tree
 from hefl.protocols.vf2boost.tree import candidate_mask
 
 _sysrand = secrets.SystemRandom()
@@ -131,7 +132,7 @@ class PassiveParty:
         self.width = int(self.n_bins.max()) if binner.n_features else 1
         self.valid = np.flatnonzero(candidate_mask(self.n_bins, self.width).ravel())
         self.model = PartyModel(index=0, name=party.name, binner=binner)
-        self.histograms = Histograms(party, self.bins, self.width, max(1, cfg.workers or 1))
+        self.histograms = histograms_for(party, self.bins, self.width, max(1, cfg.workers or 1))
         self.warm: asyncio.Task[None] | None = None  # the re-randomization warm-up
 
     async def setup(self) -> None:
@@ -167,6 +168,7 @@ class PassiveParty:
     async def grow_tree(self, t: int) -> None:
         """Take part in tree ``t``: its gradients, then every layer."""
         st = TreeState(rows={0: np.arange(self.X.shape[0])})
+        await start_tree(self.histograms)  # row shards placed on a Dask cluster's workers
         async with task_group() as tree_tasks:
             enc_all = await self.receive_gh(t, st)
             spec: asyncio.Task[dict[int, Speculated]] | None = None
