@@ -27,11 +27,12 @@ from hefl.protocols.vf2boost.active_setup import (
     warm_up,
 )
 from hefl.protocols.vf2boost.active_tree import Training, grow_tree
-from hefl.protocols.vf2boost.binning import Binner, check_features
+from hefl.protocols.vf2boost.binning import MISSING_BIN, Binner, check_features
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.model import PartyModel
+from hefl.protocols.vf2boost.objectives import objective_of
 from hefl.protocols.vf2boost.reference import check_labels
-from hefl.protocols.vf2boost.tree import base_margin, candidate_mask
+from hefl.protocols.vf2boost.tree import candidate_mask
 
 Progress = Callable[[int, int, float], None]
 
@@ -52,7 +53,7 @@ async def active_party(
     Args:
         party: the runtime's Party.
         X: this party's features, NaN = missing.
-        y: 0/1 labels.
+        y: labels (0/1, or the objective's targets).
         cfg: the training config.
         passives: the passive parties' names in party-index order (default: sorted peers).
         keypair: an existing Paillier keypair (default: a fresh one of ``cfg.key_bits``).
@@ -72,7 +73,7 @@ async def active_party(
         PeerFailed: a passive party failed or disconnected.
     """
     X = check_features(X, who=f"party {party.name!r}")
-    yf = check_labels(y, X.shape[0], who=f"party {party.name!r}")
+    yf = check_labels(y, X.shape[0], who=f"party {party.name!r}", objective=cfg.objective)
     n = X.shape[0]
     passives = list(passives) if passives is not None else sorted(party.peers)
     n_features = await greet(party, n, cfg, passives)
@@ -108,14 +109,15 @@ def _training(
     """Bin this party's features and gather what every tree needs."""
     binner = Binner.fit(X, cfg.max_bin, who=party.name)
     width = int(binner.n_bins.max()) if binner.n_features else 1
+    bins = binner.transform(X)
     return Training(
         party=party,
         cfg=cfg,
         crypto=crypto,
         sessions={name: crypto.session(cfg, k) for name, k in n_features.items()},
-        bins=binner.transform(X),
+        bins=bins,
         width=width,
-        mask=candidate_mask(binner.n_bins, width),
+        mask=candidate_mask(binner.n_bins, width, (bins == MISSING_BIN).any(axis=0)),
         model=PartyModel(index=0, name=party.name, binner=binner),
     )
 
@@ -125,7 +127,9 @@ async def _train(
 ) -> list[float]:
     """Grow every tree; returns the seconds each took."""
     cfg, pool = run.cfg, run.crypto.pool
-    run.model.base_margin = base_margin(y, cfg.base_score)
+    objective = objective_of(cfg.objective)
+    run.model.base_margin = objective.base_margin(y, cfg.base_score)
+    run.model.objective = objective.name
     margin = np.full(len(y), run.model.base_margin)
     tree_seconds: list[float] = []
     for t in range(cfg.n_estimators):

@@ -17,6 +17,7 @@ from hefl.protocols.vf2boost.budget import BitPlan, plan_bits
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.encgh import layout_of
 from hefl.protocols.vf2boost.messages import Hello, Session, Setup
+from hefl.protocols.vf2boost.objectives import objective_of
 
 #: obfuscators made per background task of the pool
 POOL_CHUNK = 256
@@ -102,7 +103,12 @@ async def start_keys(
     else:
         pk, sk = keypair
     plan = plan_bits(
-        n_rows, cfg.frac_bits, pk.n_bits, pack_gh=cfg.pack_gh, pack_histograms=cfg.pack_histograms
+        n_rows,
+        cfg.frac_bits,
+        pk.n_bits,
+        pack_gh=cfg.pack_gh,
+        pack_histograms=cfg.pack_histograms,
+        h_log2=objective_of(cfg.objective).h_log2,
     )
     for index, name in enumerate(passives, start=1):
         await send(party, name, Setup(public_key=pk, index=index, n_rows=n_rows))

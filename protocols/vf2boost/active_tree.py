@@ -39,16 +39,21 @@ from hefl.protocols.vf2boost.messages import (
     tree_prefixes,
 )
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
+from hefl.protocols.vf2boost.objectives import objective_of
 from hefl.protocols.vf2boost.reference import party_histogram
+from hefl.protocols.vf2boost.sampling import apply_sampling, sample_columns
 from hefl.protocols.vf2boost.tree import (
     MIN_GAIN,
     Candidate,
+    SplitParams,
     best_position,
-    encode_fixed,
+    decode_position,
+    encode_gh,
+    go_left,
     leaf_weight,
-    logistic_gradients,
     pick_winner,
     score_cumulative,
+    split_sums,
 )
 
 
@@ -77,7 +82,7 @@ class Training:
         sessions: each passive party's session, in party-index order.
         bins: this party's binned features (rows × features).
         width: the histogram width (most bins of a feature).
-        mask: (features × width) valid candidates.
+        mask: (features × width × 2) valid candidates (both default directions).
         model: this party's model, filled tree by tree.
         speculated, hits: optimistic splits announced, and how many of them won.
     """
@@ -127,10 +132,10 @@ async def grow_tree(run: Training, t: int, margin: np.ndarray, y: np.ndarray) ->
         ProtocolError: a passive party sent malformed or inconsistent data (named).
         PeerFailed: a passive party failed.
     """
-    g, h = logistic_gradients(margin, y)
-    fb = run.cfg.frac_bits
-    gi, hi = encode_fixed(g, fb), encode_fixed(h, fb)
-    grower = TreeGrower(run, t, gi, hi)
+    objective = objective_of(run.cfg.objective)
+    g, h = apply_sampling(run.cfg, t, *objective.gradients(margin, y))
+    gi, hi, g_exp = encode_gh(g, h, run.cfg.frac_bits)
+    grower = TreeGrower(run, t, gi, hi, SplitParams.of(run.cfg, g_exp))
     async with task_group() as tree_tasks:  # the g‖h stream runs while the layers grow
         grower.sender = tree_tasks.create_task(
             stream_gh(run.party, run.crypto, run.cfg, run.passives, t, gi, hi)
@@ -144,8 +149,12 @@ async def grow_tree(run: Training, t: int, margin: np.ndarray, y: np.ndarray) ->
 class TreeGrower:
     """One tree of the active party, grown layer by layer (see the module docs)."""
 
-    def __init__(self, run: Training, t: int, gi: np.ndarray, hi: np.ndarray) -> None:
-        self.run, self.t, self.gi, self.hi = run, t, gi, hi
+    def __init__(
+        self, run: Training, t: int, gi: np.ndarray, hi: np.ndarray, params: SplitParams
+    ) -> None:
+        self.run, self.t, self.gi, self.hi, self.params = run, t, gi, hi, params
+        columns = sample_columns(run.cfg, t, 0, run.mask.shape[0])
+        self.mask = run.mask & columns[:, None, None]
         n = len(gi)
         self.layer = [Node(0, 0, np.arange(n), exact_sum(gi), exact_sum(hi))]
         self.nodes: list[dict[str, int]] = [{}]
@@ -180,7 +189,13 @@ class TreeGrower:
         with run.party.span("decrypt", **span):
             crypto = run.crypto
             theirs = await decode_layer(
-                run.party, run.cfg, crypto.sk, crypto.plan, run.sessions, (self.t, d), open_nodes
+                run.party,
+                self.params,
+                crypto.sk,
+                crypto.plan,
+                run.sessions,
+                (self.t, d),
+                open_nodes,
             )
         with run.party.span("score", **span):
             winners = self.score(open_nodes, own, theirs, spec_nodes)
@@ -213,16 +228,13 @@ class TreeGrower:
 
     def own_candidates(self, open_nodes: list[Node]) -> dict[int, OwnBest]:
         """This party's best split of every open node, from plaintext histograms."""
-        run, cfg = self.run, self.run.cfg
         self.own_histograms(open_nodes)
         out = {}
         for nd in open_nodes:
             assert nd.hist is not None  # own_histograms filled every open node
-            GL, HL = np.cumsum(nd.hist[0], axis=1), np.cumsum(nd.hist[1], axis=1)
-            gains = score_cumulative(
-                GL, HL, nd.G, nd.H, cfg.frac_bits, cfg.reg_lambda, cfg.gamma, cfg.min_child_weight
-            )
-            gain, pos = best_position(np.where(run.mask, gains, -np.inf))
+            GL, HL = split_sums(*nd.hist)
+            gains = score_cumulative(GL, HL, nd.G, nd.H, self.params)
+            gain, pos = best_position(np.where(self.mask, gains, -np.inf))
             out[nd.index] = OwnBest(Candidate(gain, 0, pos), GL, HL)
         return out
 
@@ -256,8 +268,9 @@ class TreeGrower:
             cand = own[nd.index].candidate
             useful = nd.depth + 1 < run.cfg.max_depth  # the children get split
             if useful and cand.position >= 0 and cand.gain > MIN_GAIN:
-                f, k = divmod(cand.position, run.width)
-                tentative.append(Tentative(nd.index, np.packbits(run.bins[nd.rows, f] <= k)))
+                f, k, default_left = decode_position(cand.position, run.width)
+                left = go_left(run.bins[nd.rows, f], k, default_left)
+                tentative.append(Tentative(nd.index, np.packbits(left)))
         for name in run.passives:
             await send(run.party, name, Spec(tentative), t=self.t, d=d)
         return {s.node for s in tentative}
@@ -325,11 +338,12 @@ class TreeGrower:
     def split_own(self, nd: Node, cand: Candidate, best: OwnBest) -> list[Node]:
         """Split ``nd`` by this party's candidate, recorded in its own split table."""
         model = self.run.model
-        f, k = divmod(cand.position, self.run.width)
+        f, k, default_left = decode_position(cand.position, self.run.width)
         split_id = len(model.splits)
-        model.splits[split_id] = (f, k)
-        left = self.run.bins[nd.rows, f] <= k
-        return self.split(nd, 0, split_id, left, int(best.GL[f, k]), int(best.HL[f, k]))
+        model.splits[split_id] = (f, k, default_left)
+        left = go_left(self.run.bins[nd.rows, f], k, default_left)
+        d = int(default_left)
+        return self.split(nd, 0, split_id, left, int(best.GL[f, k, d]), int(best.HL[f, k, d]))
 
     def split(
         self, nd: Node, owner: int, split_id: int, left_mask: np.ndarray, GL: int, HL: int
@@ -346,8 +360,7 @@ class TreeGrower:
 
     def make_leaf(self, nd: Node) -> None:
         """Make ``nd`` a leaf: its weight, and its rows' output."""
-        cfg = self.run.cfg
-        w = leaf_weight(nd.G, nd.H, cfg.frac_bits, cfg.reg_lambda, cfg.learning_rate)
+        w = leaf_weight(nd.G, nd.H, self.params)
         self.nodes[nd.index] = {"leaf": len(self.leaf_values)}
         self.leaf_values.append(w)
         self.out[nd.rows] = w

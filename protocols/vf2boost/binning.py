@@ -2,13 +2,15 @@
 
 Every party bins only its own columns; cut points never leave the party. Bin codes:
 
-* bin 0 holds missing values (NaN). It always exists, so a feature that has no NaN in training
-  but some at prediction time still has a place for them; a split "bin <= k" always sends
-  missing values to the left child (a fixed default direction, unlike XGBoost's learned one).
+* bin 0 holds missing values (NaN), kept out of the value bins. It always exists, so a feature
+  that has no NaN in training but some at prediction time still has a place for them. A split
+  sends values in bins 1..k left and the missing values to its learned default side, as
+  XGBoost does (:func:`~hefl.protocols.vf2boost.tree.go_left`).
 * bins 1..m+1 hold values: x <= c_1 -> 1, c_1 < x <= c_2 -> 2, ..., x > c_m -> m+1, for
   sorted cut points c_1 < ... < c_m, m <= max_bin - 1.
 
-Infinite values are refused (they have no quantile and usually mean a data bug).
+Infinite values are refused (they have no quantile and usually mean a data bug), and so are
+columns that cannot split anything: all missing, or one value and no missing one.
 """
 
 from __future__ import annotations
@@ -75,6 +77,36 @@ def _cut_points(values: np.ndarray, max_bin: int) -> np.ndarray:
     return np.asarray(cuts, dtype=np.float64)
 
 
+def check_columns(X: np.ndarray, who: str, names: list[str] | None = None) -> np.ndarray:
+    """Refuse training columns that cannot split anything: all missing, or one value with no
+    missing one (one value plus missing values still splits: present vs missing).
+
+    Returns:
+        ``X`` itself.
+
+    Raises:
+        ConfigError: naming the party (``who``) and the column.
+    """
+    if X.shape[0] == 0:
+        return X
+    missing = np.isnan(X)
+    for j in np.flatnonzero(missing.all(axis=0)):
+        raise ConfigError(f"{who}: feature column {_label(int(j), names)} is all missing (NaN)")
+    with np.errstate(invalid="ignore"):
+        lo, hi = np.nanmin(X, axis=0), np.nanmax(X, axis=0)
+    for j in np.flatnonzero((lo == hi) & ~missing.any(axis=0)):
+        raise ConfigError(
+            f"{who}: feature column {_label(int(j), names)} is constant ({float(lo[j])!r}); "
+            "it cannot split anything: drop it"
+        )
+    return X
+
+
+def _label(j: int, names: list[str] | None) -> str:
+    """How an error message names column ``j``."""
+    return f"{j} ({names[j]!r})" if names is not None and j < len(names) else str(j)
+
+
 @dataclass(frozen=True)
 class Binner:
     """Cut points of every feature of one party.
@@ -86,20 +118,22 @@ class Binner:
     cuts: tuple[np.ndarray, ...]
 
     @classmethod
-    def fit(cls, X: np.ndarray, max_bin: int, who: str = "party") -> Binner:
+    def fit(
+        cls, X: np.ndarray, max_bin: int, who: str = "party", names: list[str] | None = None
+    ) -> Binner:
         """Compute quantile cut points per feature.
 
         Args:
             X: rows × features, float64, NaN = missing.
             max_bin: most value bins per feature.
             who: name used in error messages.
+            names: the columns' names (for error messages), or None.
 
         Raises:
-            ConfigError: see :func:`check_features`.
+            ConfigError: see :func:`check_features`; an all-missing or constant column (named).
         """
-        X = check_features(X, who)
-        cuts = tuple(_cut_points(col[~np.isnan(col)], max_bin) for col in X.T)
-        return cls(cuts=cuts)
+        X = check_columns(check_features(X, who), who, names)
+        return cls(cuts=tuple(_cut_points(col[~np.isnan(col)], max_bin) for col in X.T))
 
     @property
     def n_features(self) -> int:
@@ -132,7 +166,7 @@ class Binner:
 
     def threshold(self, feature: int, bin_: int) -> float:
         """The raw-value threshold of the split ``bin <= bin_``: x <= threshold goes left
-        (NaN too). For ``bin_ = 0`` only missing values go left (returns -inf)."""
+        (NaN to the split's default side). For ``bin_ = 0`` no value goes left (-inf)."""
         if bin_ == MISSING_BIN:
             return float("-inf")
         return float(self.cuts[feature][bin_ - 1])

@@ -2,9 +2,13 @@
 
 Encodings (F = frac_bits, N = rows, b = bit_length(N) so N <= 2^b):
 
-* g_int = round(g·2^F) with |g_int| <= 2^F; h_int = round(h·2^F) with 0 <= h_int <= 2^(F−2)
-  (h = p(1−p) <= 1/4). Any sum over <= N rows: |ΣG| <= 2^(F+b), 0 <= ΣH <= 2^(F−2+b).
-* ``pack_gh``: one plaintext m = g_int·2^Wh + h_int with Wh = F − 2 + b + 1, so ΣH < 2^Wh
+* g_int = round(g·2^(F−e)) with |g_int| <= 2^F: each tree picks the exponent e >= 0 that
+  brings its gradients into [−1, 1] (logistic gradients need none; squared-error residuals
+  are unbounded by nature and get the exponent of their largest one).
+* h_int = round(h·2^F) with 0 <= h_int <= 2^(F+a), h <= 2^a the objective's hessian bound
+  (a = −2 for the logistic losses, h = p(1−p) <= 1/4; a = 0 for squared error, h = 1).
+  Any sum over <= N rows: |ΣG| <= 2^(F+b), 0 <= ΣH <= 2^(F+a+b).
+* ``pack_gh``: one plaintext m = g_int·2^Wh + h_int with Wh = F + a + b + 1, so ΣH < 2^Wh
   never reaches the g lane; after decryption H = Σm mod 2^Wh and G = Σm >> Wh (floor), exact
   for negative G too. |Σm| < 2^(F+b+Wh+1) must stay below n/2 > 2^(key_bits−2).
 * ``pack_histograms``: every histogram entry e (a signed sum) gets a public offset O = 2^(S−1)
@@ -61,7 +65,13 @@ class BitPlan:
 
 
 def plan_bits(
-    n_rows: int, frac_bits: int, key_bits: int, *, pack_gh: bool, pack_histograms: bool
+    n_rows: int,
+    frac_bits: int,
+    key_bits: int,
+    *,
+    pack_gh: bool,
+    pack_histograms: bool,
+    h_log2: int = -2,
 ) -> BitPlan:
     """Plan and prove the layout (see the module docs).
 
@@ -71,6 +81,7 @@ def plan_bits(
         key_bits: the Paillier modulus size.
         pack_gh: pack g and h into one plaintext.
         pack_histograms: Horner-pack histogram entries.
+        h_log2: the objective's hessian bound a (h <= 2^a).
 
     Returns:
         A :class:`BitPlan`.
@@ -80,7 +91,7 @@ def plan_bits(
     """
     b = max(int(n_rows), 1).bit_length()
     g_bits = frac_bits + b  # |ΣG| <= 2^(F+b)
-    h_lane = frac_bits - 2 + b + 1  # ΣH <= 2^(F-2+b) < 2^h_lane
+    h_lane = frac_bits + h_log2 + b + 1  # ΣH <= 2^(F+a+b) < 2^h_lane
     entry_bits = g_bits + h_lane + 1 if pack_gh else g_bits + 1
     usable = key_bits - 2
     if entry_bits > usable:

@@ -22,10 +22,9 @@ from hefl.crypto import PrivateKey
 from hefl.errors import HeflError, KeyMismatchError, ProtocolError
 from hefl.messages import gather
 from hefl.protocols.vf2boost.budget import BitPlan
-from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.encgh import EncGH, decrypt_entries
 from hefl.protocols.vf2boost.messages import Hist, Place, Session, refuse
-from hefl.protocols.vf2boost.tree import Candidate, exact_group_sums, score_cumulative
+from hefl.protocols.vf2boost.tree import Candidate, SplitParams, exact_group_sums, score_cumulative
 
 _TAMPERED = "the data was tampered with or encrypted under another key"
 
@@ -97,7 +96,7 @@ async def _decrypt(
 
 async def decode_layer(
     party: Party,
-    cfg: VF2BoostConfig,
+    params: SplitParams,
     sk: PrivateKey,
     plan: BitPlan,
     sessions: dict[str, Session],
@@ -108,7 +107,7 @@ async def decode_layer(
 
     Args:
         party: the active party.
-        cfg: the training config.
+        params: the tree's scales and regularization.
         sk: the private key.
         plan: the bit plan.
         sessions: each passive party's session (its key, layout and feature count).
@@ -134,12 +133,12 @@ async def decode_layer(
     out: dict[str, dict[int, PassiveCandidates]] = {name: {} for name in sessions}
     for name, nd, cand_ids, decrypted in jobs:
         G, H = decrypted.result()
-        out[name][nd.index] = score_sums(name, cfg, nd, cand_ids, G, H)
+        out[name][nd.index] = score_sums(name, params, nd, cand_ids, G, H)
     return out
 
 
 def score_sums(
-    name: str, cfg: VF2BoostConfig, nd: OpenNode, ids: np.ndarray, G: list[int], H: list[int]
+    name: str, params: SplitParams, nd: OpenNode, ids: np.ndarray, G: list[int], H: list[int]
 ) -> PassiveCandidates:
     """Check one node's decrypted sums and score its candidates.
 
@@ -154,12 +153,10 @@ def score_sums(
         )
     GL = np.array(G[:m], dtype=object)
     HL = np.array(H[:m], dtype=object)
-    bound = len(nd.rows) << cfg.frac_bits  # |g| <= 1 per row
+    bound = len(nd.rows) << params.frac_bits  # |g_int| <= 2^frac_bits per row
     if m and (min(HL) < 0 or max(HL) > nd.H or max(abs(v) for v in GL) > bound):
         raise ProtocolError(f"party {name!r} sent impossible gradient sums; {_TAMPERED}")
-    gains = score_cumulative(
-        GL, HL, nd.G, nd.H, cfg.frac_bits, cfg.reg_lambda, cfg.gamma, cfg.min_child_weight
-    )
+    gains = score_cumulative(GL, HL, nd.G, nd.H, params)
     return PassiveCandidates(gains, ids, GL, HL)
 
 

@@ -205,40 +205,53 @@ def build_histogram(enc: EncGH, bins: np.ndarray, width: int) -> EncGH:
 
 
 def cumulative_entries(hist: EncGH, n_bins: np.ndarray, width: int, order: np.ndarray) -> EncGH:
-    """Cumulative sums "bin <= k" of each feature, for the candidates in ``order``
-    (positions f·width + k into the flattened histogram), followed by each feature's total."""
+    """The left sums of the candidates in ``order``, followed by each feature's total.
+
+    Positions index the (features × width × 2) candidate space of
+    :func:`~hefl.protocols.vf2boost.tree.split_sums`: (f, k, 0) sums value bins 1..k of
+    feature f (its missing rows go right), (f, k, 1) adds its bin 0 (missing rows go left).
+    """
     F = len(n_bins)
-    idx_cand = order
-    idx_tot = np.arange(F) * width + (np.asarray(n_bins) - 1)
-    pick = np.concatenate([idx_cand, idx_tot]).astype(np.int64)
+    idx_tot = (np.arange(F) * width + (np.asarray(n_bins) - 1)) * 2 + 1
+    pick = np.concatenate([np.asarray(order), idx_tot]).astype(np.int64).tolist()
     if hist.layout == "phe":
-        exp_parts = [_prefix_exp(ev, F, width)[pick] for ev in hist.parts]
+        exp_parts = [_prefix_exp(ev, F, width, pick) for ev in hist.parts]
         return EncGH("phe", exp_parts, hist.reorder)
     parts: list[CipherVector] = []
     for cv in hist.parts:
         pk = cv.public_key
         nsq = pk.nsquare
         cs = cv.ciphertexts
-        cum = []
-        for f in range(F):
-            acc = None
-            for k in range(width):
-                c = cs[f * width + k]
-                acc = c if acc is None else acc * c % nsq
-                cum.append(acc)
-        parts.append(CipherVector.from_ciphertexts(pk, [cum[i] for i in pick.tolist()]))
+
+        def mul(a: int, b: int, nsq: int = nsq) -> int:
+            return a * b % nsq
+
+        parts.append(CipherVector.from_ciphertexts(pk, _both_sides(cs, F, width, pick, mul)))
     return EncGH(hist.layout, parts)
 
 
-def _prefix_exp(ev: EncryptedExpVector, F: int, width: int) -> EncryptedExpVector:
-    pieces = []
+def _both_sides(items: Any, F: int, width: int, pick: list[int], add: Any) -> list[Any]:
+    """The entries at ``pick`` of every feature's prefix sums over value bins, without and
+    with its missing bin (``add`` combines two encrypted sums)."""
+    wanted = set(pick)
+    found: dict[int, Any] = {}
     for f in range(F):
-        acc = ev[f * width]
-        pieces.append(acc)
-        for k in range(1, width):
-            acc = acc + ev[f * width + k]
-            pieces.append(acc)
-    return _concat_exp(pieces)
+        base = f * width
+        missing, acc = items[base], None
+        for k in range(width):
+            if k:
+                acc = items[base + k] if acc is None else add(acc, items[base + k])
+            pos = (base + k) * 2
+            if pos in wanted:
+                found[pos] = acc
+            if pos + 1 in wanted:
+                found[pos + 1] = missing if acc is None else add(acc, missing)
+    return [found[i] for i in pick]
+
+
+def _prefix_exp(ev: EncryptedExpVector, F: int, width: int, pick: list[int]) -> EncryptedExpVector:
+    items = [ev[i] for i in range(F * width)]
+    return _concat_exp(_both_sides(items, F, width, pick, lambda a, b: a + b))
 
 
 def seal_entries(entries: EncGH, plan: BitPlan, method: str) -> EncGH:

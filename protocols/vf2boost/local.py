@@ -15,6 +15,7 @@ from hefl.protocols.vf2boost.active import active_party
 from hefl.protocols.vf2boost.budget import plan_bits
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
+from hefl.protocols.vf2boost.objectives import objective_of
 from hefl.protocols.vf2boost.passive import passive_party
 from hefl.protocols.vf2boost.reference import check_parts, party_names
 
@@ -84,6 +85,23 @@ class FitResult:
         }
 
 
+def _check_budget(cfg: VF2BoostConfig, n_rows: int, keypair: Any) -> None:
+    """Refuse an impossible bit budget before any party starts.
+
+    Raises:
+        PackingOverflowError: the plan does not fit the key.
+    """
+    key_bits = keypair[0].n_bits if keypair is not None else cfg.key_bits
+    plan_bits(
+        n_rows,
+        cfg.frac_bits,
+        key_bits,
+        pack_gh=cfg.pack_gh,
+        pack_histograms=cfg.pack_histograms,
+        h_log2=objective_of(cfg.objective).h_log2,
+    )
+
+
 def fit(
     X_parts: list[np.ndarray],
     y: np.ndarray,
@@ -103,7 +121,7 @@ def fit(
 
     Args:
         X_parts: one feature block per party; ``X_parts[0]`` belongs to the active party.
-        y: 0/1 labels (held by the active party).
+        y: labels (0/1, or the objective's targets; held by the active party).
         cfg: the config (default :class:`VF2BoostConfig`).
         transport: ``"inproc"`` or ``"zmq"`` (``processes=True`` always uses ZeroMQ).
         processes: one OS process per party.
@@ -127,12 +145,8 @@ def fit(
         PeerFailed: a party failed during training (names it and why).
     """
     cfg = cfg or VF2BoostConfig()
-    parts, yf = check_parts(X_parts, y)
-    key_bits = keypair[0].n_bits if keypair is not None else cfg.key_bits
-    # refuse an impossible bit budget before any party starts
-    plan_bits(
-        len(yf), cfg.frac_bits, key_bits, pack_gh=cfg.pack_gh, pack_histograms=cfg.pack_histograms
-    )
+    parts, yf = check_parts(X_parts, y, cfg.objective)
+    _check_budget(cfg, len(yf), keypair)
     names = list(names) if names is not None else party_names(len(parts))
     if len(names) != len(parts) or len(set(names)) != len(names):
         raise hefl.ConfigError(f"need {len(parts)} distinct party names, got {names}")
@@ -169,7 +183,7 @@ def fit_local(
 
     Args:
         X_parts: one feature block per party; ``X_parts[0]`` belongs to the active party.
-        y: 0/1 labels.
+        y: labels (0/1, or the objective's targets).
         cfg: the config.
         kwargs: passed to :func:`fit` (e.g. ``keypair``, ``progress``).
 

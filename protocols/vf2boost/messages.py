@@ -142,7 +142,7 @@ class Hist(SessionMessage):
     @classmethod
     def parse(cls, f: Fields) -> Self:
         session = cls.session_of(f)
-        most = session.n_features * session.max_bin
+        most = 2 * session.n_features * session.max_bin  # both default directions
 
         def check_ids(v: Any) -> np.ndarray:
             ids = _unique_ids(v)

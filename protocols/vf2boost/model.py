@@ -20,7 +20,8 @@ import numpy as np
 
 from hefl.errors import ConfigError
 from hefl.protocols.vf2boost.binning import Binner
-from hefl.protocols.vf2boost.tree import sigmoid
+from hefl.protocols.vf2boost.objectives import objective_of
+from hefl.protocols.vf2boost.tree import go_left
 
 FORMAT = "hefl.vf2boost.party-model/1"
 
@@ -51,18 +52,21 @@ class PartyModel:
         index: the party's index (0 = active).
         name: the party's name in the federation.
         binner: its bin cut points.
-        splits: split id -> (feature, bin) for splits it owns ("bin <= k" goes left).
+        splits: split id -> (feature, bin k, default_left) for splits it owns: values in bins
+            1..k go left, missing values left if default_left (else right).
         trees: the tree structures (with leaf values for the active party).
         base_margin: initial margin (active party only).
+        objective: the loss (active party only; it turns margins into predictions).
         feature_names: optional names of its columns.
     """
 
     index: int
     name: str
     binner: Binner
-    splits: dict[int, tuple[int, int]] = field(default_factory=dict)
+    splits: dict[int, tuple[int, int, bool]] = field(default_factory=dict)
     trees: list[TreeStructure] = field(default_factory=list)
     base_margin: float | None = None
+    objective: str | None = None
     feature_names: list[str] | None = None
 
     @property
@@ -89,10 +93,10 @@ class PartyModel:
                     masks[node["leaf"]] = reach
                     continue
                 if node["owner"] == self.index:
-                    f, k = self.splits[node["split"]]
-                    go_left = bins[:, f] <= k
-                    stack.append((node["left"], reach & go_left))
-                    stack.append((node["right"], reach & ~go_left))
+                    f, k, default_left = self.splits[node["split"]]
+                    left = go_left(bins[:, f], k, default_left)
+                    stack.append((node["left"], reach & left))
+                    stack.append((node["right"], reach & ~left))
                 else:
                     stack.append((node["left"], reach))
                     stack.append((node["right"], reach))
@@ -130,6 +134,7 @@ class PartyModel:
                 "splits": {str(k): list(v) for k, v in self.splits.items()},
                 "trees": [{"nodes": t.nodes, "leaf_values": t.leaf_values} for t in self.trees],
                 "base_margin": self.base_margin,
+                "objective": self.objective,
                 "feature_names": self.feature_names,
             }
         )
@@ -148,7 +153,7 @@ class PartyModel:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ConfigError(f"not a hefl VF2Boost party model (expected format {FORMAT!r})")
         try:
-            splits = {int(k): (int(v[0]), int(v[1])) for k, v in d["splits"].items()}
+            splits = {int(k): _split_entry(v) for k, v in d["splits"].items()}
             trees = [
                 TreeStructure(
                     nodes=[{k: int(v) for k, v in n.items()} for n in t["nodes"]],
@@ -165,10 +170,28 @@ class PartyModel:
                 splits=splits,
                 trees=trees,
                 base_margin=None if d["base_margin"] is None else float(d["base_margin"]),
+                objective=_objective_entry(d.get("objective"), d["base_margin"]),
                 feature_names=d.get("feature_names"),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ConfigError(f"malformed party model: {exc!r}") from None
+
+
+def _split_entry(v: Any) -> tuple[int, int, bool]:
+    """A saved split: [feature, bin, default_left] ([feature, bin] in files written before
+    learned default directions, where missing values always went left)."""
+    if not isinstance(v, list) or len(v) not in (2, 3):
+        raise ValueError(f"a split must be [feature, bin, default_left], got {v!r}")
+    return int(v[0]), int(v[1]), bool(v[2]) if len(v) == 3 else True
+
+
+def _objective_entry(name: Any, base_margin: Any) -> str | None:
+    """A saved objective (an active party's file without one is binary:logistic)."""
+    if name is None:
+        return None if base_margin is None else "binary:logistic"
+    if not isinstance(name, str):
+        raise ValueError(f"objective must be a string, got {name!r}")
+    return objective_of(name).name
 
 
 @dataclass
@@ -206,9 +229,25 @@ class FederatedModel:
         masks = [p.leaf_masks(X) for p, X in zip(self.parties, X_parts, strict=True)]
         return self.active.combine_margin(masks)
 
+    @property
+    def objective(self) -> str:
+        """The model's loss (XGBoost's name)."""
+        return self.active.objective or "binary:logistic"
+
+    def predict(self, X_parts: list[np.ndarray]) -> np.ndarray:
+        """Predictions: probabilities of class 1 (or of the target, ``reg:logistic``), or
+        values (``reg:squarederror``)."""
+        return objective_of(self.objective).transform(self.decision_function(X_parts))
+
     def predict_proba(self, X_parts: list[np.ndarray]) -> np.ndarray:
-        """Probability of class 1 for each row."""
-        return sigmoid(self.decision_function(X_parts))
+        """Probability of class 1 for each row.
+
+        Raises:
+            ConfigError: a regression model (use :meth:`predict`).
+        """
+        if self.objective == "reg:squarederror":
+            raise ConfigError("a reg:squarederror model predicts values: use predict()")
+        return self.predict(X_parts)
 
     def resolved_trees(self) -> list[list[dict[str, Any]]]:
         """Trees with every split resolved to (party, feature, bin) and leaf values: what
@@ -224,12 +263,13 @@ class FederatedModel:
                     nodes.append({"leaf": leaf_values[node["leaf"]]})
                 else:
                     owner = self.parties[node["owner"]]
-                    f, k = owner.splits[node["split"]]
+                    f, k, default_left = owner.splits[node["split"]]
                     nodes.append(
                         {
                             "party": node["owner"],
                             "feature": f,
                             "bin": k,
+                            "default_left": default_left,
                             "left": node["left"],
                             "right": node["right"],
                         }

@@ -23,7 +23,7 @@ from hefl import Party, task_group
 from hefl.crypto import PublicKey
 from hefl.errors import ConfigError, KeyMismatchError, ProtocolError
 from hefl.messages import recv, send
-from hefl.protocols.vf2boost.binning import Binner, check_features
+from hefl.protocols.vf2boost.binning import MISSING_BIN, Binner, check_features
 from hefl.protocols.vf2boost.budget import BitPlan, plan_bits
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.encgh import EncGH, cumulative_entries, layout_of, seal_entries
@@ -42,8 +42,10 @@ from hefl.protocols.vf2boost.messages import (
     tree_prefixes,
 )
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
+from hefl.protocols.vf2boost.objectives import objective_of
 from hefl.protocols.vf2boost.passive_hist import Histograms, Speculated, TreeState
-from hefl.protocols.vf2boost.tree import candidate_mask
+from hefl.protocols.vf2boost.sampling import sample_columns
+from hefl.protocols.vf2boost.tree import candidate_mask, decode_position, go_left
 
 _sysrand = secrets.SystemRandom()
 
@@ -111,7 +113,9 @@ class PassiveParty:
         self.bins = binner.transform(X)
         self.n_bins = binner.n_bins
         self.width = int(self.n_bins.max()) if binner.n_features else 1
-        self.valid = np.flatnonzero(candidate_mask(self.n_bins, self.width).ravel())
+        has_missing = (self.bins == MISSING_BIN).any(axis=0)
+        self.mask = candidate_mask(self.n_bins, self.width, has_missing)
+        self.valid = np.flatnonzero(self.mask.ravel())  # this tree's candidates
         self.model = PartyModel(index=0, name=party.name, binner=binner)
         self.histograms = Histograms(party, self.bins, self.width, max(1, cfg.workers or 1))
         self.warm: asyncio.Task[None] | None = None  # the re-randomization warm-up
@@ -136,6 +140,7 @@ class PassiveParty:
             pk.n_bits,
             pack_gh=cfg.pack_gh,
             pack_histograms=cfg.pack_histograms,
+            h_log2=objective_of(cfg.objective).h_log2,
         )
         self.model.index = setup.index
         chunk = cfg.chunk_size if cfg.blaster else n_rows
@@ -149,6 +154,8 @@ class PassiveParty:
     async def grow_tree(self, t: int) -> None:
         """Take part in tree ``t``: its gradients, then every layer."""
         st = TreeState(rows={0: np.arange(self.X.shape[0])})
+        columns = sample_columns(self.cfg, t, self.model.index, self.X.shape[1])
+        self.valid = np.flatnonzero((self.mask & columns[:, None, None]).ravel())
         async with task_group() as tree_tasks:
             enc_all = await self.receive_gh(t, st)
             spec: asyncio.Task[dict[int, Speculated]] | None = None
@@ -285,11 +292,11 @@ class PassiveParty:
                 raise refuse(self.active, Win, "winners", f"names node {w.node}, which is not open")
             if any(int(i) not in table for i in w.ids):
                 raise refuse(self.active, Win, "winners", "names a split id this party never sent")
-            pos = min(table[int(i)] for i in w.ids)  # the tie rule: first (feature, bin)
-            f, k = divmod(pos, self.width)
+            pos = min(table[int(i)] for i in w.ids)  # the tie rule: first (feature, bin, side)
+            f, k, default_left = decode_position(pos, self.width)
             split_id = len(self.model.splits)
-            self.model.splits[split_id] = (int(f), int(k))
-            left = self.bins[st.rows[w.node], f] <= k
+            self.model.splits[split_id] = (f, k, default_left)
+            left = go_left(self.bins[st.rows[w.node], f], k, default_left)
             placements.append(Placement(node=w.node, split=split_id, bits=np.packbits(left)))
         await send(self.party, self.active, Place(placements), t=t, d=d)
 

@@ -19,7 +19,7 @@ from hefl.errors import ConfigError, ProtocolError
 from hefl.messages import gather, send
 from hefl.protocols.vf2boost.messages import Predict, refuse
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
-from hefl.protocols.vf2boost.tree import sigmoid
+from hefl.protocols.vf2boost.objectives import objective_of
 
 
 def _as_party_model(model: PartyModel | str) -> PartyModel:
@@ -48,7 +48,8 @@ async def predict_passive(
 async def predict_active(
     party: Party, X: np.ndarray, model: PartyModel | str, *, passives: list[str] | None = None
 ) -> np.ndarray:
-    """The active party's side: returns the probabilities of class 1.
+    """The active party's side: returns the predictions (probabilities of class 1, or values
+    for ``reg:squarederror``).
 
     Args:
         party: the runtime's Party.
@@ -70,7 +71,7 @@ async def predict_active(
         margin = pm.combine_margin(all_masks)
     except ConfigError as exc:
         raise ProtocolError(f"the parties' models do not match: {exc}") from None
-    return sigmoid(margin)
+    return objective_of(pm.objective or "binary:logistic").transform(margin)
 
 
 def _unpack_masks(name: str, reply: Predict, pm: PartyModel, n: int) -> list[np.ndarray]:
@@ -110,7 +111,7 @@ def predict(
         names: party names (default: the names stored in the model).
 
     Returns:
-        Probabilities of class 1.
+        The predictions (as :meth:`FederatedModel.predict`).
     """
     if not isinstance(X_parts, list | tuple) or len(X_parts) != len(model.parties):
         raise ConfigError(f"expected {len(model.parties)} feature blocks, one per party")

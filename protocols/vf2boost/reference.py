@@ -1,6 +1,6 @@
 """plaintext_reference: the same GBDT as the federation, without encryption — the oracle.
 
-Logistic loss, depth-wise growth, histogram split finding on each party's own bins, histogram
+The objective's loss, depth-wise growth, histogram split finding on each party's own bins, histogram
 subtraction (build the smaller child, derive the sibling), gain and leaf-weight formulas and
 tie rule from :mod:`hefl.protocols.vf2boost.tree`. The federated protocol must build exactly
 these trees; the tests compare them split by split.
@@ -13,20 +13,24 @@ from dataclasses import dataclass
 import numpy as np
 
 from hefl.errors import ConfigError
-from hefl.protocols.vf2boost.binning import Binner, check_features
+from hefl.protocols.vf2boost.binning import MISSING_BIN, Binner, check_columns, check_features
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel, TreeStructure
+from hefl.protocols.vf2boost.objectives import objective_of
+from hefl.protocols.vf2boost.sampling import apply_sampling, sample_columns
 from hefl.protocols.vf2boost.tree import (
     Candidate,
-    base_margin,
+    SplitParams,
     best_position,
     candidate_mask,
-    encode_fixed,
+    decode_position,
+    encode_gh,
     exact_group_sums,
+    go_left,
     leaf_weight,
-    logistic_gradients,
     pick_winner,
     score_cumulative,
+    split_sums,
 )
 
 
@@ -35,32 +39,21 @@ def party_names(n_parties: int) -> list[str]:
     return ["active"] + [f"passive{i}" for i in range(1, n_parties)]
 
 
-def check_labels(y: object, n_rows: int | None = None, who: str = "active") -> np.ndarray:
-    """Validate binary labels and return them as float64.
+def check_labels(
+    y: object, n_rows: int | None = None, who: str = "active", objective: str = "binary:logistic"
+) -> np.ndarray:
+    """Validate labels for ``objective`` and return them as float64.
 
     Raises:
-        ConfigError: not 1-D, NaN, values other than 0/1, or a row count mismatch.
+        ConfigError: not 1-D, NaN, values outside the objective's range, or a row count
+            mismatch (names the party and the objective).
     """
-    try:
-        arr = np.asarray(y, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{who}: labels must be numeric 0/1, got {exc}") from None
-    if arr.ndim != 1:
-        raise ConfigError(f"{who}: labels must be a 1-D array, got shape {arr.shape}")
-    if np.isnan(arr).any():
-        raise ConfigError(f"{who}: labels contain NaN at row {int(np.argmax(np.isnan(arr)))}")
-    bad = ~np.isin(arr, (0.0, 1.0))
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ConfigError(f"{who}: labels must be 0 or 1; row {i} is {arr[i]!r}")
-    if n_rows is not None and arr.shape[0] != n_rows:
-        raise ConfigError(
-            f"{who}: {arr.shape[0]} labels for {n_rows} feature rows; they must match"
-        )
-    return arr
+    return objective_of(objective).check_labels(y, n_rows, who)
 
 
-def check_parts(X_parts: object, y: object) -> tuple[list[np.ndarray], np.ndarray]:
+def check_parts(
+    X_parts: object, y: object, objective: str = "binary:logistic"
+) -> tuple[list[np.ndarray], np.ndarray]:
     """Validate vertically split features and labels (X_parts[0] is the active party's).
 
     Raises:
@@ -69,7 +62,10 @@ def check_parts(X_parts: object, y: object) -> tuple[list[np.ndarray], np.ndarra
     if not isinstance(X_parts, list | tuple) or len(X_parts) < 2:
         raise ConfigError("X_parts must be a list of >= 2 feature blocks (active party first)")
     names = party_names(len(X_parts))
-    parts = [check_features(X, who=f"party {n!r}") for n, X in zip(names, X_parts, strict=True)]
+    parts = [
+        check_columns(check_features(X, who=f"party {n!r}"), who=f"party {n!r}")
+        for n, X in zip(names, X_parts, strict=True)
+    ]
     n = parts[0].shape[0]
     for name, X in zip(names, parts, strict=True):
         if X.shape[0] != n:
@@ -79,7 +75,7 @@ def check_parts(X_parts: object, y: object) -> tuple[list[np.ndarray], np.ndarra
             )
     if n < 2:
         raise ConfigError("training needs at least 2 rows")
-    return parts, check_labels(y, n)
+    return parts, check_labels(y, n, objective=objective)
 
 
 @dataclass
@@ -112,24 +108,38 @@ class _Parties:
     cfg: VF2BoostConfig
     bins: list[np.ndarray]
     widths: list[int]
-    masks: list[np.ndarray]
+    masks: list[np.ndarray]  # per party, (features × width × 2) valid candidates
     models: list[PartyModel]
+    params: SplitParams | None = None  # the current tree's
+    tree_masks: list[np.ndarray] | None = None  # the masks with the tree's column sample
 
     @classmethod
     def fit(cls, parts: list[np.ndarray], cfg: VF2BoostConfig) -> _Parties:
         names = party_names(len(parts))
         binners = [Binner.fit(X, cfg.max_bin, who=n) for X, n in zip(parts, names, strict=True)]
         widths = [int(b.n_bins.max()) if b.n_features else 1 for b in binners]
+        bins = [b.transform(X) for b, X in zip(binners, parts, strict=True)]
         return cls(
             cfg=cfg,
-            bins=[b.transform(X) for b, X in zip(binners, parts, strict=True)],
+            bins=bins,
             widths=widths,
-            masks=[candidate_mask(b.n_bins, w) for b, w in zip(binners, widths, strict=True)],
+            masks=[
+                candidate_mask(b.n_bins, w, (x == MISSING_BIN).any(axis=0))
+                for b, w, x in zip(binners, widths, bins, strict=True)
+            ],
             models=[
                 PartyModel(index=i, name=n, binner=b)
                 for i, (n, b) in enumerate(zip(names, binners, strict=True))
             ],
         )
+
+    def start_tree(self, t: int, g_exp: int) -> None:
+        """Set tree ``t``'s scoring parameters and column samples."""
+        self.params = SplitParams.of(self.cfg, g_exp)
+        self.tree_masks = [
+            m & sample_columns(self.cfg, t, p, m.shape[0])[:, None, None]
+            for p, m in enumerate(self.masks)
+        ]
 
 
 def plaintext_reference(
@@ -139,7 +149,7 @@ def plaintext_reference(
 
     Args:
         X_parts: feature blocks, one per party (X_parts[0]: the active party's), same rows.
-        y: 0/1 labels.
+        y: labels (0/1, or the objective's targets).
         cfg: the configuration (crypto switches are ignored).
 
     Returns:
@@ -149,14 +159,17 @@ def plaintext_reference(
         ConfigError: invalid features, labels or config.
     """
     cfg = cfg or VF2BoostConfig()
-    parts, yf = check_parts(X_parts, y)
+    parts, yf = check_parts(X_parts, y, cfg.objective)
     ps = _Parties.fit(parts, cfg)
-    margin0 = base_margin(yf, cfg.base_score)
+    objective = objective_of(cfg.objective)
+    margin0 = objective.base_margin(yf, cfg.base_score)
     ps.models[0].base_margin = margin0
+    ps.models[0].objective = objective.name
     margin = np.full(yf.shape[0], margin0)
-    for _ in range(cfg.n_estimators):
-        g, h = logistic_gradients(margin, yf)
-        gi, hi = encode_fixed(g, cfg.frac_bits), encode_fixed(h, cfg.frac_bits)
+    for t in range(cfg.n_estimators):
+        g, h = apply_sampling(cfg, t, *objective.gradients(margin, yf))
+        gi, hi, g_exp = encode_gh(g, h, cfg.frac_bits)
+        ps.start_tree(t, g_exp)
         nodes, leaf_values = _grow_tree(ps, gi, hi)
         for m in ps.models:
             m.trees.append(
@@ -174,7 +187,8 @@ def _grow_tree(
     ps: _Parties, gi: np.ndarray, hi: np.ndarray
 ) -> tuple[list[dict[str, int]], list[float]]:
     """One tree, depth-wise; returns its nodes and leaf values."""
-    cfg = ps.cfg
+    cfg, params = ps.cfg, ps.params
+    assert params is not None  # start_tree ran
     all_rows = np.arange(len(gi))
     zeros = np.zeros(len(gi), dtype=np.int64)
     G0, H0 = exact_group_sums(gi, zeros, 1)[0], exact_group_sums(hi, zeros, 1)[0]
@@ -188,7 +202,7 @@ def _grow_tree(
             winner = _best_split(ps, node) if node.depth < cfg.max_depth else None
             if winner is None:
                 nodes[node.index] = {"leaf": len(leaf_values)}
-                w = leaf_weight(node.G, node.H, cfg.frac_bits, cfg.reg_lambda, cfg.learning_rate)
+                w = leaf_weight(node.G, node.H, params)
                 leaf_values.append(w)
             else:
                 next_layer.extend(_split(ps, node, winner, nodes))
@@ -198,15 +212,13 @@ def _grow_tree(
 
 def _best_split(ps: _Parties, node: _Node) -> Candidate | None:
     """The node's winning candidate across all parties (None: it becomes a leaf)."""
-    cfg = ps.cfg
     assert node.hists is not None  # _fill_histograms filled every node of the layer
+    assert ps.params is not None and ps.tree_masks is not None  # start_tree ran
     cands = []
     for p, (hg, hh) in enumerate(node.hists):
-        GL, HL = np.cumsum(hg, axis=1), np.cumsum(hh, axis=1)
-        gains = score_cumulative(
-            GL, HL, node.G, node.H, cfg.frac_bits, cfg.reg_lambda, cfg.gamma, cfg.min_child_weight
-        )
-        gain, pos = best_position(np.where(ps.masks[p], gains, -np.inf))
+        GL, HL = split_sums(hg, hh)
+        gains = score_cumulative(GL, HL, node.G, node.H, ps.params)
+        gain, pos = best_position(np.where(ps.tree_masks[p], gains, -np.inf))
         cands.append(Candidate(gain, p, pos))
     return pick_winner(cands)
 
@@ -217,15 +229,15 @@ def _split(
     """Record the split of ``node`` by ``winner`` in its owner's model; returns the children."""
     assert node.hists is not None
     p = winner.party
-    f, k = divmod(winner.position, ps.widths[p])
+    f, k, default_left = decode_position(winner.position, ps.widths[p])
     split_id = len(ps.models[p].splits)
-    ps.models[p].splits[split_id] = (f, k)
-    go_left = ps.bins[p][node.rows, f] <= k
-    hg, hh = node.hists[p]
-    GL, HL = int(np.sum(hg[f, : k + 1])), int(np.sum(hh[f, : k + 1]))
+    ps.models[p].splits[split_id] = (f, k, default_left)
+    left_rows = go_left(ps.bins[p][node.rows, f], k, default_left)
+    GLs, HLs = split_sums(*node.hists[p])
+    GL, HL = int(GLs[f, k, int(default_left)]), int(HLs[f, k, int(default_left)])
     i = len(nodes)
-    left = _Node(i, node.depth + 1, node.rows[go_left], GL, HL)
-    right = _Node(i + 1, node.depth + 1, node.rows[~go_left], node.G - GL, node.H - HL)
+    left = _Node(i, node.depth + 1, node.rows[left_rows], GL, HL)
+    right = _Node(i + 1, node.depth + 1, node.rows[~left_rows], node.G - GL, node.H - HL)
     nodes[node.index] = {"owner": p, "split": split_id, "left": i, "right": i + 1}
     nodes.extend([{}, {}])
     left.parent_hists = right.parent_hists = node.hists
@@ -276,8 +288,8 @@ def _tree_output(
             out[rows] = leaf_values[node["leaf"]]
             continue
         p = node["owner"]
-        f, k = models[p].splits[node["split"]]
-        go_left = bins[p][rows, f] <= k
-        stack.append((node["left"], rows[go_left]))
-        stack.append((node["right"], rows[~go_left]))
+        f, k, default_left = models[p].splits[node["split"]]
+        left = go_left(bins[p][rows, f], k, default_left)
+        stack.append((node["left"], rows[left]))
+        stack.append((node["right"], rows[~left]))
     return out
