@@ -30,7 +30,7 @@ from hefl.protocols.vf2boost.active_tree import Training, grow_tree
 from hefl.protocols.vf2boost.binning import MISSING_BIN, Binner, check_features
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.model import PartyModel
-from hefl.protocols.vf2boost.objectives import objective_of
+from hefl.protocols.vf2boost.objectives import config_objective
 from hefl.protocols.vf2boost.reference import check_labels
 from hefl.protocols.vf2boost.tree import candidate_mask
 
@@ -73,7 +73,8 @@ async def active_party(
         PeerFailed: a passive party failed or disconnected.
     """
     X = check_features(X, who=f"party {party.name!r}")
-    yf = check_labels(y, X.shape[0], who=f"party {party.name!r}", objective=cfg.objective)
+    who = f"party {party.name!r}"
+    yf = check_labels(y, X.shape[0], who=who, objective=cfg.objective, num_class=cfg.num_class)
     n = X.shape[0]
     passives = list(passives) if passives is not None else sorted(party.peers)
     n_features = await greet(party, n, cfg, passives)
@@ -127,19 +128,22 @@ async def _train(
 ) -> list[float]:
     """Grow every tree; returns the seconds each took."""
     cfg, pool = run.cfg, run.crypto.pool
-    objective = objective_of(cfg.objective)
+    objective = config_objective(cfg)
     run.model.base_margin = objective.base_margin(y, cfg.base_score)
     run.model.objective = objective.name
-    margin = np.full(len(y), run.model.base_margin)
+    run.model.num_class = objective.num_class
+    margin = objective.initial_margin(len(y), run.model.base_margin)
     tree_seconds: list[float] = []
-    for t in range(cfg.n_estimators):
-        t0 = time.perf_counter()
-        if pool is not None and not prefill:
-            # this tree takes what is buffered; refill only what later trees will use
-            later = run.crypto.per_row * len(y) * (cfg.n_estimators - t - 1)
-            pool.resize(min(pool.capacity, later))
-        margin = margin + await grow_tree(run, t, margin, y)
-        tree_seconds.append(time.perf_counter() - t0)
-        if progress is not None:
-            progress(t + 1, cfg.n_estimators, tree_seconds[-1])
+    for _ in range(cfg.n_estimators):
+        for g, h in objective.round_gradients(margin, y):
+            t = len(tree_seconds)
+            t0 = time.perf_counter()
+            if pool is not None and not prefill:
+                # this tree takes what is buffered; refill only what later trees will use
+                later = run.crypto.per_row * len(y) * (cfg.n_trees - t - 1)
+                pool.resize(min(pool.capacity, later))
+            objective.add_tree(margin, t, await grow_tree(run, t, g, h))
+            tree_seconds.append(time.perf_counter() - t0)
+            if progress is not None:
+                progress(t + 1, cfg.n_trees, tree_seconds[-1])
     return tree_seconds

@@ -17,7 +17,7 @@ from hefl.protocols.vf2boost.budget import BitPlan, plan_bits
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.encgh import layout_of
 from hefl.protocols.vf2boost.messages import Hello, Session, Setup
-from hefl.protocols.vf2boost.objectives import objective_of
+from hefl.protocols.vf2boost.objectives import config_objective
 
 #: obfuscators made per background task of the pool
 POOL_CHUNK = 256
@@ -108,7 +108,7 @@ async def start_keys(
         pk.n_bits,
         pack_gh=cfg.pack_gh,
         pack_histograms=cfg.pack_histograms,
-        h_log2=objective_of(cfg.objective).h_log2,
+        h_log2=config_objective(cfg).h_log2,
     )
     for index, name in enumerate(passives, start=1):
         await send(party, name, Setup(public_key=pk, index=index, n_rows=n_rows))
@@ -148,7 +148,7 @@ def start_obfuscators(crypto: ActiveCrypto, cfg: VF2BoostConfig, n_rows: int, pr
     """
     if not (cfg.precompute and cfg.blaster):
         return 0
-    trees = cfg.n_estimators if prefill else min(cfg.n_estimators, 2)
+    trees = cfg.n_trees if prefill else min(cfg.n_trees, 2)
     need = crypto.per_row * n_rows * trees
     crypto.pool = ObfuscatorPool(
         crypto.pk,

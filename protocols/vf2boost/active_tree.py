@@ -39,7 +39,6 @@ from hefl.protocols.vf2boost.messages import (
     tree_prefixes,
 )
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
-from hefl.protocols.vf2boost.objectives import objective_of
 from hefl.protocols.vf2boost.reference import party_histogram
 from hefl.protocols.vf2boost.sampling import apply_sampling, sample_columns
 from hefl.protocols.vf2boost.tree import (
@@ -122,8 +121,8 @@ class Choice:
     sums: set[tuple[int, int]] = field(default_factory=set)
 
 
-async def grow_tree(run: Training, t: int, margin: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Grow tree ``t`` from the current margins and add it to the model.
+async def grow_tree(run: Training, t: int, g: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Grow tree ``t`` from its gradients and hessians and add it to the model.
 
     Returns:
         The tree's output on the training rows.
@@ -132,8 +131,7 @@ async def grow_tree(run: Training, t: int, margin: np.ndarray, y: np.ndarray) ->
         ProtocolError: a passive party sent malformed or inconsistent data (named).
         PeerFailed: a passive party failed.
     """
-    objective = objective_of(run.cfg.objective)
-    g, h = apply_sampling(run.cfg, t, *objective.gradients(margin, y))
+    g, h = apply_sampling(run.cfg, t, g, h)
     gi, hi, g_exp = encode_gh(g, h, run.cfg.frac_bits)
     grower = TreeGrower(run, t, gi, hi, SplitParams.of(run.cfg, g_exp))
     async with task_group() as tree_tasks:  # the g‖h stream runs while the layers grow

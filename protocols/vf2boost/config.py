@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hefl.errors import ConfigError
-from hefl.protocols.vf2boost.objectives import OBJECTIVES
+from hefl.protocols.vf2boost.objectives import MAX_CLASSES, OBJECTIVES
 
 ENCODINGS = ("fixed", "phe")
 MIN_SECURE_KEY_BITS = 2048
@@ -36,7 +36,11 @@ class VF2BoostConfig:
 
     Attributes:
         objective: the loss, XGBoost's name: ``"binary:logistic"`` (labels 0/1),
-            ``"reg:logistic"`` (targets in [0, 1]) or ``"reg:squarederror"`` (any targets).
+            ``"reg:logistic"`` (targets in [0, 1]), ``"reg:squarederror"`` (any targets) or
+            ``"multi:softprob"`` (labels 0..num_class−1).
+        num_class: K, the classes of ``multi:softprob`` (2 < K <= 32); 0 otherwise.
+        multi_strategy: ``"one_output_per_tree"`` (XGBoost's default: K trees per round, one
+            per class); XGBoost's ``"multi_output_tree"`` is not implemented yet (refused).
         n_estimators: number of trees (>= 1).
         max_depth: depth of each tree (1..16; depth d has at most 2^d leaves).
         learning_rate: shrinkage applied to every leaf weight, in (0, 1].
@@ -80,6 +84,8 @@ class VF2BoostConfig:
     """
 
     objective: str = "binary:logistic"
+    num_class: int = 0
+    multi_strategy: str = "one_output_per_tree"
     n_estimators: int = 10
     max_depth: int = 5
     learning_rate: float = 0.3
@@ -128,6 +134,7 @@ class VF2BoostConfig:
             raise bad("learning_rate", "must be a number in (0, 1]")
         if self.objective not in OBJECTIVES:
             raise bad("objective", f"is not supported; use one of {OBJECTIVES}")
+        self._validate_classes(bad)
         for name in ("reg_lambda", "reg_alpha", "max_delta_step", "gamma", "min_child_weight"):
             v = getattr(self, name)
             if not _is_real(v) or v < 0:
@@ -172,10 +179,26 @@ class VF2BoostConfig:
         if self.workers is not None and (not _is_int(self.workers) or self.workers < 1):
             raise bad("workers", "must be None or an int >= 1")
 
+    def _validate_classes(self, bad: Any) -> None:
+        multi = self.objective == "multi:softprob"
+        if not _is_int(self.num_class) or (multi and not 2 < self.num_class <= MAX_CLASSES):
+            raise bad("num_class", f"must be an int in (2, {MAX_CLASSES}] for multi:softprob")
+        if not multi and self.num_class not in (0, 1):
+            raise bad("num_class", f"is only for multi:softprob, not {self.objective}")
+        if self.multi_strategy == "multi_output_tree":
+            raise bad("multi_strategy", "is not implemented yet; use 'one_output_per_tree'")
+        if self.multi_strategy != "one_output_per_tree":
+            raise bad("multi_strategy", "must be 'one_output_per_tree'")
+
+    @property
+    def n_trees(self) -> int:
+        """Trees in the model: n_estimators rounds of one tree (K with multi:softprob)."""
+        return self.n_estimators * (self.num_class if self.objective == "multi:softprob" else 1)
+
     def _validate_base_score(self, bad: Any) -> None:
         if self.base_score is None:
             return
-        if self.objective == "reg:squarederror":
+        if self.objective in ("reg:squarederror", "multi:softprob"):
             if not _is_real(self.base_score):
                 raise bad("base_score", "must be a finite number or None (label mean)")
         elif not _is_real(self.base_score) or not 0 < self.base_score < 1:
@@ -258,8 +281,6 @@ XGBOOST_UNSUPPORTED = (
     "max_cat_threshold",
     "max_leaves",
     "monotone_constraints",
-    "multi_strategy",
-    "num_class",
     "num_parallel_tree",
     "process_type",
     "refresh_leaf",

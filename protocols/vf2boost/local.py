@@ -15,7 +15,7 @@ from hefl.protocols.vf2boost.active import active_party
 from hefl.protocols.vf2boost.budget import plan_bits
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
-from hefl.protocols.vf2boost.objectives import objective_of
+from hefl.protocols.vf2boost.objectives import config_objective
 from hefl.protocols.vf2boost.passive import passive_party
 from hefl.protocols.vf2boost.reference import check_parts, party_names
 
@@ -98,7 +98,7 @@ def _check_budget(cfg: VF2BoostConfig, n_rows: int, keypair: Any) -> None:
         key_bits,
         pack_gh=cfg.pack_gh,
         pack_histograms=cfg.pack_histograms,
-        h_log2=objective_of(cfg.objective).h_log2,
+        h_log2=config_objective(cfg).h_log2,
     )
 
 
@@ -145,7 +145,7 @@ def fit(
         PeerFailed: a party failed during training (names it and why).
     """
     cfg = cfg or VF2BoostConfig()
-    parts, yf = check_parts(X_parts, y, cfg.objective)
+    parts, yf = check_parts(X_parts, y, cfg.objective, cfg.num_class)
     _check_budget(cfg, len(yf), keypair)
     names = list(names) if names is not None else party_names(len(parts))
     if len(names) != len(parts) or len(set(names)) != len(names):

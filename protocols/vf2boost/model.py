@@ -20,7 +20,7 @@ import numpy as np
 
 from hefl.errors import ConfigError
 from hefl.protocols.vf2boost.binning import Binner
-from hefl.protocols.vf2boost.objectives import objective_of
+from hefl.protocols.vf2boost.objectives import OBJECTIVES, Objective, objective_of
 from hefl.protocols.vf2boost.tree import go_left
 
 FORMAT = "hefl.vf2boost.party-model/1"
@@ -57,6 +57,7 @@ class PartyModel:
         trees: the tree structures (with leaf values for the active party).
         base_margin: initial margin (active party only).
         objective: the loss (active party only; it turns margins into predictions).
+        num_class: K for multi:softprob (tree t adds to class t mod K), else 1.
         feature_names: optional names of its columns.
     """
 
@@ -67,6 +68,7 @@ class PartyModel:
     trees: list[TreeStructure] = field(default_factory=list)
     base_margin: float | None = None
     objective: str | None = None
+    num_class: int = 1
     feature_names: list[str] | None = None
 
     @property
@@ -103,16 +105,21 @@ class PartyModel:
             out.append(masks)
         return out
 
-    def combine_margin(self, masks_by_party: list[list[np.ndarray]]) -> np.ndarray:
-        """Active party: margins from every party's leaf masks (this party's included).
+    def loss(self) -> Objective:
+        """The model's :class:`~hefl.protocols.vf2boost.objectives.Objective`."""
+        return objective_of(self.objective or "binary:logistic", self.num_class)
+
+    def combine_margin(self, masks_by_party: list[list[np.ndarray]], n: int) -> np.ndarray:
+        """Active party: margins of ``n`` rows from every party's leaf masks (this party's
+        included): (rows,), or (rows × K) for multi:softprob.
 
         Raises:
             ConfigError: called on a passive model or with inconsistent masks.
         """
         if not self.is_active or self.base_margin is None:
             raise ConfigError("only the active party's model holds leaf values")
-        n = masks_by_party[0][0].shape[1] if self.trees else 0
-        margin = np.full(n, self.base_margin, dtype=np.float64)
+        loss = self.loss()
+        margin = loss.initial_margin(n, self.base_margin)
         for t, tree in enumerate(self.trees):
             reach = np.logical_and.reduce([m[t] for m in masks_by_party])
             if not np.all(reach.sum(axis=0) == 1):
@@ -120,7 +127,7 @@ class PartyModel:
                     f"tree {t}: the parties' leaf masks do not single out one leaf per row; "
                     "the party models do not belong to the same training"
                 )
-            margin += np.asarray(tree.leaf_values, dtype=np.float64) @ reach
+            loss.add_tree(margin, t, np.asarray(tree.leaf_values, dtype=np.float64) @ reach)
         return margin
 
     def to_json(self) -> str:
@@ -135,6 +142,7 @@ class PartyModel:
                 "trees": [{"nodes": t.nodes, "leaf_values": t.leaf_values} for t in self.trees],
                 "base_margin": self.base_margin,
                 "objective": self.objective,
+                "num_class": self.num_class,
                 "feature_names": self.feature_names,
             }
         )
@@ -171,6 +179,7 @@ class PartyModel:
                 trees=trees,
                 base_margin=None if d["base_margin"] is None else float(d["base_margin"]),
                 objective=_objective_entry(d.get("objective"), d["base_margin"]),
+                num_class=int(d.get("num_class", 1)),
                 feature_names=d.get("feature_names"),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -189,9 +198,9 @@ def _objective_entry(name: Any, base_margin: Any) -> str | None:
     """A saved objective (an active party's file without one is binary:logistic)."""
     if name is None:
         return None if base_margin is None else "binary:logistic"
-    if not isinstance(name, str):
-        raise ValueError(f"objective must be a string, got {name!r}")
-    return objective_of(name).name
+    if not isinstance(name, str) or name not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {name!r}")
+    return name
 
 
 @dataclass
@@ -227,7 +236,7 @@ class FederatedModel:
         if len(rows) != 1:
             raise ConfigError(f"the parties' feature blocks have different row counts {rows}")
         masks = [p.leaf_masks(X) for p, X in zip(self.parties, X_parts, strict=True)]
-        return self.active.combine_margin(masks)
+        return self.active.combine_margin(masks, rows.pop())
 
     @property
     def objective(self) -> str:
@@ -235,12 +244,12 @@ class FederatedModel:
         return self.active.objective or "binary:logistic"
 
     def predict(self, X_parts: list[np.ndarray]) -> np.ndarray:
-        """Predictions: probabilities of class 1 (or of the target, ``reg:logistic``), or
-        values (``reg:squarederror``)."""
-        return objective_of(self.objective).transform(self.decision_function(X_parts))
+        """Predictions: probabilities of class 1 (or of the target, ``reg:logistic``), class
+        probabilities (rows × K, ``multi:softprob``), or values (``reg:squarederror``)."""
+        return self.active.loss().transform(self.decision_function(X_parts))
 
     def predict_proba(self, X_parts: list[np.ndarray]) -> np.ndarray:
-        """Probability of class 1 for each row.
+        """Probability of class 1 for each row, or (rows × K) class probabilities.
 
         Raises:
             ConfigError: a regression model (use :meth:`predict`).

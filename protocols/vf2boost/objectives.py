@@ -3,6 +3,10 @@
 * ``binary:logistic``: labels 0/1, margin = log-odds, prediction = probability of class 1.
 * ``reg:logistic``: targets in [0, 1] (e.g. rates), the same loss and link as binary.
 * ``reg:squarederror``: any finite targets, g = prediction − y, h = 1, prediction = margin.
+* ``multi:softprob``: labels 0..K−1 (``num_class`` = K), one margin per class, softmax
+  probabilities; g_k = p_k − [y = k], h_k = 2·p_k(1 − p_k) as XGBoost's. With
+  ``multi_strategy="one_output_per_tree"`` every round grows one tree per class from the
+  gradients at the round's start.
 
 Each objective states a bound on its hessian (``h_log2``: h <= 2^h_log2) that the bit-budget
 planner uses for the h lane. Gradients need no fixed bound: each tree encodes g scaled by a
@@ -14,13 +18,15 @@ nature, so their scale comes from the current residuals of the labels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from hefl.errors import ConfigError
 from hefl.protocols.vf2boost.tree import sigmoid
 
-OBJECTIVES = ("binary:logistic", "reg:logistic", "reg:squarederror")
+OBJECTIVES = ("binary:logistic", "reg:logistic", "reg:squarederror", "multi:softprob")
+MAX_CLASSES = 32
 
 
 @dataclass(frozen=True)
@@ -29,11 +35,17 @@ class Objective:
 
     Attributes:
         name: XGBoost's name of the objective.
-        h_log2: h <= 2^h_log2 for every row (logistic: 1/4, squared error: 1).
+        h_log2: h <= 2^h_log2 for every row (logistic: 1/4, softmax: 1/2, squared error: 1).
+        num_class: K for ``multi:softprob``, else 1 (one margin per row).
     """
 
     name: str
     h_log2: int
+    num_class: int = 1
+
+    @property
+    def multi(self) -> bool:
+        return self.name == "multi:softprob"
 
     @property
     def logistic(self) -> bool:
@@ -58,6 +70,9 @@ class Objective:
             raise ConfigError(f"{who}: labels contain ±inf at row {int(np.argmax(np.isinf(arr)))}")
         if self.name == "binary:logistic":
             bad, why = ~np.isin(arr, (0.0, 1.0)), "must be 0 or 1"
+        elif self.multi:
+            K = self.num_class
+            bad, why = ~np.isin(arr, np.arange(K)), f"must be integers 0..{K - 1} (num_class={K})"
         elif self.name == "reg:logistic":
             bad, why = (arr < 0) | (arr > 1), "must be in [0, 1]"
         else:
@@ -69,6 +84,13 @@ class Objective:
             raise ConfigError(
                 f"{who}: {arr.shape[0]} labels for {n_rows} feature rows; they must match"
             )
+        if self.multi:
+            absent = sorted(set(range(self.num_class)) - set(np.unique(arr).astype(int).tolist()))
+            if absent:
+                raise ConfigError(
+                    f"{who}: num_class={self.num_class} disagrees with the labels: class(es) "
+                    f"{absent} never occur"
+                )
         return arr
 
     def base_margin(self, y: np.ndarray, base_score: float | None) -> float:
@@ -78,6 +100,8 @@ class Objective:
         Raises:
             ConfigError: logistic labels whose mean is 0 or 1 (an infinite logit).
         """
+        if self.multi:  # one margin for every class: softmax does not see it (XGBoost's 0.5)
+            return 0.5 if base_score is None else float(base_score)
         p = float(np.mean(y)) if base_score is None else float(base_score)
         if not self.logistic:
             return p
@@ -89,26 +113,78 @@ class Objective:
         return float(np.log(p / (1 - p)))
 
     def gradients(self, margin: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """g and h of the loss at the current margins."""
+        """g and h of the loss at the current margins (rows × K for ``multi:softprob``)."""
+        if self.multi:
+            p = softmax(margin)
+            onehot = np.arange(self.num_class)[None, :] == y.astype(np.int64)[:, None]
+            return p - onehot, np.maximum(2.0 * p * (1.0 - p), 1e-16)
         if not self.logistic:
             return margin - y, np.ones_like(margin)
         p = sigmoid(margin)
         return p - y, p * (1.0 - p)
 
     def transform(self, margin: np.ndarray) -> np.ndarray:
-        """Margins -> predictions (probabilities, or values for squared error)."""
+        """Margins -> predictions (probabilities, (rows × K) for softmax, or values)."""
+        if self.multi:
+            return softmax(margin)
         return sigmoid(margin) if self.logistic else np.asarray(margin, dtype=np.float64)
 
+    def initial_margin(self, n_rows: int, base_margin: float) -> np.ndarray:
+        """The margins before the first tree: (rows,), or (rows × K) for softmax."""
+        shape = (n_rows, self.num_class) if self.multi else (n_rows,)
+        return np.full(shape, base_margin, dtype=np.float64)
 
-def objective_of(name: str) -> Objective:
-    """The :class:`Objective` called ``name``.
+    def round_gradients(
+        self, margin: np.ndarray, y: np.ndarray
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The (g, h) of each tree of a round: one pair, or one per class for softmax (all
+        from the margins at the round's start, as XGBoost)."""
+        g, h = self.gradients(margin, y)
+        if not self.multi:
+            return [(g, h)]
+        return [(g[:, k], h[:, k]) for k in range(self.num_class)]
+
+    def add_tree(self, margin: np.ndarray, t: int, out: np.ndarray) -> None:
+        """Add tree ``t``'s output to the margins (in place; its class's column)."""
+        if self.multi:
+            margin[:, self.tree_class(t)] += out
+        else:
+            margin += out
+
+    def tree_class(self, t: int) -> int:
+        """The class (margin column) tree ``t`` adds to: t mod K (0 with one margin)."""
+        return t % self.num_class
+
+
+def softmax(margin: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of a (rows × K) margin matrix (shifted by the row max: stable)."""
+    z = np.asarray(margin, dtype=np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def objective_of(name: str, num_class: int = 0) -> Objective:
+    """The :class:`Objective` called ``name`` (``num_class`` classes for multi:softprob).
 
     Raises:
-        ConfigError: an objective hefl does not train (names it and the known ones).
+        ConfigError: an objective hefl does not train (names it and the known ones), or a
+            multi-class objective without 2 < num_class <= 32.
     """
     if name not in OBJECTIVES:
         raise ConfigError(f"objective={name!r} is not supported; use one of {OBJECTIVES}")
-    return Objective(name, h_log2=-2 if name != "reg:squarederror" else 0)
+    if name == "multi:softprob":
+        if not 2 < num_class <= MAX_CLASSES:
+            raise ConfigError(
+                f"num_class={num_class!r}: multi:softprob needs 2 < num_class <= {MAX_CLASSES} "
+                "(use binary:logistic for two classes)"
+            )
+        return Objective(name, h_log2=-1, num_class=num_class)
+    return Objective(name, h_log2=0 if name == "reg:squarederror" else -2)
 
 
-__all__ = ["OBJECTIVES", "Objective", "objective_of"]
+def config_objective(cfg: Any) -> Objective:
+    """The objective of a VF2BoostConfig (its ``objective`` and ``num_class``)."""
+    return objective_of(cfg.objective, cfg.num_class)
+
+
+__all__ = ["MAX_CLASSES", "OBJECTIVES", "Objective", "config_objective", "objective_of", "softmax"]

@@ -42,7 +42,7 @@ from hefl.protocols.vf2boost.messages import (
     tree_prefixes,
 )
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
-from hefl.protocols.vf2boost.objectives import objective_of
+from hefl.protocols.vf2boost.objectives import config_objective
 from hefl.protocols.vf2boost.passive_hist import Histograms, Speculated, TreeState
 from hefl.protocols.vf2boost.sampling import sample_columns
 from hefl.protocols.vf2boost.tree import candidate_mask, decode_position, go_left
@@ -89,7 +89,7 @@ async def passive_party(
             # mostly waits then) rather than at the first seal, where the active party waits
             warm = party.offload(_warm_job, role.session.key, cfg.obfuscation)
             role.warm = background.create_task(warm)
-        for t in range(cfg.n_estimators):
+        for t in range(cfg.n_trees):
             await role.grow_tree(t)
     return {"model": role.model.to_json(), "statistics": party.statistics()}
 
@@ -140,7 +140,7 @@ class PassiveParty:
             pk.n_bits,
             pack_gh=cfg.pack_gh,
             pack_histograms=cfg.pack_histograms,
-            h_log2=objective_of(cfg.objective).h_log2,
+            h_log2=config_objective(cfg).h_log2,
         )
         self.model.index = setup.index
         chunk = cfg.chunk_size if cfg.blaster else n_rows

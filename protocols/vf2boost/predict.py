@@ -19,7 +19,6 @@ from hefl.errors import ConfigError, ProtocolError
 from hefl.messages import gather, send
 from hefl.protocols.vf2boost.messages import Predict, refuse
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
-from hefl.protocols.vf2boost.objectives import objective_of
 
 
 def _as_party_model(model: PartyModel | str) -> PartyModel:
@@ -68,10 +67,10 @@ async def predict_active(
     replies = await gather(party, Predict, peers=passives)
     all_masks = [own] + [_unpack_masks(name, replies[name], pm, n) for name in passives]
     try:
-        margin = pm.combine_margin(all_masks)
+        margin = pm.combine_margin(all_masks, n)
     except ConfigError as exc:
         raise ProtocolError(f"the parties' models do not match: {exc}") from None
-    return objective_of(pm.objective or "binary:logistic").transform(margin)
+    return pm.loss().transform(margin)
 
 
 def _unpack_masks(name: str, reply: Predict, pm: PartyModel, n: int) -> list[np.ndarray]:

@@ -16,7 +16,7 @@ from hefl.errors import ConfigError
 from hefl.protocols.vf2boost.binning import MISSING_BIN, Binner, check_columns, check_features
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel, TreeStructure
-from hefl.protocols.vf2boost.objectives import objective_of
+from hefl.protocols.vf2boost.objectives import config_objective, objective_of
 from hefl.protocols.vf2boost.sampling import apply_sampling, sample_columns
 from hefl.protocols.vf2boost.tree import (
     Candidate,
@@ -40,7 +40,11 @@ def party_names(n_parties: int) -> list[str]:
 
 
 def check_labels(
-    y: object, n_rows: int | None = None, who: str = "active", objective: str = "binary:logistic"
+    y: object,
+    n_rows: int | None = None,
+    who: str = "active",
+    objective: str = "binary:logistic",
+    num_class: int = 0,
 ) -> np.ndarray:
     """Validate labels for ``objective`` and return them as float64.
 
@@ -48,11 +52,11 @@ def check_labels(
         ConfigError: not 1-D, NaN, values outside the objective's range, or a row count
             mismatch (names the party and the objective).
     """
-    return objective_of(objective).check_labels(y, n_rows, who)
+    return objective_of(objective, num_class).check_labels(y, n_rows, who)
 
 
 def check_parts(
-    X_parts: object, y: object, objective: str = "binary:logistic"
+    X_parts: object, y: object, objective: str = "binary:logistic", num_class: int = 0
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Validate vertically split features and labels (X_parts[0] is the active party's).
 
@@ -75,7 +79,7 @@ def check_parts(
             )
     if n < 2:
         raise ConfigError("training needs at least 2 rows")
-    return parts, check_labels(y, n, objective=objective)
+    return parts, check_labels(y, n, objective=objective, num_class=num_class)
 
 
 @dataclass
@@ -159,27 +163,31 @@ def plaintext_reference(
         ConfigError: invalid features, labels or config.
     """
     cfg = cfg or VF2BoostConfig()
-    parts, yf = check_parts(X_parts, y, cfg.objective)
+    parts, yf = check_parts(X_parts, y, cfg.objective, cfg.num_class)
     ps = _Parties.fit(parts, cfg)
-    objective = objective_of(cfg.objective)
+    objective = config_objective(cfg)
     margin0 = objective.base_margin(yf, cfg.base_score)
     ps.models[0].base_margin = margin0
     ps.models[0].objective = objective.name
-    margin = np.full(yf.shape[0], margin0)
-    for t in range(cfg.n_estimators):
-        g, h = apply_sampling(cfg, t, *objective.gradients(margin, yf))
-        gi, hi, g_exp = encode_gh(g, h, cfg.frac_bits)
-        ps.start_tree(t, g_exp)
-        nodes, leaf_values = _grow_tree(ps, gi, hi)
-        for m in ps.models:
-            m.trees.append(
-                TreeStructure(
-                    nodes=[dict(n) for n in nodes],
-                    leaf_values=list(leaf_values) if m.index == 0 else None,
+    ps.models[0].num_class = objective.num_class
+    margin = objective.initial_margin(yf.shape[0], margin0)
+    t = 0
+    for _ in range(cfg.n_estimators):
+        for g_t, h_t in objective.round_gradients(margin, yf):
+            g, h = apply_sampling(cfg, t, g_t, h_t)
+            gi, hi, g_exp = encode_gh(g, h, cfg.frac_bits)
+            ps.start_tree(t, g_exp)
+            nodes, leaf_values = _grow_tree(ps, gi, hi)
+            for m in ps.models:
+                m.trees.append(
+                    TreeStructure(
+                        nodes=[dict(n) for n in nodes],
+                        leaf_values=list(leaf_values) if m.index == 0 else None,
+                    )
                 )
-            )
-        # the margin update uses the model's own prediction path on the training bins
-        margin = margin + _tree_output(nodes, leaf_values, ps.bins, ps.models)
+            # the margin update uses the model's own prediction path on the training bins
+            objective.add_tree(margin, t, _tree_output(nodes, leaf_values, ps.bins, ps.models))
+            t += 1
     return FederatedModel(parties=ps.models)
 
 

@@ -43,12 +43,20 @@ def regression_target(parts, seed=0):
     return 3.0 * a[:, 0] - 2.0 * p[:, 1] + a[:, 2] * p[:, 0] + rng.normal(0, 0.5, len(a))
 
 
+def class_labels(parts, K=4):
+    """K roughly equal classes from :func:`regression_target`'s quantiles."""
+    s = regression_target(parts)
+    return np.digitize(s, np.quantile(s, np.arange(1, K) / K))
+
+
 def assert_lossless(model, ref, X_parts):
     assert model.resolved_trees() == ref.resolved_trees()
     np.testing.assert_array_equal(model.predict(X_parts), ref.predict(X_parts))
 
 
-@pytest.mark.parametrize("objective", ["binary:logistic", "reg:logistic", "reg:squarederror"])
+@pytest.mark.parametrize(
+    "objective", ["binary:logistic", "reg:logistic", "reg:squarederror", "multi:softprob"]
+)
 @pytest.mark.parametrize("missing", [0.0, 0.2])
 def test_every_objective_is_lossless_with_and_without_missing_values(
     adult_small, kp512, objective, missing
@@ -61,11 +69,15 @@ def test_every_objective_is_lossless_with_and_without_missing_values(
         y = np.clip(0.3 + 0.4 * y + np.random.default_rng(1).normal(0, 0.1, n), 0, 1)
     elif objective == "reg:squarederror":
         y = 40.0 * regression_target([X[:n] for X in two])  # residuals far above 1
-    cfg = small_cfg(objective=objective)
+    elif objective == "multi:softprob":
+        y = class_labels([X[:n] for X in two])
+    num_class = 4 if objective == "multi:softprob" else 0
+    cfg = small_cfg(objective=objective, num_class=num_class)
     model = fit_local(X_parts, y, cfg, keypair=kp512)
     ref = plaintext_reference(X_parts, y, cfg)
     assert_lossless(model, ref, X_parts)
     assert model.objective == objective
+    assert model.n_trees == cfg.n_estimators * max(1, num_class)
     if missing:  # some split learned to send the missing values left, and some right
         sides = {n["default_left"] for t in ref.resolved_trees() for n in t if "bin" in n}
         assert sides == {True, False}
@@ -180,3 +192,40 @@ def test_grad_exponent_and_regression_model_files(tmp_path, adult_small):
     np.testing.assert_array_equal(predict(two, loaded), model.predict(two))
     with pytest.raises(ConfigError, match="predict"):
         loaded.predict_proba(two)
+
+
+def test_multiclass_matches_xgboost_and_predicts_class_probabilities(adult_small, tmp_path):
+    xgb = pytest.importorskip("xgboost")
+    two, _, _ = adult_small
+    X_parts = [with_holes(X, 0.1, s) for s, X in enumerate(two)]
+    y = class_labels(two, K=4)
+    cfg = VF2BoostConfig(objective="multi:softprob", num_class=4, n_estimators=3, max_depth=3)
+    model = plaintext_reference(X_parts, y, cfg)
+    b = np.hstack([p.binner.transform(X) for p, X in zip(model.parties, X_parts, strict=True)])
+    binned = np.where(b == 0, np.nan, b.astype(np.float64))
+    params = {"objective": "multi:softprob", "num_class": 4, "tree_method": "hist",
+              "max_bin": 256, "max_depth": 3, "eta": 0.3, "reg_lambda": 1.0, "nthread": 1}  # fmt: skip
+    booster = xgb.train(params, xgb.DMatrix(binned, label=y), 3)
+    proba = model.predict_proba(X_parts)
+    assert proba.shape == (len(y), 4)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert np.abs(booster.predict(xgb.DMatrix(binned)) - proba).max() < 1e-6  # 6.6e-8 seen
+    model.save(tmp_path)
+    loaded = FederatedModel.load(tmp_path)
+    np.testing.assert_array_equal(predict(X_parts, loaded), proba)
+
+
+def test_multiclass_bad_input(adult_small):
+    two, _, _ = adult_small
+    y = class_labels(two, K=4)
+    cfg = VF2BoostConfig(objective="multi:softprob", num_class=4, n_estimators=1)
+    with pytest.raises(ConfigError, match=r"integers 0..3.*row"):
+        plaintext_reference(two, np.where(y == 3, 4, y), cfg)
+    with pytest.raises(ConfigError, match=r"num_class=5 disagrees.*\[4\]"):
+        fit_local(two, y, cfg.replace(num_class=5))
+    with pytest.raises(ConfigError, match="num_class"):
+        VF2BoostConfig(objective="multi:softprob")
+    with pytest.raises(ConfigError, match="num_class"):
+        VF2BoostConfig(num_class=3)
+    with pytest.raises(ConfigError, match="multi_output_tree"):
+        cfg.replace(multi_strategy="multi_output_tree")
