@@ -71,6 +71,13 @@ def _add_vf2boost_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learning-rate", type=_positive(float), default=0.3)
     p.add_argument("--bins", type=_positive(int), default=32, help="max bins per feature")
     p.add_argument(
+        "--objective",
+        choices=("binary:logistic", "reg:squarederror", "reg:logistic", "multi:softprob"),
+        default="binary:logistic",
+        help="the loss; the demo predicts income, age (regression) or marital status "
+        "(3 classes) from the other Adult columns (default binary:logistic)",
+    )
+    p.add_argument(
         "--rows",
         type=int,
         default=0,
@@ -210,9 +217,12 @@ def _emit(args: argparse.Namespace, report: dict[str, Any], trace: Any, text: st
 
 def _vf2boost_config(args: argparse.Namespace) -> Any:
     """The VF2BoostConfig the VF2Boost flags ask for (shared by ``demo`` and ``party``)."""
+    from hefl import _demos
     from hefl.protocols.vf2boost import VF2BoostConfig
 
     return VF2BoostConfig(
+        objective=args.objective,
+        num_class=_demos.demo_num_class(args.objective),
         n_estimators=args.trees,
         max_depth=args.depth,
         learning_rate=args.learning_rate,
