@@ -50,6 +50,7 @@ from hefl.protocols.vf2boost.tree import (
     encode_gh,
     go_left,
     leaf_weight,
+    loss_change,
     pick_winner,
     score_cumulative,
     split_sums,
@@ -157,6 +158,8 @@ class TreeGrower:
         self.layer = [Node(0, 0, np.arange(n), exact_sum(gi), exact_sum(hi))]
         self.nodes: list[dict[str, int]] = [{}]
         self.leaf_values: list[float] = []
+        self.gains: dict[int, float] = {}  # node -> loss change of its split (importances)
+        self.hess: dict[int, int] = {}  # node -> exact hessian sum (its cover)
         self.splits: list[Split] = []  # the last layer's, announced with the next layer
         self.out = np.zeros(n)  # the tree's output on the training rows, leaf by leaf
         self.sender: asyncio.Task[None] | None = None  # the g‖h stream
@@ -166,7 +169,11 @@ class TreeGrower:
         d = 0
         while await self.grow_layer(d):
             d += 1
-        return TreeStructure(nodes=self.nodes, leaf_values=self.leaf_values)
+        covers = [0.0] * len(self.nodes)
+        for i, H in self.hess.items():
+            covers[i] = float(self.params.decode_h(np.array([H], dtype=object))[0])
+        gains = [self.gains.get(i, 0.0) for i in range(len(self.nodes))]
+        return TreeStructure(self.nodes, self.leaf_values, gains=gains, covers=covers)
 
     async def grow_layer(self, d: int) -> bool:
         """Split layer ``d``; False when no node is left open (the tree is done)."""
@@ -219,6 +226,7 @@ class TreeGrower:
     async def finish(self, d: int) -> None:
         """Make the last layer's nodes leaves and send the tree's structure."""
         for nd in self.layer:
+            self.hess[nd.index] = nd.H
             self.make_leaf(nd)
         msg = Layer(splits=self.splits, open=[], nodes=self.nodes)
         for name in self.run.passives:
@@ -319,9 +327,12 @@ class TreeGrower:
         self.splits = []
         for nd in self.layer:
             choice = winners.get(nd.index)
+            self.hess[nd.index] = nd.H
             if choice is None:
                 self.make_leaf(nd)
-            elif choice.candidate.party == 0:
+                continue
+            self.gains[nd.index] = loss_change(choice.candidate.gain, self.params)
+            if choice.candidate.party == 0:
                 next_layer.extend(self.split_own(nd, choice.candidate, own[nd.index]))
             else:
                 p = placed[nd.index]

@@ -34,10 +34,14 @@ class TreeStructure:
         nodes: a list; internal node ``{"owner": int, "split": int, "left": i, "right": j}``,
             leaf ``{"leaf": k}`` with k the leaf's index in the tree (0..n_leaves-1).
         leaf_values: the leaf weights (active party only; None elsewhere).
+        gains: per node, XGBoost's loss change of its split (0 for a leaf); active party only.
+        covers: per node, its hessian sum; active party only.
     """
 
     nodes: list[dict[str, int]]
     leaf_values: list[float] | None = None
+    gains: list[float] | None = None
+    covers: list[float] | None = None
 
     @property
     def n_leaves(self) -> int:
@@ -139,7 +143,15 @@ class PartyModel:
                 "name": self.name,
                 "cuts": self.binner.to_json(),
                 "splits": {str(k): list(v) for k, v in self.splits.items()},
-                "trees": [{"nodes": t.nodes, "leaf_values": t.leaf_values} for t in self.trees],
+                "trees": [
+                    {
+                        "nodes": t.nodes,
+                        "leaf_values": t.leaf_values,
+                        "gains": t.gains,
+                        "covers": t.covers,
+                    }
+                    for t in self.trees
+                ],
                 "base_margin": self.base_margin,
                 "objective": self.objective,
                 "num_class": self.num_class,
@@ -165,9 +177,9 @@ class PartyModel:
             trees = [
                 TreeStructure(
                     nodes=[{k: int(v) for k, v in n.items()} for n in t["nodes"]],
-                    leaf_values=None
-                    if t["leaf_values"] is None
-                    else [float(x) for x in t["leaf_values"]],
+                    leaf_values=_floats(t["leaf_values"]),
+                    gains=_floats(t.get("gains")),
+                    covers=_floats(t.get("covers")),
                 )
                 for t in d["trees"]
             ]
@@ -184,6 +196,11 @@ class PartyModel:
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ConfigError(f"malformed party model: {exc!r}") from None
+
+
+def _floats(v: Any) -> list[float] | None:
+    """A saved list of floats (or None)."""
+    return None if v is None else [float(x) for x in v]
 
 
 def _split_entry(v: Any) -> tuple[int, int, bool]:

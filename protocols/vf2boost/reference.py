@@ -28,6 +28,7 @@ from hefl.protocols.vf2boost.tree import (
     exact_group_sums,
     go_left,
     leaf_weight,
+    loss_change,
     pick_winner,
     score_cumulative,
     split_sums,
@@ -177,14 +178,12 @@ def plaintext_reference(
             g, h = apply_sampling(cfg, t, g_t, h_t)
             gi, hi, g_exp = encode_gh(g, h, cfg.frac_bits)
             ps.start_tree(t, g_exp)
-            nodes, leaf_values = _grow_tree(ps, gi, hi)
+            nodes, leaf_values, stats = _grow_tree(ps, gi, hi)
             for m in ps.models:
-                m.trees.append(
-                    TreeStructure(
-                        nodes=[dict(n) for n in nodes],
-                        leaf_values=list(leaf_values) if m.index == 0 else None,
-                    )
-                )
+                tree = TreeStructure(nodes=[dict(n) for n in nodes])
+                if m.index == 0:
+                    tree.leaf_values, tree.gains, tree.covers = list(leaf_values), *stats
+                m.trees.append(tree)
             # the margin update uses the model's own prediction path on the training bins
             objective.add_tree(margin, t, _tree_output(nodes, leaf_values, ps.bins, ps.models))
             t += 1
@@ -193,8 +192,8 @@ def plaintext_reference(
 
 def _grow_tree(
     ps: _Parties, gi: np.ndarray, hi: np.ndarray
-) -> tuple[list[dict[str, int]], list[float]]:
-    """One tree, depth-wise; returns its nodes and leaf values."""
+) -> tuple[list[dict[str, int]], list[float], tuple[list[float], list[float]]]:
+    """One tree, depth-wise; returns its nodes, leaf values and (gains, covers) per node."""
     cfg, params = ps.cfg, ps.params
     assert params is not None  # start_tree ran
     all_rows = np.arange(len(gi))
@@ -202,20 +201,29 @@ def _grow_tree(
     G0, H0 = exact_group_sums(gi, zeros, 1)[0], exact_group_sums(hi, zeros, 1)[0]
     nodes: list[dict[str, int]] = [{}]
     leaf_values: list[float] = []
+    gains: dict[int, float] = {}
+    covers: dict[int, float] = {}
     layer = [_Node(0, 0, all_rows, G0, H0)]
     while layer:
         _fill_histograms(layer, ps.bins, ps.widths, gi, hi)
         next_layer: list[_Node] = []
         for node in layer:
+            covers[node.index] = float(params.decode_h(np.array([node.H], dtype=object))[0])
             winner = _best_split(ps, node) if node.depth < cfg.max_depth else None
             if winner is None:
                 nodes[node.index] = {"leaf": len(leaf_values)}
                 w = leaf_weight(node.G, node.H, params)
                 leaf_values.append(w)
             else:
+                gains[node.index] = loss_change(winner.gain, params)
                 next_layer.extend(_split(ps, node, winner, nodes))
         layer = next_layer
-    return nodes, leaf_values
+    n = len(nodes)
+    return (
+        nodes,
+        leaf_values,
+        ([gains.get(i, 0.0) for i in range(n)], [covers[i] for i in range(n)]),
+    )
 
 
 def _best_split(ps: _Parties, node: _Node) -> Candidate | None:

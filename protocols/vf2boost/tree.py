@@ -220,6 +220,12 @@ def leaf_weight(G: int, H: int, params: SplitParams) -> float:
     return float(params.weight(g, h)[0] * params.learning_rate)
 
 
+def loss_change(gain: float, params: SplitParams) -> float:
+    """XGBoost's loss change of a split (its importance "gain") from our ½-scaled gain net of
+    γ: 2·(gain + γ)."""
+    return 2.0 * (float(gain) + params.gamma)
+
+
 def best_position(gains: np.ndarray) -> tuple[float, int]:
     """Best gain of one party and its first position in canonical order (−inf, -1 if none)."""
     flat = np.asarray(gains, dtype=np.float64).ravel()

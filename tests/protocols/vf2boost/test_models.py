@@ -229,3 +229,42 @@ def test_multiclass_bad_input(adult_small):
         VF2BoostConfig(num_class=3)
     with pytest.raises(ConfigError, match="multi_output_tree"):
         cfg.replace(multi_strategy="multi_output_tree")
+
+
+def test_importances_match_xgboost_and_the_federation(adult_small, kp512):
+    xgb = pytest.importorskip("xgboost")
+    from hefl.protocols.vf2boost.importance import (
+        all_importances,
+        feature_importance,
+        party_importance,
+    )
+
+    two, _, y = adult_small
+    cfg = VF2BoostConfig(n_estimators=3, max_depth=3)
+    model = plaintext_reference(two, y, cfg)
+    b = np.hstack([p.binner.transform(X) for p, X in zip(model.parties, two, strict=True)])
+    binned = np.where(b == 0, np.nan, b.astype(np.float64))
+    params = {"objective": "binary:logistic", "tree_method": "hist", "max_bin": 256,
+              "max_depth": 3, "eta": 0.3, "base_score": float(y.mean()), "nthread": 1}  # fmt: skip
+    booster = xgb.train(params, xgb.DMatrix(binned, label=y), 3)
+    n_active = two[0].shape[1]
+    for kind in ("weight", "total_gain", "total_cover"):
+        theirs = booster.get_score(importance_type=kind)
+        ours = {}
+        for p, imp in zip(model.parties, all_importances(model, kind).values(), strict=True):
+            ours.update({f"f{int(k[1:]) + p.index * n_active}": v for k, v in imp.items()})
+        assert set(ours) == set(theirs), kind
+        for k, v in theirs.items():
+            assert ours[k] == pytest.approx(v, rel=1e-4), (kind, k)
+    totals = party_importance(model.active, "weight")
+    assert sum(totals.values()) == sum(len(p.splits) for p in model.parties)
+    assert totals[1] == len(model.parties[1].splits)
+    # the federation records the same importances; a passive share alone has split counts
+    fed = fit_local(two, y, small_cfg(n_estimators=3, max_depth=3), keypair=kp512)
+    ref = plaintext_reference(two, y, small_cfg(n_estimators=3, max_depth=3))
+    assert all_importances(fed, "gain") == all_importances(ref, "gain")
+    assert feature_importance(fed.parties[1]) == all_importances(ref)["passive1"]
+    with pytest.raises(ConfigError, match="active party's share"):
+        feature_importance(fed.parties[1], "gain")
+    with pytest.raises(ConfigError, match="importance_type"):
+        feature_importance(fed.active, "split")
