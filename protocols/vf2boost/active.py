@@ -118,7 +118,9 @@ def _training(
         sessions={name: crypto.session(cfg, k) for name, k in n_features.items()},
         bins=bins,
         width=width,
-        mask=candidate_mask(binner.n_bins, width, (bins == MISSING_BIN).any(axis=0)),
+        mask=candidate_mask(
+            binner.n_bins, width, (bins == MISSING_BIN).any(axis=0), binner.categorical
+        ),
         model=PartyModel(index=0, name=party.name, binner=binner),
     )
 

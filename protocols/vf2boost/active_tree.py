@@ -238,7 +238,7 @@ class TreeGrower:
         out = {}
         for nd in open_nodes:
             assert nd.hist is not None  # own_histograms filled every open node
-            GL, HL = split_sums(*nd.hist)
+            GL, HL = split_sums(*nd.hist, self.run.model.binner.categorical)
             gains = score_cumulative(GL, HL, nd.G, nd.H, self.params)
             gain, pos = best_position(np.where(self.mask, gains, -np.inf))
             out[nd.index] = OwnBest(Candidate(gain, 0, pos), GL, HL)
@@ -275,7 +275,8 @@ class TreeGrower:
             useful = nd.depth + 1 < run.cfg.max_depth  # the children get split
             if useful and cand.position >= 0 and cand.gain > MIN_GAIN:
                 f, k, default_left = decode_position(cand.position, run.width)
-                left = go_left(run.bins[nd.rows, f], k, default_left)
+                cat = bool(run.model.binner.categorical[f])
+                left = go_left(run.bins[nd.rows, f], k, default_left, cat)
                 tentative.append(Tentative(nd.index, np.packbits(left)))
         for name in run.passives:
             await send(run.party, name, Spec(tentative), t=self.t, d=d)
@@ -350,7 +351,8 @@ class TreeGrower:
         f, k, default_left = decode_position(cand.position, self.run.width)
         split_id = len(model.splits)
         model.splits[split_id] = (f, k, default_left)
-        left = go_left(self.run.bins[nd.rows, f], k, default_left)
+        cat = bool(model.binner.categorical[f])
+        left = go_left(self.run.bins[nd.rows, f], k, default_left, cat)
         d = int(default_left)
         return self.split(nd, 0, split_id, left, int(best.GL[f, k, d]), int(best.HL[f, k, d]))
 

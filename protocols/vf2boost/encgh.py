@@ -204,18 +204,21 @@ def build_histogram(enc: EncGH, bins: np.ndarray, width: int) -> EncGH:
     return enc.group_sum(bins.astype(np.int64), width)
 
 
-def cumulative_entries(hist: EncGH, n_bins: np.ndarray, width: int, order: np.ndarray) -> EncGH:
+def cumulative_entries(
+    hist: EncGH, n_bins: np.ndarray, width: int, order: np.ndarray, categorical: Any = None
+) -> EncGH:
     """The left sums of the candidates in ``order``, followed by each feature's total.
 
     Positions index the (features × width × 2) candidate space of
     :func:`~hefl.protocols.vf2boost.tree.split_sums`: (f, k, 0) sums value bins 1..k of
-    feature f (its missing rows go right), (f, k, 1) adds its bin 0 (missing rows go left).
+    feature f (bin k alone for a categorical feature; its missing rows go right), (f, k, 1)
+    adds its bin 0 (missing rows go left).
     """
     F = len(n_bins)
-    idx_tot = (np.arange(F) * width + (np.asarray(n_bins) - 1)) * 2 + 1
-    pick = np.concatenate([np.asarray(order), idx_tot]).astype(np.int64).tolist()
+    cat = [False] * F if categorical is None or not len(categorical) else list(categorical)
+    pick = np.asarray(order, dtype=np.int64).tolist()
     if hist.layout == "phe":
-        exp_parts = [_prefix_exp(ev, F, width, pick) for ev in hist.parts]
+        exp_parts = [_prefix_exp(ev, cat, width, pick) for ev in hist.parts]
         return EncGH("phe", exp_parts, hist.reorder)
     parts: list[CipherVector] = []
     for cv in hist.parts:
@@ -226,32 +229,41 @@ def cumulative_entries(hist: EncGH, n_bins: np.ndarray, width: int, order: np.nd
         def mul(a: int, b: int, nsq: int = nsq) -> int:
             return a * b % nsq
 
-        parts.append(CipherVector.from_ciphertexts(pk, _both_sides(cs, F, width, pick, mul)))
+        parts.append(CipherVector.from_ciphertexts(pk, _both_sides(cs, cat, width, pick, mul)))
     return EncGH(hist.layout, parts)
 
 
-def _both_sides(items: Any, F: int, width: int, pick: list[int], add: Any) -> list[Any]:
-    """The entries at ``pick`` of every feature's prefix sums over value bins, without and
-    with its missing bin (``add`` combines two encrypted sums)."""
+def _both_sides(
+    items: Any, categorical: list[bool], width: int, pick: list[int], add: Any
+) -> list[Any]:
+    """The entries at ``pick`` of every feature's left sums (prefix sums over value bins, or a
+    categorical feature's bins alone), without and with its missing bin, then every feature's
+    total (``add`` combines two encrypted sums)."""
     wanted = set(pick)
     found: dict[int, Any] = {}
-    for f in range(F):
+    totals = []
+    for f, cat in enumerate(categorical):
         base = f * width
-        missing, acc = items[base], None
-        for k in range(width):
-            if k:
-                acc = items[base + k] if acc is None else add(acc, items[base + k])
+        missing, running = items[base], None
+        for k in range(1, width):
+            running = items[base + k] if running is None else add(running, items[base + k])
+            acc = items[base + k] if cat else running
             pos = (base + k) * 2
             if pos in wanted:
                 found[pos] = acc
             if pos + 1 in wanted:
-                found[pos + 1] = missing if acc is None else add(acc, missing)
-    return [found[i] for i in pick]
+                found[pos + 1] = add(acc, missing)
+        if base * 2 + 1 in wanted:  # missing rows alone go left (numeric k = 0)
+            found[base * 2 + 1] = missing
+        totals.append(missing if running is None else add(running, missing))
+    return [found[i] for i in pick] + totals
 
 
-def _prefix_exp(ev: EncryptedExpVector, F: int, width: int, pick: list[int]) -> EncryptedExpVector:
-    items = [ev[i] for i in range(F * width)]
-    return _concat_exp(_both_sides(items, F, width, pick, lambda a, b: a + b))
+def _prefix_exp(
+    ev: EncryptedExpVector, categorical: list[bool], width: int, pick: list[int]
+) -> EncryptedExpVector:
+    items = [ev[i] for i in range(len(categorical) * width)]
+    return _concat_exp(_both_sides(items, categorical, width, pick, lambda a, b: a + b))
 
 
 def seal_entries(entries: EncGH, plan: BitPlan, method: str) -> EncGH:

@@ -75,6 +75,10 @@ class PartyModel:
     num_class: int = 1
     feature_names: list[str] | None = None
 
+    def __post_init__(self) -> None:
+        if self.feature_names is None and self.binner.names is not None:
+            self.feature_names = list(self.binner.names)  # a DataFrame's column names
+
     @property
     def is_active(self) -> bool:
         return self.index == 0
@@ -100,7 +104,8 @@ class PartyModel:
                     continue
                 if node["owner"] == self.index:
                     f, k, default_left = self.splits[node["split"]]
-                    left = go_left(bins[:, f], k, default_left)
+                    cat = bool(self.binner.categorical[f])
+                    left = go_left(bins[:, f], k, default_left, cat)
                     stack.append((node["left"], reach & left))
                     stack.append((node["right"], reach & ~left))
                 else:
@@ -142,6 +147,9 @@ class PartyModel:
                 "index": self.index,
                 "name": self.name,
                 "cuts": self.binner.to_json(),
+                "categories": [None if c is None else list(c) for c in self.binner.categories]
+                if self.binner.categories
+                else None,
                 "splits": {str(k): list(v) for k, v in self.splits.items()},
                 "trees": [
                     {
@@ -186,7 +194,7 @@ class PartyModel:
             return cls(
                 index=int(d["index"]),
                 name=str(d["name"]),
-                binner=Binner.from_json(d["cuts"]),
+                binner=Binner.from_json(d["cuts"], d.get("categories"), d.get("feature_names")),
                 splits=splits,
                 trees=trees,
                 base_margin=None if d["base_margin"] is None else float(d["base_margin"]),

@@ -56,9 +56,14 @@ def _warm_job(pk: PublicKey, method: str) -> None:
 
 
 def _seal_job(
-    hist: EncGH, n_bins: np.ndarray, width: int, order: np.ndarray, plan: BitPlan, method: str
+    hist: EncGH,
+    bins: tuple[np.ndarray, np.ndarray, int],
+    order: np.ndarray,
+    plan: BitPlan,
+    method: str,
 ) -> EncGH:
-    return seal_entries(cumulative_entries(hist, n_bins, width, order), plan, method)
+    n_bins, categorical, width = bins
+    return seal_entries(cumulative_entries(hist, n_bins, width, order, categorical), plan, method)
 
 
 async def passive_party(
@@ -114,7 +119,8 @@ class PassiveParty:
         self.n_bins = binner.n_bins
         self.width = int(self.n_bins.max()) if binner.n_features else 1
         has_missing = (self.bins == MISSING_BIN).any(axis=0)
-        self.mask = candidate_mask(self.n_bins, self.width, has_missing)
+        self.categorical = binner.categorical
+        self.mask = candidate_mask(self.n_bins, self.width, has_missing, self.categorical)
         self.valid = np.flatnonzero(self.mask.ravel())  # this tree's candidates
         self.model = PartyModel(index=0, name=party.name, binner=binner)
         self.histograms = Histograms(party, self.bins, self.width, max(1, cfg.workers or 1))
@@ -256,8 +262,7 @@ class PassiveParty:
                 job = self.party.offload(
                     _seal_job,
                     st.hists[node],
-                    self.n_bins,
-                    self.width,
+                    (self.n_bins, self.categorical, self.width),
                     order,
                     self.plan,
                     self.cfg.obfuscation,
@@ -296,7 +301,8 @@ class PassiveParty:
             f, k, default_left = decode_position(pos, self.width)
             split_id = len(self.model.splits)
             self.model.splits[split_id] = (f, k, default_left)
-            left = go_left(self.bins[st.rows[w.node], f], k, default_left)
+            cat = bool(self.categorical[f])
+            left = go_left(self.bins[st.rows[w.node], f], k, default_left, cat)
             placements.append(Placement(node=w.node, split=split_id, bits=np.packbits(left)))
         await send(self.party, self.active, Place(placements), t=t, d=d)
 

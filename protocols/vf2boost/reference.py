@@ -129,7 +129,7 @@ class _Parties:
             bins=bins,
             widths=widths,
             masks=[
-                candidate_mask(b.n_bins, w, (x == MISSING_BIN).any(axis=0))
+                candidate_mask(b.n_bins, w, (x == MISSING_BIN).any(axis=0), b.categorical)
                 for b, w, x in zip(binners, widths, bins, strict=True)
             ],
             models=[
@@ -232,7 +232,7 @@ def _best_split(ps: _Parties, node: _Node) -> Candidate | None:
     assert ps.params is not None and ps.tree_masks is not None  # start_tree ran
     cands = []
     for p, (hg, hh) in enumerate(node.hists):
-        GL, HL = split_sums(hg, hh)
+        GL, HL = split_sums(hg, hh, ps.models[p].binner.categorical)
         gains = score_cumulative(GL, HL, node.G, node.H, ps.params)
         gain, pos = best_position(np.where(ps.tree_masks[p], gains, -np.inf))
         cands.append(Candidate(gain, p, pos))
@@ -248,8 +248,9 @@ def _split(
     f, k, default_left = decode_position(winner.position, ps.widths[p])
     split_id = len(ps.models[p].splits)
     ps.models[p].splits[split_id] = (f, k, default_left)
-    left_rows = go_left(ps.bins[p][node.rows, f], k, default_left)
-    GLs, HLs = split_sums(*node.hists[p])
+    cat = ps.models[p].binner.categorical
+    left_rows = go_left(ps.bins[p][node.rows, f], k, default_left, bool(cat[f]))
+    GLs, HLs = split_sums(*node.hists[p], cat)
     GL, HL = int(GLs[f, k, int(default_left)]), int(HLs[f, k, int(default_left)])
     i = len(nodes)
     left = _Node(i, node.depth + 1, node.rows[left_rows], GL, HL)
@@ -305,7 +306,7 @@ def _tree_output(
             continue
         p = node["owner"]
         f, k, default_left = models[p].splits[node["split"]]
-        left = go_left(bins[p][rows, f], k, default_left)
+        left = go_left(bins[p][rows, f], k, default_left, bool(models[p].binner.categorical[f]))
         stack.append((node["left"], rows[left]))
         stack.append((node["right"], rows[~left]))
     return out

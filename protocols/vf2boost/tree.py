@@ -249,36 +249,52 @@ def pick_winner(candidates: list[Candidate]) -> Candidate | None:
     return best
 
 
-def candidate_mask(n_bins: np.ndarray, width: int, has_missing: np.ndarray) -> np.ndarray:
+def candidate_mask(
+    n_bins: np.ndarray, width: int, has_missing: np.ndarray, categorical: Any = None
+) -> np.ndarray:
     """Boolean (features × width × 2) mask of the valid candidates (see :func:`split_sums`).
 
-    Direction 0 (missing values right) for k = 1 .. n_bins − 2, and n_bins − 1 (every value
-    left, the missing ones right) for a feature with missing values; direction 1 (missing left)
-    for k = 0 .. n_bins − 2, only for a feature with missing values in training: without any,
-    both directions have the same sums and direction 0 (first in the tie order) always wins.
+    Numeric features: direction 0 (missing values right) for k = 1 .. n_bins − 2, and
+    n_bins − 1 (every value left, the missing ones right) for a feature with missing values;
+    direction 1 (missing left) for k = 0 .. n_bins − 2, only for a feature with missing values
+    in training: without any, both directions have the same sums and direction 0 (first in the
+    tie order) always wins. Categorical features: every category k = 1 .. n_bins − 1 on its
+    own, direction 1 again only with missing values.
     """
     k = np.arange(width)[None, :]
     top = np.asarray(n_bins)[:, None] - 1
     miss = np.asarray(has_missing, dtype=bool)[:, None]
-    right = ((k >= 1) & (k < top)) | (miss & (k == top))
-    left = miss & (k < top)
+    cat = _flags(categorical, len(top))[:, None]
+    right = np.where(cat, (k >= 1) & (k <= top), ((k >= 1) & (k < top)) | (miss & (k == top)))
+    left = miss & np.where(cat, (k >= 1) & (k <= top), k < top)
     return np.stack([right, left], axis=2)
 
 
-def split_sums(hg: np.ndarray, hh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _flags(categorical: Any, n: int) -> np.ndarray:
+    """Per-feature categorical flags (all False when None or empty)."""
+    if categorical is None or not len(categorical):
+        return np.zeros(n, dtype=bool)
+    return np.asarray(categorical, dtype=bool)
+
+
+def split_sums(
+    hg: np.ndarray, hh: np.ndarray, categorical: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Left-child sums of every candidate from (features × width) histograms.
 
     Bin 0 of a feature holds its missing rows, bins 1.. its values. Candidate (f, k, d) sends
-    the values in bins 1..k left, and the missing rows right (d = 0) or left (d = 1), as
-    XGBoost's learned default direction.
+    the values in bins 1..k left (a categorical feature: only category bin k), and the
+    missing rows right (d = 0) or left (d = 1), as XGBoost's learned default direction.
 
     Returns:
         (GL, HL), each (features × width × 2).
     """
+    cat = _flags(categorical, hg.shape[0])[:, None]
     out = []
     for hist in (hg, hh):
         cum = np.cumsum(hist, axis=1)  # bins 0..k: missing rows and values <= k
-        out.append(np.stack([cum - hist[:, :1], cum], axis=2))
+        values = np.where(cat, hist, cum - hist[:, :1])
+        out.append(np.stack([values, values + hist[:, :1]], axis=2))
     return out[0], out[1]
 
 
@@ -290,8 +306,11 @@ def decode_position(position: int, width: int) -> tuple[int, int, bool]:
     return f, k, bool(d)
 
 
-def go_left(column_bins: np.ndarray, k: int, default_left: bool) -> np.ndarray:
-    """Rows going left under split (k, default_left): values in bins 1..k, and missing values
-    (bin 0) when ``default_left``."""
+def go_left(
+    column_bins: np.ndarray, k: int, default_left: bool, categorical: bool = False
+) -> np.ndarray:
+    """Rows going left under split (k, default_left): values in bins 1..k (a categorical
+    feature: category bin k only), and missing values (bin 0) when ``default_left``."""
     col = np.asarray(column_bins)
-    return (col <= k) & ((col != 0) | default_left)
+    values = (col == k) if categorical else (col <= k)
+    return (values & (col != 0)) | ((col == 0) & default_left)
