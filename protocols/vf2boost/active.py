@@ -18,6 +18,7 @@ import numpy as np
 
 from hefl import Party, task_group
 from hefl.crypto import PrivateKey, PublicKey
+from hefl.errors import ConfigError
 from hefl.protocols.vf2boost.active_setup import (
     ActiveCrypto,
     greet,
@@ -29,12 +30,13 @@ from hefl.protocols.vf2boost.active_setup import (
 from hefl.protocols.vf2boost.active_tree import Training, grow_tree
 from hefl.protocols.vf2boost.binning import MISSING_BIN, Binner, check_features
 from hefl.protocols.vf2boost.config import VF2BoostConfig
+from hefl.protocols.vf2boost.evaluation import Evaluation, cut, evaluate_round
 from hefl.protocols.vf2boost.model import PartyModel
 from hefl.protocols.vf2boost.objectives import config_objective
 from hefl.protocols.vf2boost.reference import check_labels
 from hefl.protocols.vf2boost.tree import candidate_mask
 
-Progress = Callable[[int, int, float], None]
+Progress = Callable[..., None]
 
 
 async def active_party(
@@ -47,6 +49,7 @@ async def active_party(
     keypair: tuple[PublicKey, PrivateKey] | None = None,
     progress: Progress | None = None,
     prefill: bool = False,
+    eval_set: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the active party of a VF2Boost training.
 
@@ -57,14 +60,18 @@ async def active_party(
         cfg: the training config.
         passives: the passive parties' names in party-index order (default: sorted peers).
         keypair: an existing Paillier keypair (default: a fresh one of ``cfg.key_bits``).
-        progress: called as ``progress(trees_done, n_trees, seconds_of_last_tree)``.
+        progress: called as ``progress(trees_done, n_trees, seconds_of_last_tree)`` after
+            every tree; with an eval set, the last tree of a round adds the keyword
+            ``metrics={eval_metric: value}``.
         prefill: with ``cfg.precompute``, make every tree's obfuscators before the first
             tree (an offline phase; tree times are then online times).
+        eval_set: (this party's eval columns, the eval labels): scored after every round
+            with ``cfg.metric`` (see :mod:`~hefl.protocols.vf2boost.evaluation`).
 
     Returns:
         A dict with ``model`` (this party's PartyModel as JSON), ``statistics``,
-        ``tree_seconds`` (a list) and ``hit_rate`` (a float, or None without optimistic
-        splitting).
+        ``tree_seconds`` (a list), ``hit_rate`` (a float, or None without optimistic
+        splitting), ``evals`` and ``best_iteration`` (None without an eval set).
 
     Raises:
         ConfigError: bad features/labels/config, or a passive party whose rows or config do
@@ -77,7 +84,9 @@ async def active_party(
     yf = check_labels(y, X.shape[0], who=who, objective=cfg.objective, num_class=cfg.num_class)
     n = X.shape[0]
     passives = list(passives) if passives is not None else sorted(party.peers)
-    n_features = await greet(party, n, cfg, passives)
+    evaluated = _eval_data(eval_set, X, cfg, who)
+    n_eval = 0 if evaluated is None else len(evaluated[1])
+    n_features = await greet(party, n, cfg, passives, n_eval)
     crypto = await start_keys(party, n, cfg, passives, keypair)
     async with task_group() as background:
         background.create_task(warm_up(party, crypto, cfg))
@@ -86,7 +95,7 @@ async def active_party(
             if prefill and crypto.pool is not None:
                 await prefill_obfuscators(party, crypto.pool, need)
             run = _training(party, X, cfg, crypto, n_features)
-            tree_seconds = await _train(run, yf, progress, prefill)
+            tree_seconds = await _train(run, yf, progress, prefill, evaluated)
         finally:
             if crypto.pool is not None:
                 crypto.pool.close()
@@ -97,7 +106,30 @@ async def active_party(
         "hit_rate": (run.hits / run.speculated if run.speculated else None)
         if cfg.optimistic
         else None,
+        **(run.evaluation.summary() if run.evaluation is not None else {}),
     }
+
+
+def _eval_data(
+    eval_set: tuple[Any, Any] | None, X: Any, cfg: VF2BoostConfig, who: str
+) -> tuple[Any, np.ndarray] | None:
+    """The checked eval columns and labels (None without an eval set).
+
+    Raises:
+        ConfigError: eval columns that differ from the training columns, or bad labels.
+    """
+    if eval_set is None:
+        return None
+    X_eval = check_features(eval_set[0], who=f"{who} eval set")
+    if X_eval.shape[1] != X.shape[1]:
+        raise ConfigError(
+            f"{who}: the eval set has {X_eval.shape[1]} columns but the training data "
+            f"{X.shape[1]}; the eval set must be split by columns like the training data"
+        )
+    y_eval = check_labels(
+        eval_set[1], X_eval.shape[0], f"{who} eval set", cfg.objective, cfg.num_class
+    )
+    return X_eval, y_eval
 
 
 def _training(
@@ -126,17 +158,23 @@ def _training(
 
 
 async def _train(
-    run: Training, y: np.ndarray, progress: Progress | None, prefill: bool
+    run: Training,
+    y: np.ndarray,
+    progress: Progress | None,
+    prefill: bool,
+    evaluated: tuple[Any, np.ndarray] | None,
 ) -> list[float]:
-    """Grow every tree; returns the seconds each took."""
+    """Grow every tree (every round until early stopping); returns the seconds each took."""
     cfg, pool = run.cfg, run.crypto.pool
     objective = config_objective(cfg)
     run.model.base_margin = objective.base_margin(y, cfg.base_score)
     run.model.objective = objective.name
     run.model.num_class = objective.num_class
     margin = objective.initial_margin(len(y), run.model.base_margin)
+    if evaluated is not None:
+        run.evaluation = Evaluation.start(cfg, evaluated[1], run.model.base_margin)
     tree_seconds: list[float] = []
-    for _ in range(cfg.n_estimators):
+    for r in range(cfg.n_estimators):
         for g, h in objective.round_gradients(margin, y):
             t = len(tree_seconds)
             t0 = time.perf_counter()
@@ -146,6 +184,18 @@ async def _train(
                 pool.resize(min(pool.capacity, later))
             objective.add_tree(margin, t, await grow_tree(run, t, g, h))
             tree_seconds.append(time.perf_counter() - t0)
-            if progress is not None:
+            if progress is not None and (run.evaluation is None or (t + 1) % objective.num_class):
                 progress(t + 1, cfg.n_trees, tree_seconds[-1])
+        if run.evaluation is None or evaluated is None:
+            continue
+        stop = await evaluate_round(
+            run.party, run.evaluation, run.model, evaluated[0], run.passives, r
+        )
+        if progress is not None:
+            metrics = {cfg.metric: run.evaluation.history[-1]}
+            progress(len(tree_seconds), cfg.n_trees, tree_seconds[-1], metrics=metrics)
+        if stop:
+            break
+    if run.evaluation is not None and cfg.early_stopping_rounds is not None:
+        cut(run.model, run.evaluation.best + 1, objective.num_class)
     return tree_seconds

@@ -61,9 +61,10 @@ class ActiveCrypto:
 
 
 async def greet(
-    party: Party, n_rows: int, cfg: VF2BoostConfig, passives: list[str]
+    party: Party, n_rows: int, cfg: VF2BoostConfig, passives: list[str], n_eval: int = 0
 ) -> dict[str, int]:
-    """Receive every passive party's :class:`Hello` and check it against ours.
+    """Receive every passive party's :class:`Hello` and check it against ours (rows, config,
+    and eval rows: ``n_eval``, 0 without an eval set).
 
     Returns:
         Each passive party's feature count.
@@ -82,6 +83,11 @@ async def greet(
             )
         if hello.config != cfg.to_dict():
             raise ConfigError(f"party {name!r} was started with a different VF2BoostConfig")
+        if hello.n_eval_rows != n_eval:
+            raise ConfigError(
+                f"party {name!r} has {hello.n_eval_rows} eval rows but the active party has "
+                f"{n_eval}; the eval set must be split by columns like the training data"
+            )
     return {name: hellos[name].n_features for name in passives}
 
 

@@ -28,6 +28,7 @@ from hefl.protocols.vf2boost.decode import (
     exact_sum,
     receive_placements,
 )
+from hefl.protocols.vf2boost.evaluation import Evaluation
 from hefl.protocols.vf2boost.messages import (
     Layer,
     Session,
@@ -85,6 +86,7 @@ class Training:
         mask: (features × width × 2) valid candidates (both default directions).
         model: this party's model, filled tree by tree.
         speculated, hits: optimistic splits announced, and how many of them won.
+        evaluation: the eval set's margins and metrics (None without an eval set).
     """
 
     party: Party
@@ -97,6 +99,7 @@ class Training:
     model: PartyModel
     speculated: int = 0
     hits: int = 0
+    evaluation: Evaluation | None = None
 
     @property
     def passives(self) -> list[str]:

@@ -56,6 +56,11 @@ class VF2BoostConfig:
         colsample_bytree: share of its own columns each party offers per tree, in (0, 1]
             (at least one), drawn by each party from ``seed``, the tree and its index.
         seed: the seed of ``subsample`` and ``colsample_bytree`` (reruns are reproducible).
+        eval_metric: the metric an ``eval_set`` is scored with after every round: ``"auc"``,
+            ``"logloss"``, ``"error"`` (binary), ``"mlogloss"``, ``"merror"`` (multi-class),
+            ``"rmse"`` (any but multi-class); None: XGBoost's default for the objective.
+        early_stopping_rounds: stop when the eval metric has not improved for this many
+            rounds, and cut the model at the best round (None: train every round).
         max_bin: most value bins per feature (2..256). Missing values (NaN) are kept out of
             the value bins (bin 0); every split learns a default direction for them.
         base_score: initial prediction (XGBoost's convention): a probability in (0, 1) for the
@@ -97,6 +102,8 @@ class VF2BoostConfig:
     subsample: float = 1.0
     colsample_bytree: float = 1.0
     seed: int = 0
+    eval_metric: str | None = None
+    early_stopping_rounds: int | None = None
     max_bin: int = 32
     base_score: float | None = None
     key_bits: int = 2048
@@ -146,6 +153,7 @@ class VF2BoostConfig:
         if not _is_int(self.seed) or not 0 <= self.seed < 2**63:
             raise bad("seed", "must be an int in [0, 2^63)")
         self._validate_base_score(bad)
+        self._validate_eval(bad)
         if not _is_int(self.key_bits) or self.key_bits < 256 or self.key_bits % 2:
             raise bad("key_bits", "must be an even int >= 256 (2048 or more for real use)")
         if self.key_bits < MIN_SECURE_KEY_BITS and not self.allow_insecure:
@@ -189,6 +197,25 @@ class VF2BoostConfig:
             raise bad("multi_strategy", "is not implemented yet; use 'one_output_per_tree'")
         if self.multi_strategy != "one_output_per_tree":
             raise bad("multi_strategy", "must be 'one_output_per_tree'")
+
+    def _validate_eval(self, bad: Any) -> None:
+        allowed = {
+            "binary:logistic": ("auc", "logloss", "error", "rmse"),
+            "reg:logistic": ("logloss", "rmse"),
+            "reg:squarederror": ("rmse",),
+            "multi:softprob": ("mlogloss", "merror"),
+        }.get(self.objective, ())
+        if self.eval_metric is not None and self.eval_metric not in allowed:
+            raise bad("eval_metric", f"is not supported for {self.objective}; use one of {allowed}")
+        esr = self.early_stopping_rounds
+        if esr is not None and (not _is_int(esr) or esr < 1):
+            raise bad("early_stopping_rounds", "must be None or an int >= 1")
+
+    @property
+    def metric(self) -> str:
+        """The eval metric in force (``eval_metric`` or the objective's default)."""
+        default = {"binary:logistic": "logloss", "multi:softprob": "mlogloss"}
+        return self.eval_metric or default.get(self.objective, "rmse")
 
     @property
     def n_trees(self) -> int:
@@ -274,7 +301,6 @@ XGBOOST_UNSUPPORTED = (
     "booster",
     "colsample_bylevel",
     "colsample_bynode",
-    "eval_metric",
     "grow_policy",
     "interaction_constraints",
     "max_cat_to_onehot",
@@ -288,7 +314,6 @@ XGBOOST_UNSUPPORTED = (
     "scale_pos_weight",
     "tree_method",
     "updater",
-    "early_stopping_rounds",
     "enable_categorical",
     "feature_types",
     "max_cached_hist_node",

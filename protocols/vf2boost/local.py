@@ -17,7 +17,7 @@ from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
 from hefl.protocols.vf2boost.objectives import config_objective
 from hefl.protocols.vf2boost.passive import passive_party
-from hefl.protocols.vf2boost.reference import check_parts, party_names
+from hefl.protocols.vf2boost.reference import check_eval_set, check_parts, party_names
 
 
 @dataclass
@@ -33,6 +33,8 @@ class FitResult:
         statistics: the runtime's per-party statistics (busy/idle seconds, messages, spans).
         hit_rate: optimistic-split hit rate (None when optimistic splitting was off).
         trace: the runtime's :class:`hefl.Trace` (``save_gantt``, ``save_chrome``).
+        evals: with an eval set, the metric after every round ({metric: [values]}).
+        best_iteration: with early stopping, the best round (the model ends there).
     """
 
     model: FederatedModel
@@ -43,6 +45,8 @@ class FitResult:
     statistics: dict[str, dict[str, Any]]
     hit_rate: float | None
     trace: Any = field(default=None, repr=False)
+    evals: dict[str, list[float]] | None = None
+    best_iteration: int | None = None
 
     @classmethod
     def from_run(cls, result: Any, names: list[str], seconds: float) -> FitResult:
@@ -56,8 +60,16 @@ class FitResult:
         stats = dict(
             getattr(result, "statistics", {}) or {n: result[n]["statistics"] for n in names}
         )
+        active = result[names[0]]
+        evals, best = active.get("evals"), active.get("best_iteration")
         return cls(
-            model=FederatedModel(parties=[PartyModel.from_json(result[n]["model"]) for n in names]),
+            model=FederatedModel(
+                parties=[PartyModel.from_json(result[n]["model"]) for n in names],
+                evals=evals,
+                best_iteration=best,
+            ),
+            evals=evals,
+            best_iteration=best,
             seconds=seconds,
             tree_seconds=list(result[names[0]]["tree_seconds"]),
             bytes_sent={n: int(stats[n].get("bytes_sent", 0)) for n in names},
@@ -116,6 +128,7 @@ def fit(
     timeout: float | None = None,
     executor: Any = "process",
     prefill: bool = False,
+    eval_set: tuple[list[Any], Any] | None = None,
 ) -> FitResult:
     """Train VF2Boost with every party run by this call.
 
@@ -135,6 +148,9 @@ def fit(
         executor: where crypto work is offloaded (see :func:`hefl.run`).
         prefill: fill the active party's obfuscator pool before the first tree, so the tree
             times are online times (needs ``cfg.precompute``).
+        eval_set: (feature blocks split like ``X_parts``, labels): evaluated by federated
+            prediction after every round with ``cfg.metric``; with
+            ``cfg.early_stopping_rounds`` training stops and the model is cut at the best round.
 
     Returns:
         A :class:`FitResult`.
@@ -147,23 +163,16 @@ def fit(
     cfg = cfg or VF2BoostConfig()
     parts, yf = check_parts(X_parts, y, cfg.objective, cfg.num_class)
     _check_budget(cfg, len(yf), keypair)
+    E_parts, y_eval = (
+        check_eval_set(eval_set, parts, cfg)
+        if eval_set is not None
+        else ([None] * len(parts), None)
+    )
     names = list(names) if names is not None else party_names(len(parts))
     if len(names) != len(parts) or len(set(names)) != len(names):
         raise hefl.ConfigError(f"need {len(parts)} distinct party names, got {names}")
-    roles: dict[str, Any] = {
-        names[0]: functools.partial(
-            active_party,
-            X=parts[0],
-            y=yf,
-            cfg=cfg,
-            passives=names[1:],
-            keypair=keypair,
-            progress=progress,
-            prefill=prefill,
-        )
-    }
-    for name, X in zip(names[1:], parts[1:], strict=True):
-        roles[name] = functools.partial(passive_party, X=X, cfg=cfg, active=names[0])
+    active_kw = {"keypair": keypair, "progress": progress, "prefill": prefill}
+    roles = _roles(names, parts, yf, cfg, (E_parts, y_eval), active_kw)
     t0 = time.perf_counter()
     result = hefl.run(
         roles,
@@ -174,6 +183,32 @@ def fit(
         timeout=timeout,
     )
     return FitResult.from_run(result, names, time.perf_counter() - t0)
+
+
+def _roles(
+    names: list[str],
+    parts: list[Any],
+    y: np.ndarray,
+    cfg: VF2BoostConfig,
+    evals: tuple[list[Any], Any],
+    active_kw: dict[str, Any],
+) -> dict[str, Any]:
+    """Every party's role for :func:`hefl.run` (the active party's with ``active_kw``)."""
+    E_parts, y_eval = evals
+    roles: dict[str, Any] = {
+        names[0]: functools.partial(
+            active_party,
+            X=parts[0],
+            y=y,
+            cfg=cfg,
+            passives=names[1:],
+            eval_set=None if y_eval is None else (E_parts[0], y_eval),
+            **active_kw,
+        )
+    }
+    for name, X, E in zip(names[1:], parts[1:], E_parts[1:], strict=True):
+        roles[name] = functools.partial(passive_party, X=X, cfg=cfg, active=names[0], X_eval=E)
+    return roles
 
 
 def fit_local(

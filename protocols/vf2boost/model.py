@@ -83,9 +83,9 @@ class PartyModel:
     def is_active(self) -> bool:
         return self.index == 0
 
-    def leaf_masks(self, X: np.ndarray) -> list[np.ndarray]:
-        """Per tree, a bool array (n_leaves × rows): which leaves each row can reach using
-        only this party's splits.
+    def leaf_masks(self, X: np.ndarray, start: int = 0) -> list[np.ndarray]:
+        """Per tree (from tree ``start`` on), a bool array (n_leaves × rows): which leaves
+        each row can reach using only this party's splits.
 
         Raises:
             ConfigError: X does not match the training columns or holds ±inf.
@@ -93,7 +93,7 @@ class PartyModel:
         bins = self.binner.transform(X, who=self.name)
         n = bins.shape[0]
         out = []
-        for tree in self.trees:
+        for tree in self.trees[start:]:
             masks = np.zeros((tree.n_leaves, n), dtype=bool)
             stack = [(0, np.ones(n, dtype=bool))]
             while stack:
@@ -234,9 +234,16 @@ class FederatedModel:
 
     In a real deployment each party only has its own :class:`PartyModel`; this container is
     what :func:`fit_local` returns and what the tests compare.
+
+    Attributes:
+        parties: the shares, active party first.
+        evals: with an eval set, the metric after every round ({metric: [values]}).
+        best_iteration: with early stopping, the best round (the model ends there).
     """
 
     parties: list[PartyModel]
+    evals: dict[str, list[float]] | None = None
+    best_iteration: int | None = None
 
     @property
     def active(self) -> PartyModel:

@@ -27,6 +27,7 @@ from hefl.protocols.vf2boost.binning import MISSING_BIN, Binner, check_features
 from hefl.protocols.vf2boost.budget import BitPlan, plan_bits
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.encgh import EncGH, cumulative_entries, layout_of, seal_entries
+from hefl.protocols.vf2boost.evaluation import cut, passive_round
 from hefl.protocols.vf2boost.messages import (
     Gradients,
     Hello,
@@ -67,7 +68,12 @@ def _seal_job(
 
 
 async def passive_party(
-    party: Party, X: np.ndarray, cfg: VF2BoostConfig, *, active: str = "active"
+    party: Party,
+    X: np.ndarray,
+    cfg: VF2BoostConfig,
+    *,
+    active: str = "active",
+    X_eval: Any = None,
 ) -> dict[str, Any]:
     """Run one passive party of a VF2Boost training.
 
@@ -76,6 +82,7 @@ async def passive_party(
         X: this party's features (rows aligned with the active party's), NaN = missing.
         cfg: the training config (must equal the active party's).
         active: the active party's name.
+        X_eval: this party's columns of the eval set (None: no eval set), split like ``X``.
 
     Returns:
         A dict with ``model`` (this party's PartyModel as JSON) and ``statistics``
@@ -86,7 +93,15 @@ async def passive_party(
         ProtocolError: the active party sent something malformed (names it and the field).
         PeerFailed: another party failed.
     """
-    role = PassiveParty(party, check_features(X, who=f"party {party.name!r}"), cfg, active)
+    who = f"party {party.name!r}"
+    role = PassiveParty(party, check_features(X, who=who), cfg, active)
+    if X_eval is not None:
+        role.X_eval = check_features(X_eval, who=f"{who} eval set")
+        if role.X_eval.shape[1] != role.X.shape[1]:
+            raise ConfigError(
+                f"{who}: the eval set has {role.X_eval.shape[1]} columns but the training data "
+                f"{role.X.shape[1]}; the eval set must be split by columns like the training data"
+            )
     await role.setup()
     async with task_group() as background:
         if cfg.obfuscation != "rn":
@@ -94,8 +109,7 @@ async def passive_party(
             # mostly waits then) rather than at the first seal, where the active party waits
             warm = party.offload(_warm_job, role.session.key, cfg.obfuscation)
             role.warm = background.create_task(warm)
-        for t in range(cfg.n_trees):
-            await role.grow_tree(t)
+        await role.train()
     return {"model": role.model.to_json(), "statistics": party.statistics()}
 
 
@@ -125,6 +139,7 @@ class PassiveParty:
         self.model = PartyModel(index=0, name=party.name, binner=binner)
         self.histograms = Histograms(party, self.bins, self.width, max(1, cfg.workers or 1))
         self.warm: asyncio.Task[None] | None = None  # the re-randomization warm-up
+        self.X_eval: Any = None  # this party's eval columns, if any
 
     async def setup(self) -> None:
         """Greet the active party and take the training's key, this party's index and plan.
@@ -133,7 +148,9 @@ class PassiveParty:
             ConfigError: the active party has another row count.
         """
         n_rows, cfg = self.X.shape[0], self.cfg
-        await send(self.party, self.active, Hello(n_rows, self.X.shape[1], cfg.to_dict()))
+        n_eval = 0 if self.X_eval is None else int(self.X_eval.shape[0])
+        hello = Hello(n_rows, self.X.shape[1], cfg.to_dict(), n_eval)
+        await send(self.party, self.active, hello)
         setup = await recv(self.party, self.active, Setup)
         if setup.n_rows != n_rows:
             raise ConfigError(
@@ -156,6 +173,25 @@ class PassiveParty:
             reorder=cfg.reorder,
             max_rows=min(chunk, n_rows),
         )
+
+    async def train(self) -> None:
+        """Every round's trees, each round evaluated when there is an eval set (and cut at the
+        best round with early stopping)."""
+        per_round = self.cfg.n_trees // self.cfg.n_estimators
+        best = None
+        for r in range(self.cfg.n_estimators):
+            for i in range(per_round):
+                await self.grow_tree(r * per_round + i)
+            if self.X_eval is None:
+                continue
+            verdict = await passive_round(
+                self.party, self.model, self.X_eval, self.active, r, per_round
+            )
+            best = verdict.best
+            if verdict.stop:
+                break
+        if best is not None and self.cfg.early_stopping_rounds is not None:
+            cut(self.model, best + 1, per_round)
 
     async def grow_tree(self, t: int) -> None:
         """Take part in tree ``t``: its gradients, then every layer."""

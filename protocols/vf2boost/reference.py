@@ -9,12 +9,14 @@ these trees; the tests compare them split by split.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from hefl.errors import ConfigError
 from hefl.protocols.vf2boost.binning import MISSING_BIN, Binner, check_columns, check_features
 from hefl.protocols.vf2boost.config import VF2BoostConfig
+from hefl.protocols.vf2boost.evaluation import Evaluation, cut
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel, TreeStructure
 from hefl.protocols.vf2boost.objectives import config_objective, objective_of
 from hefl.protocols.vf2boost.sampling import apply_sampling, sample_columns
@@ -147,8 +149,43 @@ class _Parties:
         ]
 
 
+def check_eval_set(
+    eval_set: object, parts: list[Any], cfg: VF2BoostConfig
+) -> tuple[list[Any], np.ndarray]:
+    """Validate an eval set (feature blocks split like ``parts``, and labels).
+
+    Raises:
+        ConfigError: not (blocks, labels), another number of blocks, a party whose eval
+            columns differ from its training columns (named), row counts that differ, or labels
+            outside the objective's range.
+    """
+    if not isinstance(eval_set, list | tuple) or len(eval_set) != 2:
+        raise ConfigError("eval_set must be (X_parts, y): feature blocks and labels")
+    E_parts, y_eval = eval_set
+    if not isinstance(E_parts, list | tuple) or len(E_parts) != len(parts):
+        raise ConfigError(f"eval_set needs {len(parts)} feature blocks, one per party")
+    names = party_names(len(parts))
+    out = [
+        check_features(E, who=f"party {n!r} eval set") for n, E in zip(names, E_parts, strict=True)
+    ]
+    for name, X, E in zip(names, parts, out, strict=True):
+        if E.shape[1] != X.shape[1] or E.shape[0] != out[0].shape[0]:
+            raise ConfigError(
+                f"party {name!r}: the eval set block is {E.shape[0]} × {E.shape[1]}, the training "
+                f"block has {X.shape[1]} columns; the eval set must be split by columns like the "
+                "training data, with the same rows in every block"
+            )
+    y_checked = check_labels(
+        y_eval, out[0].shape[0], "active eval set", cfg.objective, cfg.num_class
+    )
+    return out, y_checked
+
+
 def plaintext_reference(
-    X_parts: list[np.ndarray], y: np.ndarray, cfg: VF2BoostConfig | None = None
+    X_parts: list[np.ndarray],
+    y: np.ndarray,
+    cfg: VF2BoostConfig | None = None,
+    eval_set: tuple[list[Any], Any] | None = None,
 ) -> FederatedModel:
     """Train the federation's GBDT in plaintext on the same bins.
 
@@ -156,6 +193,8 @@ def plaintext_reference(
         X_parts: feature blocks, one per party (X_parts[0]: the active party's), same rows.
         y: labels (0/1, or the objective's targets).
         cfg: the configuration (crypto switches are ignored).
+        eval_set: (feature blocks split like ``X_parts``, labels): scored after every round
+            (and early stopping), as the federation does.
 
     Returns:
         A :class:`FederatedModel` with one :class:`PartyModel` per block.
@@ -172,8 +211,12 @@ def plaintext_reference(
     ps.models[0].objective = objective.name
     ps.models[0].num_class = objective.num_class
     margin = objective.initial_margin(yf.shape[0], margin0)
+    evaluation = None
+    if eval_set is not None:
+        E_parts, y_eval = check_eval_set(eval_set, parts, cfg)
+        evaluation = Evaluation.start(cfg, y_eval, margin0)
     t = 0
-    for _ in range(cfg.n_estimators):
+    for r in range(cfg.n_estimators):
         for g_t, h_t in objective.round_gradients(margin, yf):
             g, h = apply_sampling(cfg, t, g_t, h_t)
             gi, hi, g_exp = encode_gh(g, h, cfg.frac_bits)
@@ -187,7 +230,19 @@ def plaintext_reference(
             # the margin update uses the model's own prediction path on the training bins
             objective.add_tree(margin, t, _tree_output(nodes, leaf_values, ps.bins, ps.models))
             t += 1
-    return FederatedModel(parties=ps.models)
+        if evaluation is not None:
+            masks = [
+                m.leaf_masks(E, start=t - objective.num_class)
+                for m, E in zip(ps.models, E_parts, strict=True)
+            ]
+            if evaluation.add_round(r, ps.models[0], masks):
+                break
+    if evaluation is None:
+        return FederatedModel(parties=ps.models)
+    if cfg.early_stopping_rounds is not None:
+        for m in ps.models:
+            cut(m, evaluation.best + 1, objective.num_class)
+    return FederatedModel(parties=ps.models, **evaluation.summary())
 
 
 def _grow_tree(
