@@ -170,6 +170,7 @@ async def _train(
     run.model.base_margin = objective.base_margin(y, cfg.base_score)
     run.model.objective = objective.name
     run.model.num_class = objective.num_class
+    run.model.vector_leaves = objective.vector_leaves
     margin = objective.initial_margin(len(y), run.model.base_margin)
     if evaluated is not None:
         run.evaluation = Evaluation.start(cfg, evaluated[1], run.model.base_margin)
@@ -184,7 +185,9 @@ async def _train(
                 pool.resize(min(pool.capacity, later))
             objective.add_tree(margin, t, await grow_tree(run, t, g, h))
             tree_seconds.append(time.perf_counter() - t0)
-            if progress is not None and (run.evaluation is None or (t + 1) % objective.num_class):
+            if progress is not None and (
+                run.evaluation is None or (t + 1) % objective.trees_per_round
+            ):
                 progress(t + 1, cfg.n_trees, tree_seconds[-1])
         if run.evaluation is None or evaluated is None:
             continue
@@ -197,5 +200,5 @@ async def _train(
         if stop:
             break
     if run.evaluation is not None and cfg.early_stopping_rounds is not None:
-        cut(run.model, run.evaluation.best + 1, objective.num_class)
+        cut(run.model, run.evaluation.best + 1, objective.trees_per_round)
     return tree_seconds

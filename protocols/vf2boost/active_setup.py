@@ -115,6 +115,7 @@ async def start_keys(
         pack_gh=cfg.pack_gh,
         pack_histograms=cfg.pack_histograms,
         h_log2=config_objective(cfg).h_log2,
+        classes=config_objective(cfg).outputs,
     )
     for index, name in enumerate(passives, start=1):
         await send(party, name, Setup(public_key=pk, index=index, n_rows=n_rows))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -47,11 +48,13 @@ from hefl.protocols.vf2boost.tree import (
     Candidate,
     SplitParams,
     best_position,
+    cover,
     decode_position,
     encode_gh,
     go_left,
     leaf_weight,
     loss_change,
+    pick,
     pick_winner,
     score_cumulative,
     split_sums,
@@ -65,8 +68,8 @@ class Node:
     index: int
     depth: int
     rows: np.ndarray
-    G: int
-    H: int
+    G: Any  # an exact int, or one per class (vector leaves)
+    H: Any
     hist: tuple[np.ndarray, np.ndarray] | None = None
     parent: Node | None = None
     sibling: Node | None = None
@@ -164,7 +167,9 @@ class TreeGrower:
         self.gains: dict[int, float] = {}  # node -> loss change of its split (importances)
         self.hess: dict[int, int] = {}  # node -> exact hessian sum (its cover)
         self.splits: list[Split] = []  # the last layer's, announced with the next layer
-        self.out = np.zeros(n)  # the tree's output on the training rows, leaf by leaf
+        # the tree's output on the training rows, leaf by leaf (a column per class with vector
+        # leaves: gi is then rows × K)
+        self.out = np.zeros(gi.shape)
         self.sender: asyncio.Task[None] | None = None  # the g‖h stream
 
     async def grow(self) -> TreeStructure:
@@ -174,7 +179,7 @@ class TreeGrower:
             d += 1
         covers = [0.0] * len(self.nodes)
         for i, H in self.hess.items():
-            covers[i] = float(self.params.decode_h(np.array([H], dtype=object))[0])
+            covers[i] = cover(H, self.params)
         gains = [self.gains.get(i, 0.0) for i in range(len(self.nodes))]
         return TreeStructure(self.nodes, self.leaf_values, gains=gains, covers=covers)
 
@@ -217,6 +222,8 @@ class TreeGrower:
         cfg = self.run.cfg
         if nd.depth >= cfg.max_depth or len(nd.rows) < 2:
             return False
+        if np.ndim(nd.H):  # vector leaves: XGBoost's multi-target rule has no such bound
+            return True
         h = nd.H / (1 << cfg.frac_bits)
         return h * (1 + 1e-12) >= 2 * cfg.min_child_weight
 
@@ -357,10 +364,10 @@ class TreeGrower:
         cat = bool(model.binner.categorical[f])
         left = go_left(self.run.bins[nd.rows, f], k, default_left, cat)
         d = int(default_left)
-        return self.split(nd, 0, split_id, left, int(best.GL[f, k, d]), int(best.HL[f, k, d]))
+        return self.split(nd, 0, split_id, left, pick(best.GL, (f, k, d)), pick(best.HL, (f, k, d)))
 
     def split(
-        self, nd: Node, owner: int, split_id: int, left_mask: np.ndarray, GL: int, HL: int
+        self, nd: Node, owner: int, split_id: int, left_mask: np.ndarray, GL: Any, HL: Any
     ) -> list[Node]:
         """Record the split of ``nd`` and return its two children."""
         i = len(self.nodes)

@@ -40,7 +40,8 @@ class VF2BoostConfig:
             ``"multi:softprob"`` (labels 0..num_class−1).
         num_class: K, the classes of ``multi:softprob`` (2 < K <= 32); 0 otherwise.
         multi_strategy: ``"one_output_per_tree"`` (XGBoost's default: K trees per round, one
-            per class); XGBoost's ``"multi_output_tree"`` is not implemented yet (refused).
+            per class) or ``"multi_output_tree"`` (one tree per round with a weight per class
+            in every leaf; the K classes' g and h travel packed in one plaintext per row).
         n_estimators: number of trees (>= 1).
         max_depth: depth of each tree (1..16; depth d has at most 2^d leaves).
         learning_rate: shrinkage applied to every leaf weight, in (0, 1].
@@ -193,10 +194,21 @@ class VF2BoostConfig:
             raise bad("num_class", f"must be an int in (2, {MAX_CLASSES}] for multi:softprob")
         if not multi and self.num_class not in (0, 1):
             raise bad("num_class", f"is only for multi:softprob, not {self.objective}")
-        if self.multi_strategy == "multi_output_tree":
-            raise bad("multi_strategy", "is not implemented yet; use 'one_output_per_tree'")
-        if self.multi_strategy != "one_output_per_tree":
-            raise bad("multi_strategy", "must be 'one_output_per_tree'")
+        if self.multi_strategy not in ("one_output_per_tree", "multi_output_tree"):
+            raise bad("multi_strategy", "must be 'one_output_per_tree' or 'multi_output_tree'")
+        if self.multi_strategy == "multi_output_tree" and not multi:
+            raise bad("multi_strategy", "'multi_output_tree' is for multi:softprob")
+        if self.vector_leaves and (not self.pack_gh or self.encoding != "fixed"):
+            raise bad(
+                "multi_strategy",
+                "'multi_output_tree' packs every class's g and h into one plaintext: it needs "
+                "pack_gh=True and encoding='fixed'",
+            )
+
+    @property
+    def vector_leaves(self) -> bool:
+        """One tree per round with a leaf weight per class (``multi_output_tree``)."""
+        return self.objective == "multi:softprob" and self.multi_strategy == "multi_output_tree"
 
     def _validate_eval(self, bad: Any) -> None:
         allowed = {
@@ -220,7 +232,8 @@ class VF2BoostConfig:
     @property
     def n_trees(self) -> int:
         """Trees in the model: n_estimators rounds of one tree (K with multi:softprob)."""
-        return self.n_estimators * (self.num_class if self.objective == "multi:softprob" else 1)
+        per_round = self.num_class if self.objective == "multi:softprob" else 1
+        return self.n_estimators * (1 if self.vector_leaves else per_round)
 
     def _validate_base_score(self, bad: Any) -> None:
         if self.base_score is None:

@@ -135,6 +135,8 @@ def encrypt_gh(
     if pool is not None:
         key = key if isinstance(key, PublicKey) else key.public_key
     kw = {"method": method} if pool is None else {"method": method, "pool": pool}
+    if gi.ndim == 2:  # vector leaves: every class of a row in one plaintext
+        return EncGH(layout, [key.encrypt(plan.join_classes(gi.tolist(), hi.tolist()), **kw)])
     g = [int(v) for v in gi.tolist()]
     h = [int(v) for v in hi.tolist()]
     if layout == "packed":
@@ -160,7 +162,8 @@ def decrypt_entries(sk: PrivateKey, enc: EncGH, plan: BitPlan, count: int) -> tu
         count: number of (g, h) entries.
 
     Returns:
-        (G ints, H ints), each of length ``count``.
+        (G ints, H ints), each of length ``count`` (with vector leaves, a tuple of K ints per
+        entry).
 
     Raises:
         CryptoError: the data cannot be what an honest party sent (PackingOverflowError
@@ -191,7 +194,7 @@ def decrypt_entries(sk: PrivateKey, enc: EncGH, plan: BitPlan, count: int) -> tu
     elif len(plain) != n_values:
         raise CryptoError(f"expected {n_values} entries, got {len(plain)}")
     if enc.layout == "packed":
-        return plan.split_gh(plain)
+        return plan.split_classes(plain) if plan.classes > 1 else plan.split_gh(plain)
     return plain[:count], plain[count:]
 
 

@@ -25,7 +25,7 @@ from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.messages import Evaluate, Verdict, refuse
 from hefl.protocols.vf2boost.metrics import METRICS, evaluate
 from hefl.protocols.vf2boost.model import PartyModel
-from hefl.protocols.vf2boost.objectives import config_objective
+from hefl.protocols.vf2boost.objectives import config_objective, leaf_output
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Evaluation:
 
     @property
     def per_round(self) -> int:
-        return self.cfg.n_trees // self.cfg.n_estimators
+        return config_objective(self.cfg).trees_per_round
 
     def add_round(self, r: int, active: PartyModel, masks: list[list[np.ndarray]]) -> bool:
         """Add round ``r``'s trees from every party's leaf masks (party order, one (leaves ×
@@ -68,8 +68,7 @@ class Evaluation:
             reach = np.logical_and.reduce([m[i] for m in masks])
             if not np.all(reach.sum(axis=0) == 1):
                 raise ConfigError(f"tree {t}: the parties' eval leaf masks do not agree")
-            values = np.asarray(active.trees[t].leaf_values, dtype=np.float64)
-            loss.add_tree(self.margin, t, values @ reach)
+            loss.add_tree(self.margin, t, leaf_output(active.trees[t].leaf_values, reach))
         value = evaluate(self.cfg.metric, self.y, loss.transform(self.margin))
         self.history.append(value)
         higher = METRICS[self.cfg.metric][1]

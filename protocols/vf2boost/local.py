@@ -111,6 +111,7 @@ def _check_budget(cfg: VF2BoostConfig, n_rows: int, keypair: Any) -> None:
         pack_gh=cfg.pack_gh,
         pack_histograms=cfg.pack_histograms,
         h_log2=config_objective(cfg).h_log2,
+        classes=config_objective(cfg).outputs,
     )
 
 

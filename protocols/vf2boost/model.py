@@ -20,7 +20,7 @@ import numpy as np
 
 from hefl.errors import ConfigError
 from hefl.protocols.vf2boost.binning import Binner
-from hefl.protocols.vf2boost.objectives import OBJECTIVES, Objective, objective_of
+from hefl.protocols.vf2boost.objectives import OBJECTIVES, Objective, leaf_output, objective_of
 from hefl.protocols.vf2boost.tree import go_left
 
 FORMAT = "hefl.vf2boost.party-model/1"
@@ -33,13 +33,14 @@ class TreeStructure:
     Attributes:
         nodes: a list; internal node ``{"owner": int, "split": int, "left": i, "right": j}``,
             leaf ``{"leaf": k}`` with k the leaf's index in the tree (0..n_leaves-1).
-        leaf_values: the leaf weights (active party only; None elsewhere).
+        leaf_values: the leaf weights (active party only; None elsewhere); a list of K
+            weights per leaf with vector leaves.
         gains: per node, XGBoost's loss change of its split (0 for a leaf); active party only.
         covers: per node, its hessian sum; active party only.
     """
 
     nodes: list[dict[str, int]]
-    leaf_values: list[float] | None = None
+    leaf_values: list[Any] | None = None
     gains: list[float] | None = None
     covers: list[float] | None = None
 
@@ -62,6 +63,7 @@ class PartyModel:
         base_margin: initial margin (active party only).
         objective: the loss (active party only; it turns margins into predictions).
         num_class: K for multi:softprob (tree t adds to class t mod K), else 1.
+        vector_leaves: multi_output_tree: every leaf holds K weights, one per class.
         feature_names: optional names of its columns.
     """
 
@@ -73,6 +75,7 @@ class PartyModel:
     base_margin: float | None = None
     objective: str | None = None
     num_class: int = 1
+    vector_leaves: bool = False
     feature_names: list[str] | None = None
 
     def __post_init__(self) -> None:
@@ -116,7 +119,7 @@ class PartyModel:
 
     def loss(self) -> Objective:
         """The model's :class:`~hefl.protocols.vf2boost.objectives.Objective`."""
-        return objective_of(self.objective or "binary:logistic", self.num_class)
+        return objective_of(self.objective or "binary:logistic", self.num_class, self.vector_leaves)
 
     def combine_margin(self, masks_by_party: list[list[np.ndarray]], n: int) -> np.ndarray:
         """Active party: margins of ``n`` rows from every party's leaf masks (this party's
@@ -136,7 +139,7 @@ class PartyModel:
                     f"tree {t}: the parties' leaf masks do not single out one leaf per row; "
                     "the party models do not belong to the same training"
                 )
-            loss.add_tree(margin, t, np.asarray(tree.leaf_values, dtype=np.float64) @ reach)
+            loss.add_tree(margin, t, leaf_output(tree.leaf_values, reach))
         return margin
 
     def to_json(self) -> str:
@@ -163,6 +166,7 @@ class PartyModel:
                 "base_margin": self.base_margin,
                 "objective": self.objective,
                 "num_class": self.num_class,
+                "vector_leaves": self.vector_leaves,
                 "feature_names": self.feature_names,
             }
         )
@@ -200,15 +204,18 @@ class PartyModel:
                 base_margin=None if d["base_margin"] is None else float(d["base_margin"]),
                 objective=_objective_entry(d.get("objective"), d["base_margin"]),
                 num_class=int(d.get("num_class", 1)),
+                vector_leaves=bool(d.get("vector_leaves", False)),
                 feature_names=d.get("feature_names"),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ConfigError(f"malformed party model: {exc!r}") from None
 
 
-def _floats(v: Any) -> list[float] | None:
-    """A saved list of floats (or None)."""
-    return None if v is None else [float(x) for x in v]
+def _floats(v: Any) -> Any:
+    """A saved list of floats, or of lists of floats (vector leaves), or None."""
+    if v is None:
+        return None
+    return [[float(y) for y in x] if isinstance(x, list) else float(x) for x in v]
 
 
 def _split_entry(v: Any) -> tuple[int, int, bool]:

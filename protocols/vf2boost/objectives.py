@@ -42,6 +42,16 @@ class Objective:
     name: str
     h_log2: int
     num_class: int = 1
+    vector_leaves: bool = False
+
+    @property
+    def outputs(self) -> int:
+        """Margins a tree adds to per row: K with vector leaves, else 1."""
+        return self.num_class if self.vector_leaves else 1
+
+    @property
+    def trees_per_round(self) -> int:
+        return 1 if self.vector_leaves else self.num_class
 
     @property
     def multi(self) -> bool:
@@ -140,13 +150,16 @@ class Objective:
         """The (g, h) of each tree of a round: one pair, or one per class for softmax (all
         from the margins at the round's start, as XGBoost)."""
         g, h = self.gradients(margin, y)
-        if not self.multi:
+        if not self.multi or self.vector_leaves:
             return [(g, h)]
         return [(g[:, k], h[:, k]) for k in range(self.num_class)]
 
     def add_tree(self, margin: np.ndarray, t: int, out: np.ndarray) -> None:
-        """Add tree ``t``'s output to the margins (in place; its class's column)."""
-        if self.multi:
+        """Add tree ``t``'s output to the margins (in place; its class's column, or every
+        column with vector leaves)."""
+        if self.vector_leaves:
+            margin += out
+        elif self.multi:
             margin[:, self.tree_class(t)] += out
         else:
             margin += out
@@ -163,7 +176,16 @@ def softmax(margin: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def objective_of(name: str, num_class: int = 0) -> Objective:
+def leaf_output(leaf_values: Any, reach: np.ndarray) -> np.ndarray:
+    """A tree's output per row from its leaf values and a (leaves × rows) one-hot reach:
+    (rows,), or (rows × K) for vector leaves."""
+    values = np.asarray(leaf_values, dtype=np.float64)
+    if values.ndim == 1:
+        return values @ reach
+    return (values.T @ reach).T
+
+
+def objective_of(name: str, num_class: int = 0, vector_leaves: bool = False) -> Objective:
     """The :class:`Objective` called ``name`` (``num_class`` classes for multi:softprob).
 
     Raises:
@@ -178,13 +200,21 @@ def objective_of(name: str, num_class: int = 0) -> Objective:
                 f"num_class={num_class!r}: multi:softprob needs 2 < num_class <= {MAX_CLASSES} "
                 "(use binary:logistic for two classes)"
             )
-        return Objective(name, h_log2=-1, num_class=num_class)
+        return Objective(name, h_log2=-1, num_class=num_class, vector_leaves=vector_leaves)
     return Objective(name, h_log2=0 if name == "reg:squarederror" else -2)
 
 
 def config_objective(cfg: Any) -> Objective:
     """The objective of a VF2BoostConfig (its ``objective`` and ``num_class``)."""
-    return objective_of(cfg.objective, cfg.num_class)
+    return objective_of(cfg.objective, cfg.num_class, cfg.vector_leaves)
 
 
-__all__ = ["MAX_CLASSES", "OBJECTIVES", "Objective", "config_objective", "objective_of", "softmax"]
+__all__ = [
+    "MAX_CLASSES",
+    "OBJECTIVES",
+    "Objective",
+    "config_objective",
+    "leaf_output",
+    "objective_of",
+    "softmax",
+]

@@ -164,6 +164,7 @@ class PassiveParty:
             pack_gh=cfg.pack_gh,
             pack_histograms=cfg.pack_histograms,
             h_log2=config_objective(cfg).h_log2,
+            classes=config_objective(cfg).outputs,
         )
         self.model.index = setup.index
         chunk = cfg.chunk_size if cfg.blaster else n_rows

@@ -25,12 +25,15 @@ from hefl.protocols.vf2boost.tree import (
     SplitParams,
     best_position,
     candidate_mask,
+    cover,
     decode_position,
     encode_gh,
     exact_group_sums,
     go_left,
     leaf_weight,
     loss_change,
+    node_sums,
+    pick,
     pick_winner,
     score_cumulative,
     split_sums,
@@ -100,7 +103,13 @@ class _Node:
 def party_histogram(
     bins: np.ndarray, width: int, rows: np.ndarray, gi: np.ndarray, hi: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact (features × width) histograms of g and h encodings over ``rows``."""
+    """Exact (features × width) histograms of g and h encodings over ``rows``
+    ((classes × features × width) for (rows × K) encodings: vector leaves)."""
+    if gi.ndim == 2:
+        per_class = [
+            party_histogram(bins, width, rows, gi[:, k], hi[:, k]) for k in range(gi.shape[1])
+        ]
+        return np.stack([c[0] for c in per_class]), np.stack([c[1] for c in per_class])
     F = bins.shape[1]
     groups = (bins[rows].astype(np.int64) + (np.arange(F) * width)[None, :]).ravel()
     hg = exact_group_sums(np.repeat(gi[rows], F), groups, F * width).reshape(F, width)
@@ -210,6 +219,7 @@ def plaintext_reference(
     ps.models[0].base_margin = margin0
     ps.models[0].objective = objective.name
     ps.models[0].num_class = objective.num_class
+    ps.models[0].vector_leaves = objective.vector_leaves
     margin = objective.initial_margin(yf.shape[0], margin0)
     evaluation = None
     if eval_set is not None:
@@ -232,7 +242,7 @@ def plaintext_reference(
             t += 1
         if evaluation is not None:
             masks = [
-                m.leaf_masks(E, start=t - objective.num_class)
+                m.leaf_masks(E, start=t - objective.trees_per_round)
                 for m, E in zip(ps.models, E_parts, strict=True)
             ]
             if evaluation.add_round(r, ps.models[0], masks):
@@ -241,7 +251,7 @@ def plaintext_reference(
         return FederatedModel(parties=ps.models)
     if cfg.early_stopping_rounds is not None:
         for m in ps.models:
-            cut(m, evaluation.best + 1, objective.num_class)
+            cut(m, evaluation.best + 1, objective.trees_per_round)
     return FederatedModel(parties=ps.models, **evaluation.summary())
 
 
@@ -252,8 +262,7 @@ def _grow_tree(
     cfg, params = ps.cfg, ps.params
     assert params is not None  # start_tree ran
     all_rows = np.arange(len(gi))
-    zeros = np.zeros(len(gi), dtype=np.int64)
-    G0, H0 = exact_group_sums(gi, zeros, 1)[0], exact_group_sums(hi, zeros, 1)[0]
+    G0, H0 = node_sums(gi), node_sums(hi)
     nodes: list[dict[str, int]] = [{}]
     leaf_values: list[float] = []
     gains: dict[int, float] = {}
@@ -263,7 +272,7 @@ def _grow_tree(
         _fill_histograms(layer, ps.bins, ps.widths, gi, hi)
         next_layer: list[_Node] = []
         for node in layer:
-            covers[node.index] = float(params.decode_h(np.array([node.H], dtype=object))[0])
+            covers[node.index] = cover(node.H, params)
             winner = _best_split(ps, node) if node.depth < cfg.max_depth else None
             if winner is None:
                 nodes[node.index] = {"leaf": len(leaf_values)}
@@ -306,7 +315,7 @@ def _split(
     cat = ps.models[p].binner.categorical
     left_rows = go_left(ps.bins[p][node.rows, f], k, default_left, bool(cat[f]))
     GLs, HLs = split_sums(*node.hists[p], cat)
-    GL, HL = int(GLs[f, k, int(default_left)]), int(HLs[f, k, int(default_left)])
+    GL, HL = pick(GLs, (f, k, int(default_left))), pick(HLs, (f, k, int(default_left)))
     i = len(nodes)
     left = _Node(i, node.depth + 1, node.rows[left_rows], GL, HL)
     right = _Node(i + 1, node.depth + 1, node.rows[~left_rows], node.G - GL, node.H - HL)
@@ -351,7 +360,7 @@ def _tree_output(
     models: list[PartyModel],
 ) -> np.ndarray:
     n = bins[0].shape[0]
-    out = np.zeros(n)
+    out = np.zeros((n, len(leaf_values[0])) if isinstance(leaf_values[0], list) else n)
     stack = [(0, np.arange(n))]
     while stack:
         i, rows = stack.pop()

@@ -181,43 +181,84 @@ def encode_gh(g: np.ndarray, h: np.ndarray, frac_bits: int) -> tuple[np.ndarray,
     return encode_fixed(np.ldexp(g, -e), frac_bits), encode_fixed(h, frac_bits), e
 
 
+def _classes(a: Any) -> np.ndarray:
+    """Per-class exact sums as an object array whose first axis is the class (a plain int is
+    one class)."""
+    arr = np.asarray(a, dtype=object)
+    return arr.reshape(1) if arr.ndim == 0 else arr
+
+
 def score_cumulative(
-    GL: np.ndarray, HL: np.ndarray, G: int, H: int, params: SplitParams
+    GL: np.ndarray, HL: np.ndarray, G: Any, H: Any, params: SplitParams
 ) -> np.ndarray:
     """Gains of candidate splits from exact cumulative sums.
 
     Args:
         GL, HL: object arrays of Python ints: exact left-child sums of g and h encodings,
-            one per candidate (any shape).
-        G, H: exact sums at the node.
+            one per candidate (any shape); with vector leaves (classes × candidates...).
+        G, H: exact sums at the node: ints, or one per class (vector leaves).
         params: the scales and regularization of this tree.
 
     Returns:
-        float64 gains ½[S(L) + S(R) − S(node)] − γ (S: :meth:`SplitParams.node_gain`), −inf
-        where a child's hessian sum is below ``min_child_weight``.
+        float64 gains ½ Σ_classes [S(L) + S(R) − S(node)] − γ (S:
+        :meth:`SplitParams.node_gain`; one output: XGBoost's gain, −inf where a child's
+        hessian sum is below ``min_child_weight``; vector leaves: the classes' gains summed,
+        a class whose hessian sum is below ``min_child_weight`` scoring 0, as XGBoost's
+        multi-target trees do).
     """
+    Gc, Hc = _classes(G), _classes(H)
     GLo = np.asarray(GL, dtype=object)
     HLo = np.asarray(HL, dtype=object)
+    if np.ndim(G) == 0:
+        GLo, HLo = GLo[None], HLo[None]
+    extra = (1,) * (GLo.ndim - 1)
     gl, hl = params.decode_g(GLo), params.decode_h(HLo)
-    gr, hr = params.decode_g(G - GLo), params.decode_h(H - HLo)
-    g, h = (
-        params.decode_g(np.array([G], dtype=object)),
-        params.decode_h(np.array([H], dtype=object)),
-    )
+    gr = params.decode_g(Gc.reshape(-1, *extra) - GLo)
+    hr = params.decode_h(Hc.reshape(-1, *extra) - HLo)
+    g, h = params.decode_g(Gc).reshape(-1, *extra), params.decode_h(Hc).reshape(-1, *extra)
+    mcw, vector = params.min_child_weight, GLo.shape[0] > 1
     with np.errstate(divide="ignore", invalid="ignore"):
-        score = params.node_gain(gl, hl) + params.node_gain(gr, hr) - params.node_gain(g, h)
-    gains = 0.5 * score - params.gamma
-    # λ = 0 with an empty child gives 0/0: such a candidate is never valid
-    mcw = params.min_child_weight
-    ok = (hl >= mcw) & (hr >= mcw) & ~np.isnan(gains)
+        parts = [params.node_gain(a, b) for a, b in ((gl, hl), (gr, hr), (g, h))]
+        if vector:  # XGBoost's multi-target rule: a class below min_child_weight scores 0
+            parts = [np.where(b >= mcw, p, 0.0) for p, b in zip(parts, (hl, hr, h), strict=True)]
+        score = parts[0] + parts[1] - parts[2]
+    gains = 0.5 * score.sum(axis=0) - params.gamma
+    ok = ~np.isnan(gains)  # λ = 0 with an empty child gives 0/0: never a valid candidate
+    if not vector:
+        ok &= (hl[0] >= mcw) & (hr[0] >= mcw)
     return np.where(ok, gains, -np.inf)
 
 
-def leaf_weight(G: int, H: int, params: SplitParams) -> float:
-    """The leaf weight (:meth:`SplitParams.weight`) times the learning rate, from exact sums."""
-    g = params.decode_g(np.array([G], dtype=object))
-    h = params.decode_h(np.array([H], dtype=object))
-    return float(params.weight(g, h)[0] * params.learning_rate)
+def leaf_weight(G: Any, H: Any, params: SplitParams) -> Any:
+    """The leaf weight (:meth:`SplitParams.weight`) times the learning rate, from exact sums:
+    a float for one output, a list of floats (one per class) for vector leaves (0 for a class
+    whose hessian sum is below ``min_child_weight``, as XGBoost's)."""
+    h = params.decode_h(_classes(H))
+    w = params.weight(params.decode_g(_classes(G)), h)
+    if np.ndim(G):
+        w = np.where(h >= params.min_child_weight, w, 0.0)
+    w = w * params.learning_rate
+    return float(w[0]) if np.ndim(G) == 0 else [float(v) for v in w]
+
+
+def node_sums(v: np.ndarray) -> Any:
+    """Exact sums of int64 encodings: a Python int for (rows,), an object array of one int
+    per class for (rows × K) (vector leaves)."""
+    if v.ndim == 1:
+        return exact_group_sums(v, np.zeros(len(v), dtype=np.int64), 1)[0] if len(v) else 0
+    return np.array([node_sums(v[:, k]) for k in range(v.shape[1])], dtype=object)
+
+
+def pick(sums: np.ndarray, index: tuple[int, ...]) -> Any:
+    """One candidate's sums from (…) or (classes × …) sums: an int, or one per class."""
+    if sums.ndim == len(index):
+        return int(sums[index])
+    return np.array([int(per_class[index]) for per_class in sums], dtype=object)
+
+
+def cover(H: Any, params: SplitParams) -> float:
+    """A node's cover: its hessian sum (over the classes with vector leaves)."""
+    return float(params.decode_h(_classes(H)).sum())
 
 
 def loss_change(gain: float, params: SplitParams) -> float:
@@ -287,14 +328,15 @@ def split_sums(
     missing rows right (d = 0) or left (d = 1), as XGBoost's learned default direction.
 
     Returns:
-        (GL, HL), each (features × width × 2).
+        (GL, HL), each (features × width × 2) ((classes × features × width × 2) for
+        (classes × features × width) histograms).
     """
-    cat = _flags(categorical, hg.shape[0])[:, None]
+    cat = _flags(categorical, hg.shape[-2])[:, None]
     out = []
     for hist in (hg, hh):
-        cum = np.cumsum(hist, axis=1)  # bins 0..k: missing rows and values <= k
-        values = np.where(cat, hist, cum - hist[:, :1])
-        out.append(np.stack([values, values + hist[:, :1]], axis=2))
+        cum = np.cumsum(hist, axis=-1)  # bins 0..k: missing rows and values <= k
+        values = np.where(cat, hist, cum - hist[..., :1])
+        out.append(np.stack([values, values + hist[..., :1]], axis=-1))
     return out[0], out[1]
 
 

@@ -227,8 +227,12 @@ def test_multiclass_bad_input(adult_small):
         VF2BoostConfig(objective="multi:softprob")
     with pytest.raises(ConfigError, match="num_class"):
         VF2BoostConfig(num_class=3)
-    with pytest.raises(ConfigError, match="multi_output_tree"):
-        cfg.replace(multi_strategy="multi_output_tree")
+    with pytest.raises(ConfigError, match="pack_gh"):
+        cfg.replace(multi_strategy="multi_output_tree", pack_gh=False)
+    with pytest.raises(ConfigError, match="multi_strategy"):
+        VF2BoostConfig(multi_strategy="multi_output_tree")
+    with pytest.raises(ConfigError, match="multi_strategy"):
+        cfg.replace(multi_strategy="one_tree")
 
 
 def test_importances_match_xgboost_and_the_federation(adult_small, kp512):
@@ -268,3 +272,38 @@ def test_importances_match_xgboost_and_the_federation(adult_small, kp512):
         feature_importance(fed.parties[1], "gain")
     with pytest.raises(ConfigError, match="importance_type"):
         feature_importance(fed.active, "split")
+
+
+def test_multi_output_tree_is_lossless_matches_xgboost_and_costs_about_a_binary_round(
+    adult_small,
+):
+    """Vector leaves: every class's g‖h in one plaintext per row, one packed histogram per
+    node for all classes; the federation equals the reference, the reference equals XGBoost's
+    multi_output_tree, and a round costs about what a binary round costs."""
+    from hefl.protocols.vf2boost.local import fit
+
+    two, _, y2 = adult_small
+    n = 500
+    X_parts = [with_holes(X[:n], 0.1, s) for s, X in enumerate(two)]
+    y = class_labels([X[:n] for X in two])
+    kp = generate_keypair(1024, allow_insecure=True)
+    base = {"n_estimators": 2, "max_depth": 3, "key_bits": 1024, "allow_insecure": True,
+            "chunk_size": 250, "frac_bits": 40}  # fmt: skip
+    cfg = VF2BoostConfig(objective="multi:softprob", num_class=4,
+                         multi_strategy="multi_output_tree", **base)  # fmt: skip
+    res = fit(X_parts, y, cfg, keypair=kp)
+    ref = plaintext_reference(X_parts, y, cfg)
+    assert res.model.resolved_trees() == ref.resolved_trees()
+    assert res.model.n_trees == 2 and len(ref.resolved_trees()[0][-1]["leaf"]) == 4
+    np.testing.assert_array_equal(predict(X_parts, res.model), ref.predict_proba(X_parts))
+    binary = fit(X_parts, y2[:n], VF2BoostConfig(**base), keypair=kp)
+    ratio = sum(res.bytes_sent.values()) / sum(binary.bytes_sent.values())
+    assert ratio <= 2.0, ratio
+    xgb = pytest.importorskip("xgboost")
+    b = np.hstack([p.binner.transform(X) for p, X in zip(ref.parties, X_parts, strict=True)])
+    binned = np.where(b == 0, np.nan, b.astype(np.float64))
+    params = {"objective": "multi:softprob", "num_class": 4, "tree_method": "hist",
+              "multi_strategy": "multi_output_tree", "max_bin": 256, "max_depth": 3,
+              "eta": 0.3, "nthread": 1}  # fmt: skip
+    booster = xgb.train(params, xgb.DMatrix(binned, label=y), 2)
+    assert np.abs(booster.predict(xgb.DMatrix(binned)) - ref.predict_proba(X_parts)).max() < 1e-6
