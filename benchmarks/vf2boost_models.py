@@ -10,6 +10,8 @@ Data that ships in a package or in the repository only:
 * ``wine``: scikit-learn's bundled wine, 3 classes.
 * ``adult-age``: Adult, age (regression), taken out of the active party's columns.
 * ``diabetes``: scikit-learn's bundled diabetes progression (regression).
+* ``<set>-mot``: a multi-class set with ``multi_strategy="multi_output_tree"`` (one tree per
+  round, every class's g‖h in one plaintext), against XGBoost's multi_output_tree.
 
 Every data set is split vertically: the active party (labels) holds the first half of the
 columns, the passive party the rest. The sklearn sets get a seeded 75/25 train/test split.
@@ -44,7 +46,8 @@ import numpy as np
 from hefl._demos import adult_task
 from hefl.crypto import generate_keypair
 from hefl.data import load_adult
-from hefl.protocols.vf2boost import VF2BoostConfig, fit, plaintext_reference
+from hefl.errors import PackingOverflowError
+from hefl.protocols.vf2boost import VF2BoostConfig, fit, plaintext_reference, plan_bits
 from hefl.protocols.vf2boost.metrics import evaluate
 
 ROOT = Path(__file__).resolve().parent
@@ -68,7 +71,10 @@ def _halves(X: np.ndarray) -> list[np.ndarray]:
 
 
 def load(name: str) -> dict[str, Any]:
-    """One data set: train/test feature blocks and labels, objective, num_class, metric."""
+    """One data set: train/test feature blocks and labels, objective, num_class, metric
+    (a ``-mot`` suffix: the same multi-class set with ``multi_output_tree``)."""
+    if name.endswith("-mot"):
+        return {**load(name[: -len("-mot")]), "strategy": "multi_output_tree"}
     if name.startswith("adult"):
         objective = {"adult": "binary:logistic", "adult-marital": "multi:softprob",
                      "adult-age": "reg:squarederror"}[name]  # fmt: skip
@@ -89,7 +95,8 @@ def load(name: str) -> dict[str, Any]:
         num_class = int(y_all.max()) + 1 if objective == "multi:softprob" else 0
     metric = {"binary:logistic": "auc", "multi:softprob": "merror"}.get(objective, "rmse")
     return {"X": X_parts, "y": np.asarray(y), "T": T_parts, "y_test": np.asarray(y_test),
-            "objective": objective, "num_class": num_class, "metric": metric}  # fmt: skip
+            "objective": objective, "num_class": num_class, "metric": metric,
+            "strategy": "one_output_per_tree"}  # fmt: skip
 
 
 def score(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
@@ -108,6 +115,7 @@ def xgboost_score(d: dict[str, Any], rounds: int) -> tuple[float, float]:
               "nthread": 1}  # fmt: skip
     if d["objective"] == "multi:softprob":
         params["num_class"] = d["num_class"]
+        params["multi_strategy"] = d["strategy"]
     else:
         params["base_score"] = float(np.mean(d["y"]))
     t0 = time.perf_counter()
@@ -117,15 +125,27 @@ def xgboost_score(d: dict[str, Any], rounds: int) -> tuple[float, float]:
     return score(d["metric"], d["y_test"], pred), seconds
 
 
-def config(d: dict[str, Any], rounds: int, **kw: Any) -> VF2BoostConfig:
-    return VF2BoostConfig(objective=d["objective"], num_class=d["num_class"],
-                          n_estimators=rounds, **PARAMS, **kw)  # fmt: skip
+def config(d: dict[str, Any], rounds: int, key_bits: int = 2048, **kw: Any) -> VF2BoostConfig:
+    """The data set's config; with multi_output_tree the largest frac_bits (<= 53) whose K
+    class lanes fit two Horner slots of the key (the planner's bound)."""
+    cfg = VF2BoostConfig(objective=d["objective"], num_class=d["num_class"],
+                         multi_strategy=d["strategy"], n_estimators=rounds, key_bits=key_bits,
+                         allow_insecure=key_bits < 2048, **PARAMS, **kw)  # fmt: skip
+    if not cfg.vector_leaves:
+        return cfg
+    for frac_bits in range(53, 15, -1):
+        try:
+            plan_bits(len(d["y"]), frac_bits, key_bits, pack_gh=True, pack_histograms=True,
+                      h_log2=-1, classes=d["num_class"])  # fmt: skip
+        except PackingOverflowError:
+            continue
+        return cfg.replace(frac_bits=frac_bits)
+    raise PackingOverflowError(f"{d['num_class']} classes do not fit a {key_bits}-bit key")
 
 
 def federated(d: dict[str, Any], rounds: int, keypair: Any) -> dict[str, Any]:
     """A federated run: time and crypto work per round, checked against the reference."""
-    bits = keypair[0].n_bits
-    cfg = config(d, rounds, key_bits=bits, allow_insecure=bits < 2048)
+    cfg = config(d, rounds, key_bits=keypair[0].n_bits)
     res = fit(d["X"], d["y"], cfg, keypair=keypair)
     same = res.model.resolved_trees() == plaintext_reference(d["X"], d["y"], cfg).resolved_trees()
     per_round = cfg.n_trees // rounds
@@ -137,6 +157,8 @@ def federated(d: dict[str, Any], rounds: int, keypair: Any) -> dict[str, Any]:
         "seconds_per_tree": float(np.mean(res.tree_seconds)),
         "encrypted_per_round": len(d["y"]) * per_round,  # one packed g‖h ciphertext per row
         "bytes_per_round": sum(res.bytes_sent.values()) / rounds,
+        "active_bytes_per_round": res.bytes_sent["active"] / rounds,  # encrypted g‖h
+        "passive_bytes_per_round": res.bytes_sent["passive1"] / rounds,  # packed histograms
         "active_encrypt_seconds_per_round": sum(
             v for k, v in spans.items() if k.startswith("encrypt")
         )
@@ -151,11 +173,13 @@ def run(names: list[str], rounds: int, fed_rounds: int, key_bits: int) -> dict[s
     for name in names:
         d = load(name)
         t0 = time.perf_counter()
-        ref = plaintext_reference(d["X"], d["y"], config(d, rounds))
+        ref = plaintext_reference(d["X"], d["y"], config(d, rounds, key_bits))
         ours = score(d["metric"], d["y_test"], ref.predict(d["T"]))
         ref_seconds = time.perf_counter() - t0
         theirs, xgb_seconds = xgboost_score(d, rounds)
         entry = {"objective": d["objective"], "num_class": d["num_class"],
+                 "multi_strategy": d["strategy"] if d["num_class"] else None,
+                 "frac_bits": config(d, rounds, key_bits).frac_bits,
                  "rows": len(d["y"]), "columns": [X.shape[1] for X in d["X"]],
                  "metric": {"auc": "auc", "merror": "accuracy"}.get(d["metric"], "rmse"),
                  "hefl": ours, "xgboost": theirs, "reference_seconds": ref_seconds,
@@ -173,12 +197,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20, help="boosting rounds for accuracy")
     ap.add_argument("--fed-rounds", type=int, default=1, help="federated rounds (0: none)")
     ap.add_argument("--key-bits", type=int, default=2048)
-    ap.add_argument("--data", nargs="*", default=["adult", "adult-marital", "digits", "wine",
+    ap.add_argument("--data", nargs="*", default=["adult", "adult-marital", "adult-marital-mot",
+                                                  "digits", "digits-mot", "wine", "wine-mot",
                                                   "adult-age", "diabetes"])  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="small sets, 5 rounds, 1024-bit keys")
     args = ap.parse_args()
     if args.quick:
-        args.rounds, args.key_bits, args.data = 5, 1024, ["wine", "diabetes"]
+        args.rounds, args.key_bits, args.data = 5, 1024, ["wine", "wine-mot", "diabetes"]
     results = run(args.data, args.rounds, args.fed_rounds, args.key_bits)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / ("vf2boost_models_quick.json" if args.quick else "vf2boost_models.json")

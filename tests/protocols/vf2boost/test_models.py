@@ -307,3 +307,24 @@ def test_multi_output_tree_is_lossless_matches_xgboost_and_costs_about_a_binary_
               "eta": 0.3, "nthread": 1}  # fmt: skip
     booster = xgb.train(params, xgb.DMatrix(binned, label=y), 2)
     assert np.abs(booster.predict(xgb.DMatrix(binned)) - ref.predict_proba(X_parts)).max() < 1e-6
+
+
+@pytest.mark.parametrize("objective", ["reg:squarederror", "multi:softprob"])
+@pytest.mark.parametrize("switches", ["serial", {"pack_gh": False, "optimistic": False}])
+def test_serial_baseline_and_switches_for_other_objectives(adult_small, kp512, objective,
+                                                           switches):  # fmt: skip
+    two, _, _ = adult_small
+    n = 300
+    X_parts = [with_holes(X[:n], 0.1, s) for s, X in enumerate(two)]
+    if objective == "multi:softprob":
+        y, extra = class_labels([X[:n] for X in two], K=3), {"num_class": 3}
+    else:
+        y, extra = 40.0 * regression_target([X[:n] for X in two]), {}
+    common = {"n_estimators": 1, "max_depth": 2, "key_bits": 512, "allow_insecure": True,
+              "objective": objective, **extra}  # fmt: skip
+    if switches == "serial":
+        cfg = VF2BoostConfig.serial_baseline(**common)
+    else:
+        cfg = small_cfg(**{**common, **switches})
+    model = fit_local(X_parts, y, cfg, keypair=kp512)
+    assert_lossless(model, plaintext_reference(X_parts, y, cfg), X_parts)
