@@ -6,6 +6,7 @@ one-screen summary the CLI prints. The CLI only parses flags and maps errors.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from typing import TYPE_CHECKING, Any
@@ -220,76 +221,125 @@ def vf2boost_party_role(
 
 
 async def _vf2boost_party(
-    party: Party, names: list[str], index: int, cfg: Any, rows: int, keypair: Any
+    party: Party,
+    names: list[str],
+    index: int,
+    cfg: Any,
+    rows: int,
+    keypair: Any,
+    checkpoint_dir: str | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     from hefl.protocols.vf2boost import active_party, passive_party, predict_active, predict_passive
 
-    train = subsample(load_adult("train"), rows)
-    test = load_adult("test")
+    # parsing the data takes seconds: off the event loop, which keeps the heartbeats going
+    train, test = await asyncio.to_thread(_adult_splits, rows)
     X_parts, y = adult_task(train, cfg.objective, len(names))
     T_parts, y_test = adult_task(test, cfg.objective, len(names))
     X, T = X_parts[index], T_parts[index]
+    saving = {"checkpoint_dir": checkpoint_dir, "resume": resume}
     if index == 0:
-        out = await active_party(party, X, y, cfg, passives=names[1:], keypair=keypair)
+        out = await active_party(party, X, y, cfg, passives=names[1:], keypair=keypair, **saving)
         pred = await predict_active(party, T, out["model"], passives=names[1:])
         return {
             "model": out["model"],
             **demo_scores(cfg.objective, y_test, np.asarray(pred)),
             "tree_seconds": out["tree_seconds"],
         }
-    out = await passive_party(party, X, cfg, active=names[0])
+    out = await passive_party(party, X, cfg, active=names[0], **saving)
     await predict_passive(party, T, out["model"], active=names[0])
     return {"model": out["model"]}
+
+
+def _adult_splits(rows: int) -> tuple[Dataset, Dataset]:
+    return subsample(load_adult("train"), rows), load_adult("test")
+
+
+# What the protocols' span names mean, for the Gantt chart's legend.
+SPAN_LABELS = {
+    "keygen": "make the Paillier key",
+    "prefill-obfuscators": "make randomness ahead of use",
+    "encrypt": "encrypt g and h",
+    "encrypt-warm": "encrypt g and h with ready randomness",
+    "encrypt-wait": "wait for the pool to encrypt g and h",
+    "send-gh": "send encrypted g and h",
+    "receive-gh": "receive encrypted g and h, add arrived chunks to histograms",
+    "histograms": "build encrypted histograms",
+    "seal": "pack and send encrypted histograms",
+    "own-histograms": "histograms of own features (plaintext)",
+    "decrypt": "receive (wait for) and decrypt passive parties' histograms",
+    "score": "score every candidate split",
+}
 
 
 _METRIC_LABELS = {"auc": "AUC", "rmse": "RMSE", "logloss": "log loss"}
 
 
-def format_report(report: dict[str, Any]) -> str:
-    """The one-screen summary of a demo report."""
+def format_report(report: dict[str, Any], verbose: bool = False) -> str:
+    """The one-screen summary of a demo report (``verbose``: also how the crypto ran)."""
     lines = [f"hefl demo {report['protocol']}: {report['mode']}", f"  data: {report['dataset']}"]
     if report["protocol"] == "vf2boost":
-        same = "yes" if report["identical_to_plaintext_reference"] else "NO"
-        hit = report["optimistic_hit_rate"]
-        scores = ", ".join(
-            f"{_METRIC_LABELS.get(k[5:], k[5:])} {v:.5f}"
-            for k, v in report.items()
-            if k[:5] == "test_"
-        )
-        lines += [
-            f"  {report['objective']} predicting {report['target']}",
-            f"  {report['parties']} parties, {_count(report['trees'], 'tree')}, "
-            f"{report['key_bits']}-bit "
-            f"Paillier ({report['obfuscation']} obfuscators, "
-            + ("native kernel)" if report["native_kernel"] else "pure-Python loops)"),
-            f"  test {scores}; trees identical to the plaintext reference: {same}",
-            f"  {report['seconds']:.1f} s in all, {report['seconds_per_tree']:.1f} s per tree, "
-            f"prediction {report['predict_seconds']:.1f} s"
-            + (f", optimistic hit rate {hit:.0%}" if hit is not None else ""),
-        ]
+        lines += _vf2boost_lines(report, verbose)
     else:
-        r = report["mean_round_seconds"]
-        lines += [
-            f"  {_count(report['clients'], 'client')} + aggregator, {report['model']}, "
-            f"{_count(report['rounds'], 'round')}, r={report['quant_bits']} bits, "
-            f"{report['key_bits']}-bit Paillier",
-            f"  test accuracy {report['test_accuracy']:.4f} (plaintext FedAvg, same batches: "
-            f"{report['plaintext_fedavg_accuracy']:.4f}; gap {report['accuracy_gap_points']:+.2f}"
-            " points)",
-            f"  {report['seconds']:.1f} s in all; per round: encrypt {r['encrypt']:.3f} s, "
-            f"aggregate {r['aggregate']:.3f} s, decrypt {r['decrypt']:.3f} s, "
-            f"wall {r['wall']:.3f} s",
-            f"  the aggregator received only: {', '.join(report['aggregator_received'])}",
-        ]
+        lines += _batchcrypt_lines(report)
     lines.append(
-        f"  {'party':<12} {'sent':>11} {'received':>11} {'busy s':>8} {'idle s':>8} {'idle':>5}"
+        f"  {'party':<12} {'sent':>11} {'received':>11} {'busy s':>8} {'idle s':>8} {'idle %':>7}"
     )
     for name, s in report["party_statistics"].items():
         lines.append(
             f"  {name:<12} {_size(s['bytes_sent']):>11} {_size(s['bytes_received']):>11} "
-            f"{s['busy_seconds']:>8.1f} {s['idle_seconds']:>8.1f} {s['idle_share']:>5.0%}"
+            f"{s['busy_seconds']:>8.1f} {s['idle_seconds']:>8.1f} {s['idle_share']:>7.0%}"
         )
+    lines.append("  (busy: computing; idle: waiting for another party's message)")
     return "\n".join(lines)
+
+
+def _vf2boost_lines(report: dict[str, Any], verbose: bool) -> list[str]:
+    same = "yes" if report["identical_to_plaintext_reference"] else "NO"
+    scores = ", ".join(
+        f"{_METRIC_LABELS.get(k[5:], k[5:])} {v:.5f}" for k, v in report.items() if k[:5] == "test_"
+    )
+    lines = [
+        f"  {report.get('objective', 'binary:logistic')} predicting "
+        f"{report.get('target', 'income')}",
+        f"  {report['parties']} parties, {_count(report['trees'], 'tree')}, "
+        f"{report['key_bits']}-bit Paillier",
+        f"  test {scores}; trees identical to the plaintext reference: {same}",
+        f"  {report['seconds']:.1f} s in all, {report['seconds_per_tree']:.1f} s per tree, "
+        f"prediction {report['predict_seconds']:.1f} s",
+    ]
+    if not verbose:
+        return lines
+    short = report["obfuscation"] == "djn-short"
+    lines.append(
+        f"  randomness: {report['obfuscation']} obfuscators ("
+        + ("short exponents, an extra hardness assumption" if short else "full-length exponents")
+        + "), made by "
+        + ("hefl's C kernel" if report["native_kernel"] else "pure-Python gmpy2 loops")
+    )
+    hit = report["optimistic_hit_rate"]
+    if hit is not None:
+        lines.append(
+            f"  optimistic splitting: the active party's own split won at {hit:.0%} of the nodes\n"
+            "    where the passive parties began the next layer on it before the scores were in"
+        )
+    return lines
+
+
+def _batchcrypt_lines(report: dict[str, Any]) -> list[str]:
+    r = report["mean_round_seconds"]
+    return [
+        f"  {_count(report['clients'], 'client')} + aggregator, {report['model']}, "
+        f"{_count(report['rounds'], 'round')}, r={report['quant_bits']} bits, "
+        f"{report['key_bits']}-bit Paillier",
+        f"  test accuracy {report['test_accuracy']:.4f} (plaintext FedAvg, same batches: "
+        f"{report['plaintext_fedavg_accuracy']:.4f}; gap {report['accuracy_gap_points']:+.2f}"
+        " points)",
+        f"  {report['seconds']:.1f} s in all; per round: encrypt {r['encrypt']:.3f} s, "
+        f"aggregate {r['aggregate']:.3f} s, decrypt {r['decrypt']:.3f} s, "
+        f"wall {r['wall']:.3f} s",
+        f"  the aggregator received only: {', '.join(report['aggregator_received'])}",
+    ]
 
 
 def _count(n: int, noun: str) -> str:

@@ -1,7 +1,10 @@
-"""A small terminal progress bar for long runs (trees, rounds).
+"""Progress of long runs (trees, rounds) on stderr.
 
-Written here rather than taken from a library because hefl needs only one bar with a status
-line, and it must stay silent when output is not a terminal (``--json``, CI logs).
+On a terminal it is one bar redrawn in place; anywhere else (a pipe, a log file, CI) it is one
+line per finished step with the elapsed time and an estimate of what remains, so a piped run
+is never silent for minutes. Written here rather than taken from tqdm or rich: hefl needs one
+bar and one line format, the callback must pickle to reach a party's own process (where it
+draws on the same stderr), and neither library would remove more code than it adds.
 """
 
 from __future__ import annotations
@@ -12,13 +15,13 @@ from typing import TextIO
 
 
 class ProgressBar:
-    """A one-line progress bar: ``label [#####.....] 5/10 12.3s status``.
+    """Progress of ``total`` steps: a redrawn bar on a terminal, else a line per step.
 
     Args:
         total: the number of steps.
         label: what is being counted (e.g. "trees").
-        stream: where to draw; defaults to stderr.
-        enabled: draw at all; defaults to whether ``stream`` is a terminal.
+        stream: where to write; defaults to stderr.
+        enabled: write at all (default True).
         started: the ``time.time()`` the elapsed time counts from (default: now).
     """
 
@@ -27,42 +30,45 @@ class ProgressBar:
         total: int,
         label: str,
         stream: TextIO | None = None,
-        enabled: bool | None = None,
+        enabled: bool = True,
         started: float | None = None,
     ) -> None:
         self.total = max(1, total)
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.enabled = enabled
+        self.redraw = enabled and self.stream.isatty()
         self.done = 0
         self._start = time.time() if started is None else started
 
     def update(self, done: int | None = None, status: str = "") -> None:
-        """Set the number of finished steps (or add one) and the status text, then redraw."""
+        """Set the number of finished steps (or add one) and the status text, then show it."""
         self.done = self.done + 1 if done is None else done
         if not self.enabled:
             return
-        width = 24
-        filled = round(width * min(self.done, self.total) / self.total)
         elapsed = time.time() - self._start
-        line = (
-            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{self.done}/{self.total} {elapsed:6.1f}s {status}"
-        )
-        self.stream.write(line[:160].ljust(100))
+        count = f"{self.done}/{self.total}"
+        if not self.redraw:
+            self.stream.write(f"{self.label} {count} at {elapsed:.1f} s: {status}\n")
+        else:
+            width = 24
+            filled = round(width * min(self.done, self.total) / self.total)
+            bar = f"[{'#' * filled}{'.' * (width - filled)}]"
+            line = f"\r{self.label} {bar} {count} {elapsed:6.1f}s {status}"
+            self.stream.write(line[:160].ljust(100))
         self.stream.flush()
 
     def close(self) -> None:
-        """Finish the line so later output starts on a fresh one."""
-        if self.enabled:
+        """Finish the bar's line so later output starts on a fresh one."""
+        if self.redraw:
             self.stream.write("\n")
             self.stream.flush()
 
 
 class _PartyProgress:
     """A progress callback that may travel to another party's process (it is picklable): it
-    draws on that process's stderr, which is the same terminal, and keeps the elapsed time
-    counting from when the run started here."""
+    writes to that process's stderr, which is the same terminal or pipe, and keeps the elapsed
+    time counting from when the run started here."""
 
     label = "steps"
 
@@ -70,6 +76,7 @@ class _PartyProgress:
         self.total = total
         self.enabled = enabled
         self.started = time.time()
+        self._last = self.started
         self._bar: ProgressBar | None = None
 
     def __getstate__(self) -> dict[str, object]:
@@ -83,8 +90,21 @@ class _PartyProgress:
         return self._bar
 
     def start(self, status: str) -> None:
-        """Draw the empty bar (before the parties start) with what is happening."""
+        """Show the empty bar (before the parties start) with what is happening."""
         self.bar().update(0, status)
+
+    def step(self, done: int, status: str, seconds: float | None = None) -> None:
+        """Show ``done`` finished steps with the status and the time left, estimated from the
+        last step's ``seconds`` (default: the time since the previous step was shown)."""
+        now = time.time()
+        last, self._last = self._last, now
+        bar = self.bar()
+        if done >= self.total:
+            bar.update(done, f"{status}; done")
+            bar.close()
+            return
+        left = (now - last if seconds is None else seconds) * (self.total - done)
+        bar.update(done, f"{status}; ~{left:.0f} s to go")
 
 
 class TreeProgress(_PartyProgress):
@@ -93,11 +113,8 @@ class TreeProgress(_PartyProgress):
     label = "trees"
 
     def __call__(self, done: int, total: int, seconds: float) -> None:
-        remaining = (total - done) * seconds
-        status = f"last tree {seconds:.1f}s, ~{remaining:.0f}s to go" if done < total else "done"
-        self.bar().update(done, status)
-        if done >= total:
-            self.bar().close()
+        self.total = total
+        self.step(done, f"last tree {seconds:.1f} s", seconds)
 
 
 class RoundProgress(_PartyProgress):
@@ -106,6 +123,4 @@ class RoundProgress(_PartyProgress):
     label = "rounds"
 
     def __call__(self, round_index: int, accuracy: float) -> None:
-        self.bar().update(round_index + 1, f"test accuracy after round: {accuracy:.4f}")
-        if round_index + 1 >= self.total:
-            self.bar().close()
+        self.step(round_index + 1, f"test accuracy {accuracy:.4f}")

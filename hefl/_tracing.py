@@ -129,8 +129,21 @@ class Trace:
         path.write_text(json.dumps(self.to_chrome()))
         return path
 
-    def save_gantt(self, path: str | Path, title: str = "hefl federation") -> Path:
-        """Draw a Gantt chart PNG: one lane per party, a colour per span name.
+    def save_gantt(
+        self,
+        path: str | Path,
+        title: str = "hefl federation",
+        labels: Mapping[str, str] | None = None,
+    ) -> Path:
+        """Draw a Gantt chart PNG: one lane per party, a colour per span name, and a dashed
+        line where each tree or round starts (the first span carrying that ``tree`` or
+        ``round`` attribute).
+
+        Args:
+            path: the PNG file to write.
+            title: the chart's title.
+            labels: what each span name means, shown in the legend (``"decrypt"`` →
+                ``"decrypt: receive and decrypt histograms"``).
 
         Raises:
             ConfigError: if matplotlib (the ``plot`` extra) is not installed.
@@ -143,42 +156,55 @@ class Trace:
             from matplotlib.patches import Rectangle
         except ImportError as exc:
             raise ConfigError("save_gantt needs matplotlib: pip install 'hefl[plot]'") from exc
-        path = Path(path)
         parties = self.parties
         t0 = min((s.start_us for s in self.spans), default=0.0)
-        names = sorted({s.name for s in self.spans if s.name != "idle"})
+        names = [*sorted({s.name for s in self.spans if s.name != "idle"}), "idle"]
         cmap = colormaps["tab20"]
         colours = {name: cmap(i % 20) for i, name in enumerate(names)}
         colours["idle"] = (0.85, 0.85, 0.85, 1.0)
-        fig = Figure(figsize=(12, 1 + 0.7 * max(1, len(parties))))
+        fig = Figure(figsize=(13, 2.2 + 0.7 * max(1, len(parties)) + 0.2 * len(names)))
         ax = fig.subplots()
         for lane, party in enumerate(parties):
             for s in self.spans:
-                if s.party != party:
-                    continue
-                height = 0.3 if s.name == "idle" else 0.6
-                ax.broken_barh(
-                    [((s.start_us - t0) / 1e6, s.dur_us / 1e6)],
-                    (lane - height / 2, height),
-                    facecolors=colours[s.name],
-                )
+                if s.party == party:
+                    height = 0.3 if s.name == "idle" else 0.6
+                    ax.broken_barh(
+                        [((s.start_us - t0) / 1e6, s.dur_us / 1e6)],
+                        (lane - height / 2, height),
+                        facecolors=colours[s.name],
+                    )
+        for label, start_us in self.step_starts():
+            x = (start_us - t0) / 1e6
+            ax.axvline(x, color="black", linestyle="--", linewidth=0.8)
+            ax.text(x, -0.55, f" {label}", fontsize="small", va="bottom")
         ax.set_yticks(range(len(parties)), labels=parties)
+        ax.set_ylim(len(parties) - 0.4, -0.8)
         ax.set_xlabel("seconds")
         ax.set_title(title, loc="left")
-        handles = [Rectangle((0, 0), 1, 1, color=colours[n]) for n in [*names, "idle"]]
+        described = {"idle": "waiting for a peer's message", **(labels or {})}
         ax.legend(
-            handles,
-            [*names, "idle"],
-            loc="lower right",
-            bbox_to_anchor=(1.0, 1.0),
+            [Rectangle((0, 0), 1, 1, color=colours[n]) for n in names],
+            [f"{n}: {described[n]}" if n in described else n for n in names],
+            loc="upper left",
+            bbox_to_anchor=(0.0, -0.25),
             fontsize="small",
-            ncol=min(8, len(names) + 1),
+            ncol=2,
             frameon=False,
         )
-        ax.invert_yaxis()
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        fig.savefig(path := Path(path), dpi=120)
         return path
+
+    def step_starts(self) -> list[tuple[str, float]]:
+        """Where each tree or round starts: ``("tree 1", start_us)`` for the earliest span of
+        any party whose ``tree`` (or ``round``) attribute is 0, and so on."""
+        firsts: dict[tuple[str, int], float] = {}
+        for s in self.spans:
+            for key in ("tree", "round"):
+                step = s.attrs.get(key)
+                if isinstance(step, int) and (key, step) not in firsts:
+                    firsts[(key, step)] = s.start_us  # spans are sorted by start
+        return [(f"{key} {step + 1}", us) for (key, step), us in sorted(firsts.items())]
 
 
 def _jsonable(value: Any) -> Any:

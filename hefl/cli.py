@@ -9,11 +9,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 from hefl.errors import ConfigError, HeflError
+
+# a parser or one of its argument groups: both take add_argument
+_Options = argparse._ActionsContainer
+
+# The configuration fields the flags set, so that an error names the flag the user typed.
+_FLAGS = {
+    "n_estimators": "--trees",
+    "max_depth": "--depth",
+    "learning_rate": "--learning-rate",
+    "max_bin": "--bins",
+    "key_bits": "--bits",
+    "n_clients": "--clients",
+    "bits": "--quant-bits",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,7 +54,7 @@ def _positive(kind: type) -> Any:
     return parse
 
 
-def _add_output_flags(p: argparse.ArgumentParser) -> None:
+def _add_output_flags(p: _Options) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument(
         "--trace",
@@ -53,7 +70,7 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_key_flags(p: argparse.ArgumentParser) -> None:
+def _add_key_flags(p: _Options) -> None:
     p.add_argument("--bits", type=int, default=2048, help="Paillier key size (default 2048)")
     p.add_argument(
         "--insecure", action="store_true", help="allow keys below 2048 bits (quick trials only)"
@@ -65,10 +82,12 @@ def _add_key_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_vf2boost_flags(p: argparse.ArgumentParser) -> None:
+def _add_vf2boost_flags(p: _Options) -> None:
     p.add_argument("--trees", type=_positive(int), default=10, help="trees (default 10)")
     p.add_argument("--depth", type=_positive(int), default=5, help="tree depth (default 5)")
-    p.add_argument("--learning-rate", type=_positive(float), default=0.3)
+    p.add_argument(
+        "--learning-rate", type=_positive(float), default=0.3, help="shrinkage eta (default 0.3)"
+    )
     p.add_argument("--bins", type=_positive(int), default=32, help="max bins per feature")
     p.add_argument(
         "--objective",
@@ -79,13 +98,13 @@ def _add_vf2boost_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--rows",
-        type=int,
+        type=_positive(int),
         default=0,
         help="train on a fixed random subsample of this many rows (default: all)",
     )
 
 
-def _add_batchcrypt_flags(p: argparse.ArgumentParser) -> None:
+def _add_batchcrypt_flags(p: _Options) -> None:
     p.add_argument("--rounds", type=_positive(int), default=10, help="rounds (default 10)")
     p.add_argument(
         "--quant-bits",
@@ -93,12 +112,48 @@ def _add_batchcrypt_flags(p: argparse.ArgumentParser) -> None:
         default=16,
         help="quantization bits r per value (default 16)",
     )
-    p.add_argument("--model", choices=("logreg", "mlp"), default="logreg")
+    p.add_argument(
+        "--model",
+        choices=("logreg", "mlp"),
+        default="logreg",
+        help="logistic regression or a one-hidden-layer MLP (default logreg)",
+    )
     p.add_argument(
         "--no-shared-decryption",
         action="store_true",
         help="every client decrypts the whole aggregate",
     )
+
+
+def _add_checkpoint_flags(p: _Options) -> None:
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="DIR",
+        help="save this party's share after every tree or round into DIR/<name>",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the checkpoint in --checkpoint DIR from the last tree or round that "
+        "every party completed",
+    )
+
+
+def _checkpointed(role: Any, args: argparse.Namespace) -> Any:
+    """The party's role saving into (and with --resume continuing) ``--checkpoint DIR``.
+
+    Raises:
+        ConfigError: --resume without --checkpoint.
+    """
+    if args.checkpoint is None:
+        if args.resume:
+            raise ConfigError("--resume needs --checkpoint DIR (where the checkpoint is)")
+        return role
+    import functools
+
+    where = str(args.checkpoint.resolve())
+    return functools.partial(role, checkpoint_dir=where, resume=args.resume)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,11 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
             help="every party in this process (default: one process per party)",
         )
         _add_output_flags(p)
+        p.add_argument(
+            "--verbose",
+            action="store_true",
+            help="also say how the crypto ran (obfuscators, kernel, optimistic splitting)",
+        )
+        p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
     party = commands.add_parser("party", help="run one party of a multi-host federation")
     party.add_argument("--config", required=True, type=Path, help="the federation TOML file")
     party.add_argument("--name", required=True, help="which party of the file this is")
-    party.add_argument("--protocol", required=True, choices=("vf2boost", "batchcrypt"))
+    party.add_argument(
+        "--protocol",
+        required=True,
+        choices=("vf2boost", "batchcrypt"),
+        help="the protocol every party of the federation runs",
+    )
     party.add_argument(
         "--paillier-key",
         type=Path,
@@ -149,15 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write this party's result (and VF2Boost model share) here",
     )
-    _add_vf2boost_flags(party)
-    _add_batchcrypt_flags(party)
-    _add_key_flags(party)
-    _add_output_flags(party)
+    _add_vf2boost_flags(party.add_argument_group("VF2Boost options (--protocol vf2boost)"))
+    _add_batchcrypt_flags(party.add_argument_group("BatchCrypt options (--protocol batchcrypt)"))
+    _add_key_flags(party.add_argument_group("Paillier keys (both protocols)"))
+    _add_output_flags(party.add_argument_group("output"))
+    _add_checkpoint_flags(party.add_argument_group("checkpoints (both protocols)"))
 
     keygen = commands.add_parser("keygen", help="make Paillier or CURVE key files")
     kinds = keygen.add_subparsers(dest="kind", required=True, parser_class=_Parser)
     pail = kinds.add_parser("paillier", help="a Paillier keypair (JSON files)")
-    pail.add_argument("--bits", type=int, default=2048)
+    pail.add_argument("--bits", type=int, default=2048, help="key size (default 2048)")
     pail.add_argument("--insecure", action="store_true", help="allow keys below 2048 bits")
     pail.add_argument("--name", default="paillier", help="file name stem (default paillier)")
     pail.add_argument("--out", type=Path, default=Path("."), help="directory (default .)")
@@ -204,7 +271,9 @@ def _emit(args: argparse.Namespace, report: dict[str, Any], trace: Any, text: st
         trace.save_chrome(args.trace)
         report["trace"] = str(args.trace)
     if trace is not None and args.gantt is not None:
-        trace.save_gantt(args.gantt, title=f"hefl {report['protocol']}")
+        from hefl._demos import SPAN_LABELS
+
+        trace.save_gantt(args.gantt, title=f"hefl {report['protocol']}", labels=SPAN_LABELS)
         report["gantt"] = str(args.gantt)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -215,43 +284,69 @@ def _emit(args: argparse.Namespace, report: dict[str, Any], trace: Any, text: st
                 print(f"  {key} written to {report[key]}")
 
 
+@contextmanager
+def _named_by_flags() -> Iterator[None]:
+    """Re-raise a configuration's ConfigError in the words of the command line: the field a
+    flag sets becomes the flag (``bits`` → ``--quant-bits``), ``allow_insecure=True`` becomes
+    ``--insecure``."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise ConfigError(_in_flags(str(exc))) from None
+
+
+def _in_flags(text: str) -> str:
+    fields = "|".join(_FLAGS)
+    text = text.replace("allow_insecure=True", "--insecure")
+    # "VF2BoostConfig.max_bin=1: must be ..." and "key_bits=512 is below ..."
+    text = re.sub(
+        rf"^(?:VF2BoostConfig\.)?({fields})=(\S+?)(:?) ",
+        lambda m: f"{_FLAGS[m[1]]} {m[2]}{m[3]} ",
+        text,
+    )
+    # "bits must be between 2 and 32, not 100"
+    return re.sub(rf"^({fields}) ", lambda m: f"{_FLAGS[m[1]]} ", text)
+
+
 def _vf2boost_config(args: argparse.Namespace) -> Any:
     """The VF2BoostConfig the VF2Boost flags ask for (shared by ``demo`` and ``party``)."""
     from hefl import _demos
     from hefl.protocols.vf2boost import VF2BoostConfig
 
-    return VF2BoostConfig(
-        objective=args.objective,
-        num_class=_demos.demo_num_class(args.objective),
-        n_estimators=args.trees,
-        max_depth=args.depth,
-        learning_rate=args.learning_rate,
-        max_bin=args.bins,
-        key_bits=args.bits,
-        allow_insecure=args.insecure,
-        obfuscation="djn-short" if args.short_exponent else "djn",
-    )
+    with _named_by_flags():
+        return VF2BoostConfig(
+            objective=args.objective,
+            num_class=_demos.demo_num_class(args.objective),
+            n_estimators=args.trees,
+            max_depth=args.depth,
+            learning_rate=args.learning_rate,
+            max_bin=args.bins,
+            key_bits=args.bits,
+            allow_insecure=args.insecure,
+            obfuscation="djn-short" if args.short_exponent else "djn",
+        )
 
 
 def _batchcrypt_config(args: argparse.Namespace, n_clients: int) -> Any:
     """The BatchCryptConfig the BatchCrypt flags ask for, for ``n_clients`` clients."""
     from hefl.protocols.batchcrypt import BatchCryptConfig
 
-    return BatchCryptConfig(
-        bits=args.quant_bits,
-        n_clients=n_clients,
-        key_bits=args.bits,
-        allow_insecure=args.insecure,
-        short_exponent=args.short_exponent,
-        shared_decryption=not args.no_shared_decryption,
-    )
+    with _named_by_flags():
+        return BatchCryptConfig(
+            bits=args.quant_bits,
+            n_clients=n_clients,
+            key_bits=args.bits,
+            allow_insecure=args.insecure,
+            short_exponent=args.short_exponent,
+            shared_decryption=not args.no_shared_decryption,
+        )
 
 
 def _demo(args: argparse.Namespace) -> int:
     from hefl import _demos
 
     _check_outputs(args)
-    progress = sys.stderr.isatty() and not args.json
+    progress = not args.quiet
     mode = {"processes": not args.inproc, "progress": progress}
     if args.protocol == "vf2boost":
         report, trace = _demos.run_vf2boost(
@@ -263,7 +358,7 @@ def _demo(args: argparse.Namespace) -> int:
             _batchcrypt_config(args, args.clients), rounds=args.rounds, model=args.model, **mode
         )
         ok = True
-    _emit(args, report, trace, _demos.format_report(report))
+    _emit(args, report, trace, _demos.format_report(report, verbose=args.verbose))
     if not ok:
         print(
             "hefl: error: the federated trees differ from the plaintext reference", file=sys.stderr
@@ -305,6 +400,7 @@ def _party(args: argparse.Namespace) -> int:
         role = party_role(args.name, cfg, spec)
         roles = f"aggregator={AGGREGATOR}; clients={','.join(clients)}"
         agreement = _agreement(args.protocol, roles, cfg, spec)
+    role = _checkpointed(role, args)
     result = hefl.run_party(federation, args.name, role, agreement=agreement)
     value = result[args.name] or {}
     report = {
@@ -372,7 +468,8 @@ def _keygen(args: argparse.Namespace) -> int:
         return 0
     from hefl.crypto import generate_keypair
 
-    pk, sk = generate_keypair(args.bits, allow_insecure=args.insecure)
+    with _named_by_flags():
+        pk, sk = generate_keypair(args.bits, allow_insecure=args.insecure)
     args.out.mkdir(parents=True, exist_ok=True)
     public_path = args.out / f"{args.name}.pub.json"
     secret_path = args.out / f"{args.name}.key.json"

@@ -90,14 +90,79 @@ def test_summary_is_one_screen(capsys):
     assert len(out.splitlines()) <= 24
 
 
+@pytest.mark.timeout(120)
+def test_progress_shows_when_piped_and_quiet_silences_it():
+    argv = ["demo", "batchcrypt", "--rounds", "2", "--clients", "2", "--inproc", *SMALL]
+    proc = hefl_cmd(*argv)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("rounds ")]
+    assert [line.split()[1] for line in lines] == ["0/2", "1/2", "2/2"], proc.stderr
+    assert "s to go" in lines[1] and lines[2].endswith("done")
+    assert "\r" not in proc.stderr  # a pipe gets lines, not a redrawn bar
+    quiet = hefl_cmd(*argv, "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_summary_units_and_verbose_details():
+    from hefl._demos import format_report
+
+    stats = {"bytes_sent": 2000, "bytes_received": 10, "busy_seconds": 1.0}
+    report = {
+        "protocol": "vf2boost",
+        "mode": "inproc",
+        "dataset": "Adult",
+        "parties": 2,
+        "trees": 3,
+        "key_bits": 2048,
+        "obfuscation": "djn-short",
+        "native_kernel": True,
+        "test_auc": 0.9,
+        "identical_to_plaintext_reference": True,
+        "seconds": 9.0,
+        "seconds_per_tree": 3.0,
+        "predict_seconds": 1.0,
+        "optimistic_hit_rate": 0.5,
+        "party_statistics": {"active": {**stats, "idle_seconds": 3.0, "idle_share": 0.75}},
+    }
+    short = format_report(report)
+    assert "idle %" in short and "75%" in short and "waiting for another party" in short
+    assert "obfuscator" not in short and "50%" not in short
+    long = format_report(report, verbose=True)
+    assert "short exponents" in long and "won at 50% of the nodes" in long
+
+
+def test_party_help_groups_options_by_protocol():
+    from hefl.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command")
+    party = commands.choices["party"]
+    titles = {group.title: group for group in party._action_groups}
+    vf2 = {a.dest for a in titles["VF2Boost options (--protocol vf2boost)"]._group_actions}
+    bc = {a.dest for a in titles["BatchCrypt options (--protocol batchcrypt)"]._group_actions}
+    assert {"trees", "depth", "bins", "rows"} <= vf2 and {"rounds", "quant_bits"} <= bc
+    parsers = [build_parser()]
+    for parser in parsers:  # every command and subcommand, depth first
+        for action in parser._actions:
+            if action.choices and isinstance(action.choices, dict):
+                parsers.extend(action.choices.values())
+            elif action.option_strings:
+                assert action.help, f"{parser.prog} {action.option_strings} has no help text"
+    assert len(parsers) == 8  # hefl, demo (vf2boost, batchcrypt), party, keygen (2 kinds)
+
+
 @pytest.mark.parametrize(
     ("argv", "code", "needles"),
     [
         (["demo", "vf2boost", "--frobnicate"], 2, ["unrecognized arguments: --frobnicate"]),
         (["demo", "vf2boost", "--trees", "zero"], 2, ["--trees"]),
         (["demo", "quantum"], 2, ["invalid choice"]),
-        (["demo", "vf2boost", "--bits", "1024"], 1, ["allow_insecure"]),
-        (["demo", "batchcrypt", "--quant-bits", "40", "--inproc"], 1, ["bits must be between"]),
+        (["demo", "vf2boost", "--bits", "1024"], 1, ["--bits 1024", "--insecure"]),
+        (["demo", "batchcrypt", "--quant-bits", "40", "--inproc"], 1, ["--quant-bits must be"]),
+        (["demo", "vf2boost", "--bins", "1"], 1, ["--bins 1"]),
+        (["demo", "batchcrypt", "--bits", "512"], 1, ["--bits 512", "--insecure"]),
+        (["keygen", "paillier", "--bits", "100"], 1, ["--insecure"]),
+        (["demo", "vf2boost", "--rows", "-5"], 2, ["--rows", "must be > 0"]),
+        (["demo", "vf2boost", "--rows", "0"], 2, ["--rows", "must be > 0"]),
         (
             ["party", "--config", "nowhere.toml", "--name", "a", "--protocol", "vf2boost"],
             1,

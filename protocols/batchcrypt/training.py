@@ -6,8 +6,10 @@ aggregation (``cfg.mode``), in one process or one OS process per party over Zero
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -18,6 +20,7 @@ import numpy as np
 from hefl import Party
 from hefl.errors import ConfigError
 from hefl.protocols.batchcrypt.aggregator import aggregator
+from hefl.protocols.batchcrypt.checkpoint import resumed
 from hefl.protocols.batchcrypt.client import client
 from hefl.protocols.batchcrypt.config import AGGREGATOR, BatchCryptConfig
 from hefl.protocols.batchcrypt.datasets import DATASETS, TrainTest, load_task, split_horizontal
@@ -161,9 +164,15 @@ async def _client_role(
     spec: TrainSpec,
     index: int,
     progress: Callable[[int, float], None] | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    trainer = FedTrainer(spec, index, _n_clients(party), evaluate=index == 0, progress=progress)
-    out = await client(party, cfg, trainer)
+    # loading and splitting the data takes seconds: off the event loop (heartbeats go on)
+    trainer = await asyncio.to_thread(
+        FedTrainer, spec, index, _n_clients(party), evaluate=index == 0, progress=progress
+    )
+    source = await resumed(party, cfg, spec, trainer, checkpoint_dir, resume)
+    out = await client(party, cfg, source)
     return {
         "result": out,
         "timings": [t.to_dict() for t in trainer.timings],
@@ -171,7 +180,13 @@ async def _client_role(
     }
 
 
-async def _aggregator_role(party: Party, cfg: BatchCryptConfig) -> dict[str, Any]:
+async def _aggregator_role(
+    party: Party,
+    cfg: BatchCryptConfig,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    # the aggregator keeps no checkpoint: it holds no state between rounds (see .checkpoint)
     report = await aggregator(party, cfg)
     return {
         "timings": [t.to_dict() for t in report.timings],
@@ -180,7 +195,13 @@ async def _aggregator_role(party: Party, cfg: BatchCryptConfig) -> dict[str, Any
     }
 
 
-def party_role(name: str, cfg: BatchCryptConfig, spec: TrainSpec) -> Callable[[Any], Any]:
+def party_role(
+    name: str,
+    cfg: BatchCryptConfig,
+    spec: TrainSpec,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+) -> Callable[[Any], Any]:
     """The training role of one party, for running a federation one party at a time
     (``hefl party`` on several hosts: every host passes the same cfg and spec).
 
@@ -188,6 +209,9 @@ def party_role(name: str, cfg: BatchCryptConfig, spec: TrainSpec) -> Callable[[A
         name: ``"aggregator"`` or one of ``cfg.clients``.
         cfg: the federation's configuration.
         spec: the training hyperparameters.
+        checkpoint_dir: a client saves the model after every round into
+            ``<checkpoint_dir>/<name>`` (see :mod:`~hefl.protocols.batchcrypt.checkpoint`).
+        resume: continue from the last round every client completed.
 
     Returns:
         A picklable ``async def role(party)``. Client ``client0`` returns
@@ -197,11 +221,21 @@ def party_role(name: str, cfg: BatchCryptConfig, spec: TrainSpec) -> Callable[[A
     Raises:
         ConfigError: an unknown party name.
     """
+    if resume and checkpoint_dir is None:
+        raise ConfigError("resume=True needs checkpoint_dir (where the checkpoints are)")
+    where = None if checkpoint_dir is None else os.path.abspath(checkpoint_dir)
     if name == AGGREGATOR:
         return functools.partial(_aggregator_role, cfg=cfg)
     if name not in cfg.clients:
         raise ConfigError(f"{name!r} is not a party of this federation; parties: {cfg.parties}")
-    return functools.partial(_client_role, cfg=cfg, spec=spec, index=cfg.clients.index(name))
+    return functools.partial(
+        _client_role,
+        cfg=cfg,
+        spec=spec,
+        index=cfg.clients.index(name),
+        checkpoint_dir=where,
+        resume=resume,
+    )
 
 
 def _n_clients(party: Party) -> int:
@@ -297,6 +331,8 @@ def train(
     spec: TrainSpec | None = None,
     executor: Any = None,
     run_options: dict[str, Any] | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
     **spec_options: Any,
 ) -> TrainResult:
     """Train a model with ``cfg.n_clients`` clients and one aggregator.
@@ -316,6 +352,8 @@ def train(
         executor: where each party's crypto runs (``hefl.run``'s ``executor``: ``"process"``
             pool by default, ``"thread"``, ``"inline"``).
         run_options: further keyword arguments for :func:`hefl.run` (timeouts, CURVE, ...).
+        checkpoint_dir: every client saves the model there after every round (atomically).
+        resume: continue those checkpoints from the last round every client completed.
         **spec_options: other :class:`TrainSpec` fields (lr, local_steps, batch_size, ...).
 
     Returns:
@@ -333,7 +371,9 @@ def train(
         )
     spec = spec or TrainSpec(dataset=dataset, model=model, rounds=rounds, **spec_options)
     options = _run_options(cfg, transport, processes, executor, run_options)
-    roles: dict[str, Any] = {name: party_role(name, cfg, spec) for name in cfg.parties}
+    roles: dict[str, Any] = {
+        name: party_role(name, cfg, spec, checkpoint_dir, resume) for name in cfg.parties
+    }
     if progress is not None:
         roles[cfg.clients[0]] = functools.partial(roles[cfg.clients[0]], progress=progress)
     start = time.perf_counter()

@@ -10,6 +10,7 @@ and grow the tree layer by layer, the passive parties' candidates decrypted and 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,8 +30,10 @@ from hefl.protocols.vf2boost.active_setup import (
 )
 from hefl.protocols.vf2boost.active_tree import Training, grow_tree
 from hefl.protocols.vf2boost.binning import MISSING_BIN, Binner, check_features
+from hefl.protocols.vf2boost.checkpoint import TreeCheckpoint
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.evaluation import Evaluation, cut, evaluate_round
+from hefl.protocols.vf2boost.frame import values_of
 from hefl.protocols.vf2boost.model import PartyModel
 from hefl.protocols.vf2boost.objectives import config_objective
 from hefl.protocols.vf2boost.reference import check_labels
@@ -50,6 +53,8 @@ async def active_party(
     progress: Progress | None = None,
     prefill: bool = False,
     eval_set: tuple[Any, Any] | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run the active party of a VF2Boost training.
 
@@ -67,6 +72,10 @@ async def active_party(
             tree (an offline phase; tree times are then online times).
         eval_set: (this party's eval columns, the eval labels): scored after every round
             with ``cfg.metric`` (see :mod:`~hefl.protocols.vf2boost.evaluation`).
+        checkpoint_dir: write this party's share after every tree into
+            ``<checkpoint_dir>/<party name>`` (see :mod:`~hefl.protocols.vf2boost.checkpoint`).
+        resume: continue the checkpoint found there, from the last tree every party holds
+            (not with an eval set).
 
     Returns:
         A dict with ``model`` (this party's PartyModel as JSON), ``statistics``,
@@ -74,8 +83,8 @@ async def active_party(
         splitting), ``evals`` and ``best_iteration`` (None without an eval set).
 
     Raises:
-        ConfigError: bad features/labels/config, or a passive party whose rows or config do
-            not match (named in the message).
+        ConfigError: bad features/labels/config, a passive party whose rows or config do
+            not match (named in the message), or a checkpoint of another training.
         ProtocolError: a passive party sent malformed or inconsistent data (named).
         PeerFailed: a passive party failed or disconnected.
     """
@@ -85,9 +94,14 @@ async def active_party(
     n = X.shape[0]
     passives = list(passives) if passives is not None else sorted(party.peers)
     evaluated = _eval_data(eval_set, X, cfg, who)
+    if evaluated is not None and resume:
+        raise ConfigError(f"{who}: resuming a training with an eval set is not supported")
+    data = (values_of(X, who), yf)
+    ckpt = TreeCheckpoint.for_active(checkpoint_dir, resume, party.name, passives, cfg, data)
     n_eval = 0 if evaluated is None else len(evaluated[1])
     n_features = await greet(party, n, cfg, passives, n_eval)
-    crypto = await start_keys(party, n, cfg, passives, keypair)
+    crypto = await start_keys(party, n, cfg, passives, ckpt.keypair(keypair, cfg, party))
+    await ckpt.agree(party, party.name, passives)
     async with task_group() as background:
         background.create_task(warm_up(party, crypto, cfg))
         need = start_obfuscators(crypto, cfg, n, prefill)
@@ -95,7 +109,7 @@ async def active_party(
             if prefill and crypto.pool is not None:
                 await prefill_obfuscators(party, crypto.pool, need)
             run = _training(party, X, cfg, crypto, n_features)
-            tree_seconds = await _train(run, yf, progress, prefill, evaluated)
+            tree_seconds = await _train(run, yf, (progress, prefill), evaluated, ckpt)
         finally:
             if crypto.pool is not None:
                 crypto.pool.close()
@@ -160,45 +174,72 @@ def _training(
 async def _train(
     run: Training,
     y: np.ndarray,
-    progress: Progress | None,
-    prefill: bool,
+    hooks: tuple[Progress | None, bool],
     evaluated: tuple[Any, np.ndarray] | None,
+    ckpt: TreeCheckpoint,
 ) -> list[float]:
-    """Grow every tree (every round until early stopping); returns the seconds each took."""
-    cfg, pool = run.cfg, run.crypto.pool
+    """Grow every tree not restored from the checkpoint, round by round (until early
+    stopping); returns the seconds each took."""
+    (progress, prefill), cfg, pool = hooks, run.cfg, run.crypto.pool
     objective = config_objective(cfg)
-    run.model.base_margin = objective.base_margin(y, cfg.base_score)
-    run.model.objective = objective.name
-    run.model.num_class = objective.num_class
-    run.model.vector_leaves = objective.vector_leaves
-    margin = objective.initial_margin(len(y), run.model.base_margin)
+    margin, start, partial = _start_margin(run, y, ckpt)
     if evaluated is not None:
         run.evaluation = Evaluation.start(cfg, evaluated[1], run.model.base_margin)
-    tree_seconds: list[float] = []
-    for r in range(cfg.n_estimators):
-        for g, h in objective.round_gradients(margin, y):
-            t = len(tree_seconds)
+    K, tree_seconds = objective.trees_per_round, []
+    for r in range(start // K, cfg.n_estimators):
+        grads = objective.round_gradients(margin, y)  # from the round's start, as XGBoost
+        for t, out in partial:  # a resumed round's trees already grown
+            objective.add_tree(margin, t, out)
+        partial = []
+        for t in range(max(start, r * K), (r + 1) * K):
             t0 = time.perf_counter()
             if pool is not None and not prefill:
                 # this tree takes what is buffered; refill only what later trees will use
                 later = run.crypto.per_row * len(y) * (cfg.n_trees - t - 1)
                 pool.resize(min(pool.capacity, later))
-            objective.add_tree(margin, t, await grow_tree(run, t, g, h))
+            out = await grow_tree(run, t, *grads[t - r * K])
+            objective.add_tree(margin, t, out)
+            await ckpt.save(t, run.model, out)
             tree_seconds.append(time.perf_counter() - t0)
-            if progress is not None and (
-                run.evaluation is None or (t + 1) % objective.trees_per_round
-            ):
+            if progress is not None and (run.evaluation is None or (t + 1) % K):
                 progress(t + 1, cfg.n_trees, tree_seconds[-1])
-        if run.evaluation is None or evaluated is None:
-            continue
-        stop = await evaluate_round(
-            run.party, run.evaluation, run.model, evaluated[0], run.passives, r
-        )
-        if progress is not None:
-            metrics = {cfg.metric: run.evaluation.history[-1]}
-            progress(len(tree_seconds), cfg.n_trees, tree_seconds[-1], metrics=metrics)
-        if stop:
-            break
+        if run.evaluation is not None and evaluated is not None:
+            ev = run.evaluation
+            stop = await evaluate_round(run.party, ev, run.model, evaluated[0], run.passives, r)
+            if progress is not None:
+                metrics = {cfg.metric: ev.history[-1]}
+                progress((r + 1) * K, cfg.n_trees, tree_seconds[-1], metrics=metrics)
+            if stop:
+                break
     if run.evaluation is not None and cfg.early_stopping_rounds is not None:
-        cut(run.model, run.evaluation.best + 1, objective.trees_per_round)
+        cut(run.model, run.evaluation.best + 1, K)
     return tree_seconds
+
+
+def _start_margin(
+    run: Training, y: np.ndarray, ckpt: TreeCheckpoint
+) -> tuple[np.ndarray, int, list[tuple[int, np.ndarray]]]:
+    """The model's base, and the margins at the start of the first round to grow.
+
+    Returns:
+        (margins, trees restored from the checkpoint, the restored trees of an unfinished
+        round and their outputs: added after that round's gradients are taken).
+    """
+    cfg = run.cfg
+    objective = config_objective(cfg)
+    run.model.base_margin = objective.base_margin(y, cfg.base_score)
+    run.model.objective = objective.name
+    run.model.num_class = objective.num_class
+    run.model.vector_leaves = objective.vector_leaves
+    start = ckpt.restore(run.model)
+    first = start // objective.trees_per_round * objective.trees_per_round
+    partial: list[tuple[int, np.ndarray]] = []
+
+    def add(margin: np.ndarray, t: int, out: np.ndarray) -> None:
+        if t < first:
+            objective.add_tree(margin, t, out)
+        else:
+            partial.append((t, out))
+
+    margin = ckpt.replay(objective.initial_margin(len(y), run.model.base_margin), add)
+    return margin, start, partial

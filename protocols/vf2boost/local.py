@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import numpy as np
 import hefl
 from hefl.protocols.vf2boost.active import active_party
 from hefl.protocols.vf2boost.budget import plan_bits
+from hefl.protocols.vf2boost.checkpoint import with_checkpoints
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
 from hefl.protocols.vf2boost.objectives import config_objective
@@ -130,6 +132,8 @@ def fit(
     executor: Any = "process",
     prefill: bool = False,
     eval_set: tuple[list[Any], Any] | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> FitResult:
     """Train VF2Boost with every party run by this call.
 
@@ -152,6 +156,8 @@ def fit(
         eval_set: (feature blocks split like ``X_parts``, labels): evaluated by federated
             prediction after every round with ``cfg.metric``; with
             ``cfg.early_stopping_rounds`` training stops and the model is cut at the best round.
+        checkpoint_dir: save every party's share there after every tree (atomically).
+        resume: continue those checkpoints from the last tree all parties hold.
 
     Returns:
         A :class:`FitResult`.
@@ -176,7 +182,7 @@ def fit(
     roles = _roles(names, parts, yf, cfg, (E_parts, y_eval), active_kw)
     t0 = time.perf_counter()
     result = hefl.run(
-        roles,
+        with_checkpoints(roles, checkpoint_dir, resume),
         transport="zmq" if processes else transport,  # processes always talk over ZeroMQ
         processes=processes,
         executor=executor,

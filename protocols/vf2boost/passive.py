@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import operator
+import os
 import secrets
 from typing import Any
 
@@ -25,9 +26,11 @@ from hefl.errors import ConfigError, KeyMismatchError, ProtocolError
 from hefl.messages import recv, send
 from hefl.protocols.vf2boost.binning import MISSING_BIN, Binner, check_features
 from hefl.protocols.vf2boost.budget import BitPlan, plan_bits
+from hefl.protocols.vf2boost.checkpoint import TreeCheckpoint
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.encgh import EncGH, cumulative_entries, layout_of, seal_entries
 from hefl.protocols.vf2boost.evaluation import cut, passive_round
+from hefl.protocols.vf2boost.frame import values_of
 from hefl.protocols.vf2boost.messages import (
     Gradients,
     Hello,
@@ -74,6 +77,8 @@ async def passive_party(
     *,
     active: str = "active",
     X_eval: Any = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run one passive party of a VF2Boost training.
 
@@ -83,13 +88,18 @@ async def passive_party(
         cfg: the training config (must equal the active party's).
         active: the active party's name.
         X_eval: this party's columns of the eval set (None: no eval set), split like ``X``.
+        checkpoint_dir: write this party's share after every tree into
+            ``<checkpoint_dir>/<party name>`` (see :mod:`~hefl.protocols.vf2boost.checkpoint`).
+        resume: continue the checkpoint found there, from the last tree every party holds
+            (not with an eval set).
 
     Returns:
         A dict with ``model`` (this party's PartyModel as JSON) and ``statistics``
         (``party.statistics()``).
 
     Raises:
-        ConfigError: invalid features or a config different from the active party's.
+        ConfigError: invalid features, a config different from the active party's, or a
+            checkpoint of another training.
         ProtocolError: the active party sent something malformed (names it and the field).
         PeerFailed: another party failed.
     """
@@ -102,14 +112,21 @@ async def passive_party(
                 f"{who}: the eval set has {role.X_eval.shape[1]} columns but the training data "
                 f"{role.X.shape[1]}; the eval set must be split by columns like the training data"
             )
+    if X_eval is not None and resume:
+        raise ConfigError(f"{who}: resuming a training with an eval set is not supported")
+    everyone = [party.name, *party.peers]
+    ckpt = TreeCheckpoint.for_passive(
+        checkpoint_dir, resume, party.name, everyone, active, cfg, values_of(role.X, who)
+    )
     await role.setup()
+    start = await ckpt.resume_passive(party, active, role.model, role.session.key)
     async with task_group() as background:
         if cfg.obfuscation != "rn":
             # build the re-randomization table while the first gradients arrive (this party
             # mostly waits then) rather than at the first seal, where the active party waits
             warm = party.offload(_warm_job, role.session.key, cfg.obfuscation)
             role.warm = background.create_task(warm)
-        await role.train()
+        await role.train(start, ckpt)
     return {"model": role.model.to_json(), "statistics": party.statistics()}
 
 
@@ -175,14 +192,16 @@ class PassiveParty:
             max_rows=min(chunk, n_rows),
         )
 
-    async def train(self) -> None:
-        """Every round's trees, each round evaluated when there is an eval set (and cut at the
-        best round with early stopping)."""
+    async def train(self, start: int, ckpt: TreeCheckpoint) -> None:
+        """Every round's trees from tree ``start`` on (the earlier ones restored from the
+        checkpoint, each new one saved there), each round evaluated when there is an eval set
+        (and cut at the best round with early stopping)."""
         per_round = self.cfg.n_trees // self.cfg.n_estimators
         best = None
-        for r in range(self.cfg.n_estimators):
-            for i in range(per_round):
-                await self.grow_tree(r * per_round + i)
+        for r in range(start // per_round, self.cfg.n_estimators):
+            for t in range(max(start, r * per_round), (r + 1) * per_round):
+                await self.grow_tree(t)
+                await ckpt.save(t, self.model)
             if self.X_eval is None:
                 continue
             verdict = await passive_round(

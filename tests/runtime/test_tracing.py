@@ -54,3 +54,19 @@ def test_gantt_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 5000
     assert matplotlib.get_backend() == backend  # a notebook's plotting is left alone
+
+
+def test_gantt_marks_each_tree_and_explains_span_names(tmp_path):
+    from hefl._tracing import Span, Trace
+
+    spans = [
+        Span("a", "encrypt", 0.0, 5.0, {"tree": 0}),
+        Span("b", "idle", 1.0, 3.0),
+        Span("b", "histograms", 6.0, 2.0, {"tree": 0, "layer": 0}),
+        Span("a", "encrypt", 10.0, 4.0, {"tree": 1}),
+        Span("b", "histograms", 9.0, 2.0, {"tree": 1, "layer": 0}),
+    ]
+    trace = Trace(spans)
+    assert trace.step_starts() == [("tree 1", 0.0), ("tree 2", 9.0)]
+    path = trace.save_gantt(tmp_path / "g.png", labels={"encrypt": "encrypt g and h"})
+    assert path.read_bytes()[:4] == b"\x89PNG"

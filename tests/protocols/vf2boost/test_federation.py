@@ -128,6 +128,8 @@ def test_passive_party_disconnecting_mid_tree(adult_small, kp512):
     async def quitter(party):
         await send(party, "active", Hello(n_rows=len(y), n_features=7, config=cfg.to_dict()))
         await party.recv("active", "vf2/setup")
+        await party.send("active", "vf2/resume/have", [-1, b""])  # keeps no checkpoint
+        await party.recv("active", "vf2/resume/from")
         async for _ in party.stream_from("active", "vf2/gh/0"):
             pass
         raise ConnectionResetError("link lost")
@@ -202,6 +204,8 @@ def test_malformed_histograms_under_the_real_tag_fail_the_active_party(adult_sma
     async def mallory(party):
         await send(party, "active", Hello(n_rows=len(y), n_features=7, config=cfg.to_dict()))
         await party.recv("active", "vf2/setup")
+        await party.send("active", "vf2/resume/have", [-1, b""])  # keeps no checkpoint
+        await party.recv("active", "vf2/resume/from")
         async for _ in party.stream_from("active", "vf2/gh/0"):
             pass
         await party.recv("active", "vf2/layer/0/0")
