@@ -41,6 +41,7 @@ from hefl.errors import ConfigError, CryptoError, ProtocolError
 from hefl.messages import Fields, Message, gather, recv, send
 from hefl.protocols.vf2boost.binning import check_features
 from hefl.protocols.vf2boost.config import VF2BoostConfig
+from hefl.protocols.vf2boost.frame import values_of
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
 from hefl.protocols.vf2boost.reference import check_labels
 
@@ -404,14 +405,15 @@ def _precheck(roles: dict[str, Any], where: str, resume: bool) -> None:
         kw = getattr(role, "keywords", {})
         if "X" not in kw or "cfg" not in kw:
             continue
-        X = check_features(kw["X"], who=f"party {name!r}")
+        who, cfg = f"party {name!r}", kw["cfg"]
+        X = values_of(check_features(kw["X"], who=who), who)  # what the role fingerprints
         if "y" in kw and "passives" in kw:
-            data = (X, check_labels(kw["y"], X.shape[0], who=f"party {name!r}"))
-            ck = TreeCheckpoint.for_active(where, resume, name, kw["passives"], kw["cfg"], data)
+            y = check_labels(kw["y"], X.shape[0], who, cfg.objective, cfg.num_class)
+            ck = TreeCheckpoint.for_active(where, resume, name, kw["passives"], cfg, (X, y))
             if kw.get("keypair") is not None and ck.dir is not None:
                 ck.dir.check_key(key_fingerprint(kw["keypair"][0].n), "this run")
         elif "active" in kw:
-            TreeCheckpoint.for_passive(where, resume, name, names, kw["active"], kw["cfg"], X)
+            TreeCheckpoint.for_passive(where, resume, name, names, kw["active"], cfg, X)
 
 
 __all__ = ["ResumeFrom", "ResumeHave", "TreeCheckpoint", "with_checkpoints"]
