@@ -13,9 +13,11 @@ import numpy as np
 
 import hefl
 from hefl.protocols.vf2boost.active import active_party
+from hefl.protocols.vf2boost.binning import Binner
 from hefl.protocols.vf2boost.budget import plan_bits
 from hefl.protocols.vf2boost.checkpoint import with_checkpoints
 from hefl.protocols.vf2boost.config import VF2BoostConfig
+from hefl.protocols.vf2boost.frame import is_frame
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
 from hefl.protocols.vf2boost.objectives import config_objective
 from hefl.protocols.vf2boost.passive import passive_party
@@ -170,6 +172,9 @@ def fit(
     cfg = cfg or VF2BoostConfig()
     parts, yf = check_parts(X_parts, y, cfg.objective, cfg.num_class)
     _check_budget(cfg, len(yf), keypair)
+    for name, X in zip(names or party_names(len(parts)), parts, strict=False):
+        if is_frame(X):  # too many categories: refused here, before any party starts
+            Binner.fit(X, cfg.max_bin, who=name)
     E_parts, y_eval = (
         check_eval_set(eval_set, parts, cfg)
         if eval_set is not None

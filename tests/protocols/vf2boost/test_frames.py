@@ -95,6 +95,8 @@ def test_frame_errors_name_the_column(frames):
         plaintext_reference([empty, Xp], y, cfg)
     with pytest.raises(ConfigError, match=r"'workclass'.*8 categories.*max_bin=4"):
         plaintext_reference([df, Xp], y, cfg.replace(max_bin=4))
+    with pytest.raises(ConfigError, match=r"active.*'workclass'.*8 categories.*max_bin=4"):
+        fit_local([df, Xp], y, cfg.replace(max_bin=4))  # before any party starts
     model = plaintext_reference([df, Xp], y, cfg)
     numeric = df.copy()
     numeric["workclass"] = 1.0
