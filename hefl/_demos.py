@@ -15,7 +15,7 @@ import numpy as np
 
 from hefl._progress import RoundProgress, TreeProgress
 from hefl.crypto import _native as native
-from hefl.data import Dataset, adult_vertical_parts, load_adult
+from hefl.data import ADULT_ACTIVE_COLUMNS, Dataset, adult_vertical_parts, load_adult
 
 if TYPE_CHECKING:
     from hefl._party import Party
@@ -48,6 +48,60 @@ def party_table(statistics: dict[str, dict[str, Any]]) -> dict[str, dict[str, fl
     return out
 
 
+#: the Adult column each objective's demo predicts (the active party's, removed from its
+#: features): income (binary), age (regression; for reg:logistic scaled from 17..90 into
+#: [0, 1]) and marital status in 3 classes (never married, married, previously married)
+DEMO_TARGETS = {
+    "binary:logistic": "income",
+    "reg:squarederror": "age",
+    "reg:logistic": "age",
+    "multi:softprob": "marital_status",
+}
+
+
+#: Adult's marital status categories -> the demo's 3 classes
+MARITAL_CLASSES = {
+    "Never-married": 0,
+    "Married-AF-spouse": 1,
+    "Married-civ-spouse": 1,
+    "Married-spouse-absent": 1,
+    "Divorced": 2,
+    "Separated": 2,
+    "Widowed": 2,
+}
+
+
+def demo_num_class(objective: str) -> int:
+    """num_class of the demo's task for ``objective`` (0 unless multi-class)."""
+    return 3 if objective == "multi:softprob" else 0
+
+
+def adult_task(data: Dataset, objective: str, n_parties: int) -> tuple[list[np.ndarray], Any]:
+    """The demo's feature blocks and labels of ``objective`` (see :data:`DEMO_TARGETS`)."""
+    parts = adult_vertical_parts(data, n_parties)
+    target = DEMO_TARGETS.get(objective, "income")
+    if target == "income":
+        return parts, data.y
+    col = list(ADULT_ACTIVE_COLUMNS).index(target)
+    y = parts[0][:, col]
+    parts[0] = np.delete(parts[0], col, axis=1)
+    if target == "marital_status":
+        names = data.categories[target]
+        return parts, np.array([MARITAL_CLASSES[names[int(v)]] for v in y], dtype=np.float64)
+    return parts, (y - 17.0) / 73.0 if objective == "reg:logistic" else y
+
+
+def demo_scores(objective: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """The demo's test metrics of ``objective``'s predictions."""
+    from hefl.protocols.vf2boost.metrics import evaluate
+
+    if objective == "binary:logistic":
+        return {"test_auc": evaluate("auc", y, pred), "test_logloss": evaluate("logloss", y, pred)}
+    if objective == "multi:softprob":
+        return {"test_accuracy": 1.0 - evaluate("merror", y, pred)}
+    return {"test_rmse": evaluate("rmse", y, pred)}
+
+
 def _run_mode(processes: bool) -> tuple[dict[str, Any], str]:
     """The ``fit``/``train``/``predict`` keywords of a run mode, and its description."""
     if processes:
@@ -71,30 +125,32 @@ def run_vf2boost(
     Returns:
         (report, trace): the JSON-friendly report and the federation's :class:`hefl.Trace`.
     """
-    from hefl.protocols.vf2boost import fit, plaintext_reference, predict, roc_auc
+    from hefl.protocols.vf2boost import fit, plaintext_reference, predict
 
     train = subsample(load_adult("train"), rows)
     test = load_adult("test")
-    X_parts = adult_vertical_parts(train, parties)
-    T_parts = adult_vertical_parts(test, parties)
+    X_parts, y = adult_task(train, cfg.objective, parties)
+    T_parts, y_test = adult_task(test, cfg.objective, parties)
     mode, described = _run_mode(processes)
-    bar = TreeProgress(cfg.n_estimators, enabled=progress)
+    bar = TreeProgress(cfg.n_trees, enabled=progress)
     bar.start("key generation, binning, first tree (encrypting g and h)")
-    result = fit(X_parts, train.y, cfg, progress=bar, timeout=timeout, **mode)
+    result = fit(X_parts, y, cfg, progress=bar, timeout=timeout, **mode)
     t0 = time.perf_counter()
-    proba = predict(T_parts, result.model, **mode)
+    pred = predict(T_parts, result.model, **mode)
     predict_seconds = time.perf_counter() - t0
-    reference = plaintext_reference(X_parts, train.y, cfg)
+    reference = plaintext_reference(X_parts, y, cfg)
     report = {
         "protocol": "vf2boost",
         "mode": described,
-        "dataset": f"UCI Adult, {len(train.y)} training rows, {len(test.y)} test rows",
+        "dataset": f"UCI Adult, {len(y)} training rows, {len(y_test)} test rows",
+        "objective": cfg.objective,
+        "target": DEMO_TARGETS.get(cfg.objective, "income"),
         "parties": parties,
-        "trees": cfg.n_estimators,
+        "trees": cfg.n_trees,
         "key_bits": cfg.key_bits,
         "obfuscation": cfg.obfuscation,
         "native_kernel": native.AVAILABLE,
-        "test_auc": roc_auc(test.y, proba),
+        **demo_scores(cfg.objective, y_test, pred),
         "identical_to_plaintext_reference": result.model.resolved_trees()
         == reference.resolved_trees(),
         "seconds": result.seconds,
@@ -174,27 +230,20 @@ async def _vf2boost_party(
     checkpoint_dir: str | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
-    from hefl.protocols.vf2boost import (
-        active_party,
-        passive_party,
-        predict_active,
-        predict_passive,
-        roc_auc,
-    )
+    from hefl.protocols.vf2boost import active_party, passive_party, predict_active, predict_passive
 
     # parsing the data takes seconds: off the event loop, which keeps the heartbeats going
     train, test = await asyncio.to_thread(_adult_splits, rows)
-    X = adult_vertical_parts(train, len(names))[index]
-    T = adult_vertical_parts(test, len(names))[index]
+    X_parts, y = adult_task(train, cfg.objective, len(names))
+    T_parts, y_test = adult_task(test, cfg.objective, len(names))
+    X, T = X_parts[index], T_parts[index]
     saving = {"checkpoint_dir": checkpoint_dir, "resume": resume}
     if index == 0:
-        out = await active_party(
-            party, X, train.y, cfg, passives=names[1:], keypair=keypair, **saving
-        )
-        proba = await predict_active(party, T, out["model"], passives=names[1:])
+        out = await active_party(party, X, y, cfg, passives=names[1:], keypair=keypair, **saving)
+        pred = await predict_active(party, T, out["model"], passives=names[1:])
         return {
             "model": out["model"],
-            "test_auc": roc_auc(test.y, np.asarray(proba)),
+            **demo_scores(cfg.objective, y_test, np.asarray(pred)),
             "tree_seconds": out["tree_seconds"],
         }
     out = await passive_party(party, X, cfg, active=names[0], **saving)
@@ -223,6 +272,9 @@ SPAN_LABELS = {
 }
 
 
+_METRIC_LABELS = {"auc": "AUC", "rmse": "RMSE", "logloss": "log loss"}
+
+
 def format_report(report: dict[str, Any], verbose: bool = False) -> str:
     """The one-screen summary of a demo report (``verbose``: also how the crypto ran)."""
     lines = [f"hefl demo {report['protocol']}: {report['mode']}", f"  data: {report['dataset']}"]
@@ -244,10 +296,15 @@ def format_report(report: dict[str, Any], verbose: bool = False) -> str:
 
 def _vf2boost_lines(report: dict[str, Any], verbose: bool) -> list[str]:
     same = "yes" if report["identical_to_plaintext_reference"] else "NO"
+    scores = ", ".join(
+        f"{_METRIC_LABELS.get(k[5:], k[5:])} {v:.5f}" for k, v in report.items() if k[:5] == "test_"
+    )
     lines = [
+        f"  {report.get('objective', 'binary:logistic')} predicting "
+        f"{report.get('target', 'income')}",
         f"  {report['parties']} parties, {_count(report['trees'], 'tree')}, "
         f"{report['key_bits']}-bit Paillier",
-        f"  test AUC {report['test_auc']:.5f}; trees identical to the plaintext reference: {same}",
+        f"  test {scores}; trees identical to the plaintext reference: {same}",
         f"  {report['seconds']:.1f} s in all, {report['seconds_per_tree']:.1f} s per tree, "
         f"prediction {report['predict_seconds']:.1f} s",
     ]

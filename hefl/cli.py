@@ -91,6 +91,13 @@ def _add_vf2boost_flags(p: _Options) -> None:
     )
     p.add_argument("--bins", type=_positive(int), default=32, help="max bins per feature")
     p.add_argument(
+        "--objective",
+        choices=("binary:logistic", "reg:squarederror", "reg:logistic", "multi:softprob"),
+        default="binary:logistic",
+        help="the loss; the demo predicts income, age (regression) or marital status "
+        "(3 classes) from the other Adult columns (default binary:logistic)",
+    )
+    p.add_argument(
         "--rows",
         type=_positive(int),
         default=0,
@@ -335,10 +342,13 @@ def _in_flags(text: str) -> str:
 
 def _vf2boost_config(args: argparse.Namespace) -> Any:
     """The VF2BoostConfig the VF2Boost flags ask for (shared by ``demo`` and ``party``)."""
+    from hefl import _demos
     from hefl.protocols.vf2boost import VF2BoostConfig
 
     with _named_by_flags():
         return VF2BoostConfig(
+            objective=args.objective,
+            num_class=_demos.demo_num_class(args.objective),
             n_estimators=args.trees,
             max_depth=args.depth,
             learning_rate=args.learning_rate,

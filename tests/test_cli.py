@@ -40,6 +40,20 @@ def assert_one_line_error(stderr: str, *needles: str) -> None:
         assert needle in lines[0], lines[0]
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "objective,metric,low,high",
+    [("multi:softprob", "test_accuracy", 0.6, 1.0), ("reg:squarederror", "test_rmse", 5, 20)],
+)
+def test_demo_vf2boost_objectives(objective, metric, low, high):
+    proc = hefl_cmd("demo", "vf2boost", "--objective", objective, "--rows", "800", "--trees",
+                    "1", "--depth", "2", "--inproc", *SMALL, "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["identical_to_plaintext_reference"] is True
+    assert report["objective"] == objective and low < report[metric] < high
+
+
 @pytest.mark.timeout(180)
 def test_demo_vf2boost_one_process_per_party(tmp_path):
     trace, gantt = tmp_path / "trace.json", tmp_path / "gantt.png"

@@ -19,6 +19,7 @@ import numpy as np
 
 from hefl import Party, task_group
 from hefl.crypto import PrivateKey, PublicKey
+from hefl.errors import ConfigError
 from hefl.protocols.vf2boost.active_setup import (
     ActiveCrypto,
     greet,
@@ -28,14 +29,17 @@ from hefl.protocols.vf2boost.active_setup import (
     warm_up,
 )
 from hefl.protocols.vf2boost.active_tree import Training, grow_tree
-from hefl.protocols.vf2boost.binning import Binner, check_features
+from hefl.protocols.vf2boost.binning import MISSING_BIN, Binner, check_features
 from hefl.protocols.vf2boost.checkpoint import TreeCheckpoint
 from hefl.protocols.vf2boost.config import VF2BoostConfig
+from hefl.protocols.vf2boost.evaluation import Evaluation, cut, evaluate_round
+from hefl.protocols.vf2boost.frame import values_of
 from hefl.protocols.vf2boost.model import PartyModel
+from hefl.protocols.vf2boost.objectives import config_objective
 from hefl.protocols.vf2boost.reference import check_labels
-from hefl.protocols.vf2boost.tree import base_margin, candidate_mask
+from hefl.protocols.vf2boost.tree import candidate_mask
 
-Progress = Callable[[int, int, float], None]
+Progress = Callable[..., None]
 
 
 async def active_party(
@@ -48,6 +52,7 @@ async def active_party(
     keypair: tuple[PublicKey, PrivateKey] | None = None,
     progress: Progress | None = None,
     prefill: bool = False,
+    eval_set: tuple[Any, Any] | None = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
@@ -56,21 +61,26 @@ async def active_party(
     Args:
         party: the runtime's Party.
         X: this party's features, NaN = missing.
-        y: 0/1 labels.
+        y: labels (0/1, or the objective's targets).
         cfg: the training config.
         passives: the passive parties' names in party-index order (default: sorted peers).
         keypair: an existing Paillier keypair (default: a fresh one of ``cfg.key_bits``).
-        progress: called as ``progress(trees_done, n_trees, seconds_of_last_tree)``.
+        progress: called as ``progress(trees_done, n_trees, seconds_of_last_tree)`` after
+            every tree; with an eval set, the last tree of a round adds the keyword
+            ``metrics={eval_metric: value}``.
         prefill: with ``cfg.precompute``, make every tree's obfuscators before the first
             tree (an offline phase; tree times are then online times).
+        eval_set: (this party's eval columns, the eval labels): scored after every round
+            with ``cfg.metric`` (see :mod:`~hefl.protocols.vf2boost.evaluation`).
         checkpoint_dir: write this party's share after every tree into
             ``<checkpoint_dir>/<party name>`` (see :mod:`~hefl.protocols.vf2boost.checkpoint`).
-        resume: continue the checkpoint found there, from the last tree every party holds.
+        resume: continue the checkpoint found there, from the last tree every party holds
+            (not with an eval set).
 
     Returns:
         A dict with ``model`` (this party's PartyModel as JSON), ``statistics``,
-        ``tree_seconds`` (a list) and ``hit_rate`` (a float, or None without optimistic
-        splitting).
+        ``tree_seconds`` (a list), ``hit_rate`` (a float, or None without optimistic
+        splitting), ``evals`` and ``best_iteration`` (None without an eval set).
 
     Raises:
         ConfigError: bad features/labels/config, a passive party whose rows or config do
@@ -79,11 +89,17 @@ async def active_party(
         PeerFailed: a passive party failed or disconnected.
     """
     X = check_features(X, who=f"party {party.name!r}")
-    yf = check_labels(y, X.shape[0], who=f"party {party.name!r}")
+    who = f"party {party.name!r}"
+    yf = check_labels(y, X.shape[0], who=who, objective=cfg.objective, num_class=cfg.num_class)
     n = X.shape[0]
     passives = list(passives) if passives is not None else sorted(party.peers)
-    ckpt = TreeCheckpoint.for_active(checkpoint_dir, resume, party.name, passives, cfg, (X, yf))
-    n_features = await greet(party, n, cfg, passives)
+    evaluated = _eval_data(eval_set, X, cfg, who)
+    if evaluated is not None and resume:
+        raise ConfigError(f"{who}: resuming a training with an eval set is not supported")
+    data = (values_of(X, who), yf)
+    ckpt = TreeCheckpoint.for_active(checkpoint_dir, resume, party.name, passives, cfg, data)
+    n_eval = 0 if evaluated is None else len(evaluated[1])
+    n_features = await greet(party, n, cfg, passives, n_eval)
     crypto = await start_keys(party, n, cfg, passives, ckpt.keypair(keypair, cfg, party))
     await ckpt.agree(party, party.name, passives)
     async with task_group() as background:
@@ -93,7 +109,7 @@ async def active_party(
             if prefill and crypto.pool is not None:
                 await prefill_obfuscators(party, crypto.pool, need)
             run = _training(party, X, cfg, crypto, n_features)
-            tree_seconds = await _train(run, yf, progress, prefill, ckpt)
+            tree_seconds = await _train(run, yf, (progress, prefill), evaluated, ckpt)
         finally:
             if crypto.pool is not None:
                 crypto.pool.close()
@@ -104,7 +120,30 @@ async def active_party(
         "hit_rate": (run.hits / run.speculated if run.speculated else None)
         if cfg.optimistic
         else None,
+        **(run.evaluation.summary() if run.evaluation is not None else {}),
     }
+
+
+def _eval_data(
+    eval_set: tuple[Any, Any] | None, X: Any, cfg: VF2BoostConfig, who: str
+) -> tuple[Any, np.ndarray] | None:
+    """The checked eval columns and labels (None without an eval set).
+
+    Raises:
+        ConfigError: eval columns that differ from the training columns, or bad labels.
+    """
+    if eval_set is None:
+        return None
+    X_eval = check_features(eval_set[0], who=f"{who} eval set")
+    if X_eval.shape[1] != X.shape[1]:
+        raise ConfigError(
+            f"{who}: the eval set has {X_eval.shape[1]} columns but the training data "
+            f"{X.shape[1]}; the eval set must be split by columns like the training data"
+        )
+    y_eval = check_labels(
+        eval_set[1], X_eval.shape[0], f"{who} eval set", cfg.objective, cfg.num_class
+    )
+    return X_eval, y_eval
 
 
 def _training(
@@ -117,14 +156,17 @@ def _training(
     """Bin this party's features and gather what every tree needs."""
     binner = Binner.fit(X, cfg.max_bin, who=party.name)
     width = int(binner.n_bins.max()) if binner.n_features else 1
+    bins = binner.transform(X)
     return Training(
         party=party,
         cfg=cfg,
         crypto=crypto,
         sessions={name: crypto.session(cfg, k) for name, k in n_features.items()},
-        bins=binner.transform(X),
+        bins=bins,
         width=width,
-        mask=candidate_mask(binner.n_bins, width),
+        mask=candidate_mask(
+            binner.n_bins, width, (bins == MISSING_BIN).any(axis=0), binner.categorical
+        ),
         model=PartyModel(index=0, name=party.name, binner=binner),
     )
 
@@ -132,26 +174,72 @@ def _training(
 async def _train(
     run: Training,
     y: np.ndarray,
-    progress: Progress | None,
-    prefill: bool,
+    hooks: tuple[Progress | None, bool],
+    evaluated: tuple[Any, np.ndarray] | None,
     ckpt: TreeCheckpoint,
 ) -> list[float]:
-    """Grow every tree not restored from the checkpoint; returns the seconds each took."""
-    cfg, pool = run.cfg, run.crypto.pool
-    run.model.base_margin = base_margin(y, cfg.base_score)
-    start = ckpt.restore(run.model)
-    margin = ckpt.replay(np.full(len(y), run.model.base_margin))
-    tree_seconds: list[float] = []
-    for t in range(start, cfg.n_estimators):
-        t0 = time.perf_counter()
-        if pool is not None and not prefill:
-            # this tree takes what is buffered; refill only what later trees will use
-            later = run.crypto.per_row * len(y) * (cfg.n_estimators - t - 1)
-            pool.resize(min(pool.capacity, later))
-        out = await grow_tree(run, t, margin, y)
-        margin = margin + out
-        await ckpt.save(t, run.model, out)
-        tree_seconds.append(time.perf_counter() - t0)
-        if progress is not None:
-            progress(t + 1, cfg.n_estimators, tree_seconds[-1])
+    """Grow every tree not restored from the checkpoint, round by round (until early
+    stopping); returns the seconds each took."""
+    (progress, prefill), cfg, pool = hooks, run.cfg, run.crypto.pool
+    objective = config_objective(cfg)
+    margin, start, partial = _start_margin(run, y, ckpt)
+    if evaluated is not None:
+        run.evaluation = Evaluation.start(cfg, evaluated[1], run.model.base_margin)
+    K, tree_seconds = objective.trees_per_round, []
+    for r in range(start // K, cfg.n_estimators):
+        grads = objective.round_gradients(margin, y)  # from the round's start, as XGBoost
+        for t, out in partial:  # a resumed round's trees already grown
+            objective.add_tree(margin, t, out)
+        partial = []
+        for t in range(max(start, r * K), (r + 1) * K):
+            t0 = time.perf_counter()
+            if pool is not None and not prefill:
+                # this tree takes what is buffered; refill only what later trees will use
+                later = run.crypto.per_row * len(y) * (cfg.n_trees - t - 1)
+                pool.resize(min(pool.capacity, later))
+            out = await grow_tree(run, t, *grads[t - r * K])
+            objective.add_tree(margin, t, out)
+            await ckpt.save(t, run.model, out)
+            tree_seconds.append(time.perf_counter() - t0)
+            if progress is not None and (run.evaluation is None or (t + 1) % K):
+                progress(t + 1, cfg.n_trees, tree_seconds[-1])
+        if run.evaluation is not None and evaluated is not None:
+            ev = run.evaluation
+            stop = await evaluate_round(run.party, ev, run.model, evaluated[0], run.passives, r)
+            if progress is not None:
+                metrics = {cfg.metric: ev.history[-1]}
+                progress((r + 1) * K, cfg.n_trees, tree_seconds[-1], metrics=metrics)
+            if stop:
+                break
+    if run.evaluation is not None and cfg.early_stopping_rounds is not None:
+        cut(run.model, run.evaluation.best + 1, K)
     return tree_seconds
+
+
+def _start_margin(
+    run: Training, y: np.ndarray, ckpt: TreeCheckpoint
+) -> tuple[np.ndarray, int, list[tuple[int, np.ndarray]]]:
+    """The model's base, and the margins at the start of the first round to grow.
+
+    Returns:
+        (margins, trees restored from the checkpoint, the restored trees of an unfinished
+        round and their outputs: added after that round's gradients are taken).
+    """
+    cfg = run.cfg
+    objective = config_objective(cfg)
+    run.model.base_margin = objective.base_margin(y, cfg.base_score)
+    run.model.objective = objective.name
+    run.model.num_class = objective.num_class
+    run.model.vector_leaves = objective.vector_leaves
+    start = ckpt.restore(run.model)
+    first = start // objective.trees_per_round * objective.trees_per_round
+    partial: list[tuple[int, np.ndarray]] = []
+
+    def add(margin: np.ndarray, t: int, out: np.ndarray) -> None:
+        if t < first:
+            objective.add_tree(margin, t, out)
+        else:
+            partial.append((t, out))
+
+    margin = ckpt.replay(objective.initial_margin(len(y), run.model.base_margin), add)
+    return margin, start, partial

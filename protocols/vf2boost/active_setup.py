@@ -17,6 +17,7 @@ from hefl.protocols.vf2boost.budget import BitPlan, plan_bits
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.encgh import layout_of
 from hefl.protocols.vf2boost.messages import Hello, Session, Setup
+from hefl.protocols.vf2boost.objectives import config_objective
 
 #: obfuscators made per background task of the pool
 POOL_CHUNK = 256
@@ -60,9 +61,10 @@ class ActiveCrypto:
 
 
 async def greet(
-    party: Party, n_rows: int, cfg: VF2BoostConfig, passives: list[str]
+    party: Party, n_rows: int, cfg: VF2BoostConfig, passives: list[str], n_eval: int = 0
 ) -> dict[str, int]:
-    """Receive every passive party's :class:`Hello` and check it against ours.
+    """Receive every passive party's :class:`Hello` and check it against ours (rows, config,
+    and eval rows: ``n_eval``, 0 without an eval set).
 
     Returns:
         Each passive party's feature count.
@@ -81,6 +83,11 @@ async def greet(
             )
         if hello.config != cfg.to_dict():
             raise ConfigError(f"party {name!r} was started with a different VF2BoostConfig")
+        if hello.n_eval_rows != n_eval:
+            raise ConfigError(
+                f"party {name!r} has {hello.n_eval_rows} eval rows but the active party has "
+                f"{n_eval}; the eval set must be split by columns like the training data"
+            )
     return {name: hellos[name].n_features for name in passives}
 
 
@@ -102,7 +109,13 @@ async def start_keys(
     else:
         pk, sk = keypair
     plan = plan_bits(
-        n_rows, cfg.frac_bits, pk.n_bits, pack_gh=cfg.pack_gh, pack_histograms=cfg.pack_histograms
+        n_rows,
+        cfg.frac_bits,
+        pk.n_bits,
+        pack_gh=cfg.pack_gh,
+        pack_histograms=cfg.pack_histograms,
+        h_log2=config_objective(cfg).h_log2,
+        classes=config_objective(cfg).outputs,
     )
     for index, name in enumerate(passives, start=1):
         await send(party, name, Setup(public_key=pk, index=index, n_rows=n_rows))
@@ -142,7 +155,7 @@ def start_obfuscators(crypto: ActiveCrypto, cfg: VF2BoostConfig, n_rows: int, pr
     """
     if not (cfg.precompute and cfg.blaster):
         return 0
-    trees = cfg.n_estimators if prefill else min(cfg.n_estimators, 2)
+    trees = cfg.n_trees if prefill else min(cfg.n_trees, 2)
     need = crypto.per_row * n_rows * trees
     crypto.pool = ObfuscatorPool(
         crypto.pk,

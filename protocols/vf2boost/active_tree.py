@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from hefl.protocols.vf2boost.decode import (
     exact_sum,
     receive_placements,
 )
+from hefl.protocols.vf2boost.evaluation import Evaluation
 from hefl.protocols.vf2boost.messages import (
     Layer,
     Session,
@@ -40,15 +42,22 @@ from hefl.protocols.vf2boost.messages import (
 )
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
 from hefl.protocols.vf2boost.reference import party_histogram
+from hefl.protocols.vf2boost.sampling import apply_sampling, sample_columns
 from hefl.protocols.vf2boost.tree import (
     MIN_GAIN,
     Candidate,
+    SplitParams,
     best_position,
-    encode_fixed,
+    cover,
+    decode_position,
+    encode_gh,
+    go_left,
     leaf_weight,
-    logistic_gradients,
+    loss_change,
+    pick,
     pick_winner,
     score_cumulative,
+    split_sums,
 )
 
 
@@ -59,8 +68,8 @@ class Node:
     index: int
     depth: int
     rows: np.ndarray
-    G: int
-    H: int
+    G: Any  # an exact int, or one per class (vector leaves)
+    H: Any
     hist: tuple[np.ndarray, np.ndarray] | None = None
     parent: Node | None = None
     sibling: Node | None = None
@@ -77,9 +86,10 @@ class Training:
         sessions: each passive party's session, in party-index order.
         bins: this party's binned features (rows × features).
         width: the histogram width (most bins of a feature).
-        mask: (features × width) valid candidates.
+        mask: (features × width × 2) valid candidates (both default directions).
         model: this party's model, filled tree by tree.
         speculated, hits: optimistic splits announced, and how many of them won.
+        evaluation: the eval set's margins and metrics (None without an eval set).
     """
 
     party: Party
@@ -92,6 +102,7 @@ class Training:
     model: PartyModel
     speculated: int = 0
     hits: int = 0
+    evaluation: Evaluation | None = None
 
     @property
     def passives(self) -> list[str]:
@@ -117,8 +128,8 @@ class Choice:
     sums: set[tuple[int, int]] = field(default_factory=set)
 
 
-async def grow_tree(run: Training, t: int, margin: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Grow tree ``t`` from the current margins and add it to the model.
+async def grow_tree(run: Training, t: int, g: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Grow tree ``t`` from its gradients and hessians and add it to the model.
 
     Returns:
         The tree's output on the training rows.
@@ -127,10 +138,9 @@ async def grow_tree(run: Training, t: int, margin: np.ndarray, y: np.ndarray) ->
         ProtocolError: a passive party sent malformed or inconsistent data (named).
         PeerFailed: a passive party failed.
     """
-    g, h = logistic_gradients(margin, y)
-    fb = run.cfg.frac_bits
-    gi, hi = encode_fixed(g, fb), encode_fixed(h, fb)
-    grower = TreeGrower(run, t, gi, hi)
+    g, h = apply_sampling(run.cfg, t, g, h)
+    gi, hi, g_exp = encode_gh(g, h, run.cfg.frac_bits)
+    grower = TreeGrower(run, t, gi, hi, SplitParams.of(run.cfg, g_exp))
     async with task_group() as tree_tasks:  # the g‖h stream runs while the layers grow
         grower.sender = tree_tasks.create_task(
             stream_gh(run.party, run.crypto, run.cfg, run.passives, t, gi, hi)
@@ -144,14 +154,22 @@ async def grow_tree(run: Training, t: int, margin: np.ndarray, y: np.ndarray) ->
 class TreeGrower:
     """One tree of the active party, grown layer by layer (see the module docs)."""
 
-    def __init__(self, run: Training, t: int, gi: np.ndarray, hi: np.ndarray) -> None:
-        self.run, self.t, self.gi, self.hi = run, t, gi, hi
+    def __init__(
+        self, run: Training, t: int, gi: np.ndarray, hi: np.ndarray, params: SplitParams
+    ) -> None:
+        self.run, self.t, self.gi, self.hi, self.params = run, t, gi, hi, params
+        columns = sample_columns(run.cfg, t, 0, run.mask.shape[0])
+        self.mask = run.mask & columns[:, None, None]
         n = len(gi)
         self.layer = [Node(0, 0, np.arange(n), exact_sum(gi), exact_sum(hi))]
         self.nodes: list[dict[str, int]] = [{}]
         self.leaf_values: list[float] = []
+        self.gains: dict[int, float] = {}  # node -> loss change of its split (importances)
+        self.hess: dict[int, int] = {}  # node -> exact hessian sum (its cover)
         self.splits: list[Split] = []  # the last layer's, announced with the next layer
-        self.out = np.zeros(n)  # the tree's output on the training rows, leaf by leaf
+        # the tree's output on the training rows, leaf by leaf (a column per class with vector
+        # leaves: gi is then rows × K)
+        self.out = np.zeros(gi.shape)
         self.sender: asyncio.Task[None] | None = None  # the g‖h stream
 
     async def grow(self) -> TreeStructure:
@@ -159,7 +177,11 @@ class TreeGrower:
         d = 0
         while await self.grow_layer(d):
             d += 1
-        return TreeStructure(nodes=self.nodes, leaf_values=self.leaf_values)
+        covers = [0.0] * len(self.nodes)
+        for i, H in self.hess.items():
+            covers[i] = cover(H, self.params)
+        gains = [self.gains.get(i, 0.0) for i in range(len(self.nodes))]
+        return TreeStructure(self.nodes, self.leaf_values, gains=gains, covers=covers)
 
     async def grow_layer(self, d: int) -> bool:
         """Split layer ``d``; False when no node is left open (the tree is done)."""
@@ -180,7 +202,13 @@ class TreeGrower:
         with run.party.span("decrypt", **span):
             crypto = run.crypto
             theirs = await decode_layer(
-                run.party, run.cfg, crypto.sk, crypto.plan, run.sessions, (self.t, d), open_nodes
+                run.party,
+                self.params,
+                crypto.sk,
+                crypto.plan,
+                run.sessions,
+                (self.t, d),
+                open_nodes,
             )
         with run.party.span("score", **span):
             winners = self.score(open_nodes, own, theirs, spec_nodes)
@@ -194,6 +222,8 @@ class TreeGrower:
         cfg = self.run.cfg
         if nd.depth >= cfg.max_depth or len(nd.rows) < 2:
             return False
+        if np.ndim(nd.H):  # vector leaves: XGBoost's multi-target rule has no such bound
+            return True
         h = nd.H / (1 << cfg.frac_bits)
         return h * (1 + 1e-12) >= 2 * cfg.min_child_weight
 
@@ -206,6 +236,7 @@ class TreeGrower:
     async def finish(self, d: int) -> None:
         """Make the last layer's nodes leaves and send the tree's structure."""
         for nd in self.layer:
+            self.hess[nd.index] = nd.H
             self.make_leaf(nd)
         msg = Layer(splits=self.splits, open=[], nodes=self.nodes)
         for name in self.run.passives:
@@ -213,16 +244,13 @@ class TreeGrower:
 
     def own_candidates(self, open_nodes: list[Node]) -> dict[int, OwnBest]:
         """This party's best split of every open node, from plaintext histograms."""
-        run, cfg = self.run, self.run.cfg
         self.own_histograms(open_nodes)
         out = {}
         for nd in open_nodes:
             assert nd.hist is not None  # own_histograms filled every open node
-            GL, HL = np.cumsum(nd.hist[0], axis=1), np.cumsum(nd.hist[1], axis=1)
-            gains = score_cumulative(
-                GL, HL, nd.G, nd.H, cfg.frac_bits, cfg.reg_lambda, cfg.gamma, cfg.min_child_weight
-            )
-            gain, pos = best_position(np.where(run.mask, gains, -np.inf))
+            GL, HL = split_sums(*nd.hist, self.run.model.binner.categorical)
+            gains = score_cumulative(GL, HL, nd.G, nd.H, self.params)
+            gain, pos = best_position(np.where(self.mask, gains, -np.inf))
             out[nd.index] = OwnBest(Candidate(gain, 0, pos), GL, HL)
         return out
 
@@ -256,8 +284,10 @@ class TreeGrower:
             cand = own[nd.index].candidate
             useful = nd.depth + 1 < run.cfg.max_depth  # the children get split
             if useful and cand.position >= 0 and cand.gain > MIN_GAIN:
-                f, k = divmod(cand.position, run.width)
-                tentative.append(Tentative(nd.index, np.packbits(run.bins[nd.rows, f] <= k)))
+                f, k, default_left = decode_position(cand.position, run.width)
+                cat = bool(run.model.binner.categorical[f])
+                left = go_left(run.bins[nd.rows, f], k, default_left, cat)
+                tentative.append(Tentative(nd.index, np.packbits(left)))
         for name in run.passives:
             await send(run.party, name, Spec(tentative), t=self.t, d=d)
         return {s.node for s in tentative}
@@ -308,9 +338,12 @@ class TreeGrower:
         self.splits = []
         for nd in self.layer:
             choice = winners.get(nd.index)
+            self.hess[nd.index] = nd.H
             if choice is None:
                 self.make_leaf(nd)
-            elif choice.candidate.party == 0:
+                continue
+            self.gains[nd.index] = loss_change(choice.candidate.gain, self.params)
+            if choice.candidate.party == 0:
                 next_layer.extend(self.split_own(nd, choice.candidate, own[nd.index]))
             else:
                 p = placed[nd.index]
@@ -325,14 +358,16 @@ class TreeGrower:
     def split_own(self, nd: Node, cand: Candidate, best: OwnBest) -> list[Node]:
         """Split ``nd`` by this party's candidate, recorded in its own split table."""
         model = self.run.model
-        f, k = divmod(cand.position, self.run.width)
+        f, k, default_left = decode_position(cand.position, self.run.width)
         split_id = len(model.splits)
-        model.splits[split_id] = (f, k)
-        left = self.run.bins[nd.rows, f] <= k
-        return self.split(nd, 0, split_id, left, int(best.GL[f, k]), int(best.HL[f, k]))
+        model.splits[split_id] = (f, k, default_left)
+        cat = bool(model.binner.categorical[f])
+        left = go_left(self.run.bins[nd.rows, f], k, default_left, cat)
+        d = int(default_left)
+        return self.split(nd, 0, split_id, left, pick(best.GL, (f, k, d)), pick(best.HL, (f, k, d)))
 
     def split(
-        self, nd: Node, owner: int, split_id: int, left_mask: np.ndarray, GL: int, HL: int
+        self, nd: Node, owner: int, split_id: int, left_mask: np.ndarray, GL: Any, HL: Any
     ) -> list[Node]:
         """Record the split of ``nd`` and return its two children."""
         i = len(self.nodes)
@@ -346,8 +381,7 @@ class TreeGrower:
 
     def make_leaf(self, nd: Node) -> None:
         """Make ``nd`` a leaf: its weight, and its rows' output."""
-        cfg = self.run.cfg
-        w = leaf_weight(nd.G, nd.H, cfg.frac_bits, cfg.reg_lambda, cfg.learning_rate)
+        w = leaf_weight(nd.G, nd.H, self.params)
         self.nodes[nd.index] = {"leaf": len(self.leaf_values)}
         self.leaf_values.append(w)
         self.out[nd.rows] = w

@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -40,6 +41,7 @@ from hefl.errors import ConfigError, CryptoError, ProtocolError
 from hefl.messages import Fields, Message, gather, recv, send
 from hefl.protocols.vf2boost.binning import check_features
 from hefl.protocols.vf2boost.config import VF2BoostConfig
+from hefl.protocols.vf2boost.frame import values_of
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
 from hefl.protocols.vf2boost.reference import check_labels
 
@@ -293,18 +295,27 @@ class TreeCheckpoint:
         self._trees, self._splits = len(model.trees), set(model.splits)
         return len(self.records)
 
-    def replay(self, margin: np.ndarray) -> np.ndarray:
+    def replay(
+        self,
+        margin: np.ndarray,
+        add: Callable[[np.ndarray, int, np.ndarray], None] | None = None,
+    ) -> np.ndarray:
         """Active party: ``margin`` plus every restored tree's output, added in training
-        order (the same float additions an uninterrupted run made).
+        order (the same float additions an uninterrupted run made); ``add(margin, t, out)``
+        adds tree ``t``'s output in place where a tree adds to one class's column.
 
         Raises:
             ConfigError: a malformed record (names the file).
         """
         for t, rec in enumerate(self.records):
             try:
-                margin = margin + _unpack_output(rec["out"])
+                out = _unpack_output(rec["out"])
             except (KeyError, TypeError, ValueError) as exc:
                 raise self._malformed(t, exc) from None
+            if add is None:
+                margin = margin + out
+            else:
+                add(margin, t, out)
         return margin
 
     def _malformed(self, t: int, exc: Exception) -> ConfigError:
@@ -394,14 +405,15 @@ def _precheck(roles: dict[str, Any], where: str, resume: bool) -> None:
         kw = getattr(role, "keywords", {})
         if "X" not in kw or "cfg" not in kw:
             continue
-        X = check_features(kw["X"], who=f"party {name!r}")
+        who, cfg = f"party {name!r}", kw["cfg"]
+        X = values_of(check_features(kw["X"], who=who), who)  # what the role fingerprints
         if "y" in kw and "passives" in kw:
-            data = (X, check_labels(kw["y"], X.shape[0], who=f"party {name!r}"))
-            ck = TreeCheckpoint.for_active(where, resume, name, kw["passives"], kw["cfg"], data)
+            y = check_labels(kw["y"], X.shape[0], who, cfg.objective, cfg.num_class)
+            ck = TreeCheckpoint.for_active(where, resume, name, kw["passives"], cfg, (X, y))
             if kw.get("keypair") is not None and ck.dir is not None:
                 ck.dir.check_key(key_fingerprint(kw["keypair"][0].n), "this run")
         elif "active" in kw:
-            TreeCheckpoint.for_passive(where, resume, name, names, kw["active"], kw["cfg"], X)
+            TreeCheckpoint.for_passive(where, resume, name, names, kw["active"], cfg, X)
 
 
 __all__ = ["ResumeFrom", "ResumeHave", "TreeCheckpoint", "with_checkpoints"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hefl.errors import ConfigError
+from hefl.protocols.vf2boost.objectives import MAX_CLASSES, OBJECTIVES
 
 ENCODINGS = ("fixed", "phe")
 MIN_SECURE_KEY_BITS = 2048
@@ -28,22 +29,44 @@ def _is_real(v: Any) -> bool:
 
 @dataclass(frozen=True)
 class VF2BoostConfig:
-    """Settings of a VF2Boost / SecureBoost training (binary logistic loss).
+    """Settings of a VF2Boost / SecureBoost training.
 
     Ties between equal gains are always broken by (party index, feature index, bin), the
     same way in the federated protocol and in :func:`plaintext_reference`.
 
     Attributes:
+        objective: the loss, XGBoost's name: ``"binary:logistic"`` (labels 0/1),
+            ``"reg:logistic"`` (targets in [0, 1]), ``"reg:squarederror"`` (any targets) or
+            ``"multi:softprob"`` (labels 0..num_class−1).
+        num_class: K, the classes of ``multi:softprob`` (2 < K <= 32); 0 otherwise.
+        multi_strategy: ``"one_output_per_tree"`` (XGBoost's default: K trees per round, one
+            per class) or ``"multi_output_tree"`` (one tree per round with a weight per class
+            in every leaf; the K classes' g and h travel packed in one plaintext per row).
         n_estimators: number of trees (>= 1).
         max_depth: depth of each tree (1..16; depth d has at most 2^d leaves).
         learning_rate: shrinkage applied to every leaf weight, in (0, 1].
         reg_lambda: L2 regularisation λ on leaf weights (>= 0).
+        reg_alpha: L1 regularisation α on leaf weights (>= 0), as XGBoost's.
+        max_delta_step: largest magnitude of a leaf weight before the learning rate (0: no
+            limit), as XGBoost's.
         gamma: minimum gain (½-scaled, as in the SecureBoost gain formula) a split must exceed.
         min_child_weight: minimum hessian sum in each child of a split (>= 0).
-        max_bin: most value bins per feature (2..256). Missing values (NaN) get one extra,
-            dedicated bin 0 that always goes to the left child.
-        base_score: initial prediction as a probability in (0, 1) (XGBoost's convention);
-            None means the label mean. The initial margin is logit(base_score).
+        subsample: share of the rows each tree is grown on, in (0, 1]; the others get g = h = 0
+            (as XGBoost's uniform sampling), drawn by the active party from ``seed`` and the
+            tree's index (the passive parties cannot tell which rows: zeros are encrypted too).
+        colsample_bytree: share of its own columns each party offers per tree, in (0, 1]
+            (at least one), drawn by each party from ``seed``, the tree and its index.
+        seed: the seed of ``subsample`` and ``colsample_bytree`` (reruns are reproducible).
+        eval_metric: the metric an ``eval_set`` is scored with after every round: ``"auc"``,
+            ``"logloss"``, ``"error"`` (binary), ``"mlogloss"``, ``"merror"`` (multi-class),
+            ``"rmse"`` (any but multi-class); None: XGBoost's default for the objective.
+        early_stopping_rounds: stop when the eval metric has not improved for this many
+            rounds, and cut the model at the best round (None: train every round).
+        max_bin: most value bins per feature (2..256). Missing values (NaN) are kept out of
+            the value bins (bin 0); every split learns a default direction for them.
+        base_score: initial prediction (XGBoost's convention): a probability in (0, 1) for the
+            logistic objectives (the initial margin is logit(base_score)), a value for
+            squared error; None means the label mean.
         key_bits: Paillier modulus size. Below 2048 only with ``allow_insecure=True``.
         allow_insecure: explicit opt-in for keys smaller than 2048 bits (tests, demos).
         frac_bits: fixed-point precision of g and h (one global scale 2^frac_bits).
@@ -66,12 +89,22 @@ class VF2BoostConfig:
         workers: processes for crypto work per party (None: the runtime's default).
     """
 
+    objective: str = "binary:logistic"
+    num_class: int = 0
+    multi_strategy: str = "one_output_per_tree"
     n_estimators: int = 10
     max_depth: int = 5
     learning_rate: float = 0.3
     reg_lambda: float = 1.0
+    reg_alpha: float = 0.0
+    max_delta_step: float = 0.0
     gamma: float = 0.0
     min_child_weight: float = 1.0
+    subsample: float = 1.0
+    colsample_bytree: float = 1.0
+    seed: int = 0
+    eval_metric: str | None = None
+    early_stopping_rounds: int | None = None
     max_bin: int = 32
     base_score: float | None = None
     key_bits: int = 2048
@@ -107,14 +140,21 @@ class VF2BoostConfig:
                 raise bad(name, f"must be an int in [{lo}, {hi}]")
         if not _is_real(self.learning_rate) or not 0 < self.learning_rate <= 1:
             raise bad("learning_rate", "must be a number in (0, 1]")
-        for name in ("reg_lambda", "gamma", "min_child_weight"):
+        if self.objective not in OBJECTIVES:
+            raise bad("objective", f"is not supported; use one of {OBJECTIVES}")
+        self._validate_classes(bad)
+        for name in ("reg_lambda", "reg_alpha", "max_delta_step", "gamma", "min_child_weight"):
             v = getattr(self, name)
             if not _is_real(v) or v < 0:
                 raise bad(name, "must be a finite number >= 0")
-        if self.base_score is not None and (
-            not _is_real(self.base_score) or not 0 < self.base_score < 1
-        ):
-            raise bad("base_score", "must be a probability in (0, 1) or None (label mean)")
+        for name in ("subsample", "colsample_bytree"):
+            v = getattr(self, name)
+            if not _is_real(v) or not 0 < v <= 1:
+                raise bad(name, "must be a number in (0, 1]")
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**63:
+            raise bad("seed", "must be an int in [0, 2^63)")
+        self._validate_base_score(bad)
+        self._validate_eval(bad)
         if not _is_int(self.key_bits) or self.key_bits < 256 or self.key_bits % 2:
             raise bad("key_bits", "must be an even int >= 256 (2048 or more for real use)")
         if self.key_bits < MIN_SECURE_KEY_BITS and not self.allow_insecure:
@@ -148,6 +188,62 @@ class VF2BoostConfig:
         if self.workers is not None and (not _is_int(self.workers) or self.workers < 1):
             raise bad("workers", "must be None or an int >= 1")
 
+    def _validate_classes(self, bad: Any) -> None:
+        multi = self.objective == "multi:softprob"
+        if not _is_int(self.num_class) or (multi and not 2 < self.num_class <= MAX_CLASSES):
+            raise bad("num_class", f"must be an int in (2, {MAX_CLASSES}] for multi:softprob")
+        if not multi and self.num_class not in (0, 1):
+            raise bad("num_class", f"is only for multi:softprob, not {self.objective}")
+        if self.multi_strategy not in ("one_output_per_tree", "multi_output_tree"):
+            raise bad("multi_strategy", "must be 'one_output_per_tree' or 'multi_output_tree'")
+        if self.multi_strategy == "multi_output_tree" and not multi:
+            raise bad("multi_strategy", "'multi_output_tree' is for multi:softprob")
+        if self.vector_leaves and (not self.pack_gh or self.encoding != "fixed"):
+            raise bad(
+                "multi_strategy",
+                "'multi_output_tree' packs every class's g and h into one plaintext: it needs "
+                "pack_gh=True and encoding='fixed'",
+            )
+
+    @property
+    def vector_leaves(self) -> bool:
+        """One tree per round with a leaf weight per class (``multi_output_tree``)."""
+        return self.objective == "multi:softprob" and self.multi_strategy == "multi_output_tree"
+
+    def _validate_eval(self, bad: Any) -> None:
+        allowed = {
+            "binary:logistic": ("auc", "logloss", "error", "rmse"),
+            "reg:logistic": ("logloss", "rmse"),
+            "reg:squarederror": ("rmse",),
+            "multi:softprob": ("mlogloss", "merror"),
+        }.get(self.objective, ())
+        if self.eval_metric is not None and self.eval_metric not in allowed:
+            raise bad("eval_metric", f"is not supported for {self.objective}; use one of {allowed}")
+        esr = self.early_stopping_rounds
+        if esr is not None and (not _is_int(esr) or esr < 1):
+            raise bad("early_stopping_rounds", "must be None or an int >= 1")
+
+    @property
+    def metric(self) -> str:
+        """The eval metric in force (``eval_metric`` or the objective's default)."""
+        default = {"binary:logistic": "logloss", "multi:softprob": "mlogloss"}
+        return self.eval_metric or default.get(self.objective, "rmse")
+
+    @property
+    def n_trees(self) -> int:
+        """Trees in the model: n_estimators rounds of one tree (K with multi:softprob)."""
+        per_round = self.num_class if self.objective == "multi:softprob" else 1
+        return self.n_estimators * (1 if self.vector_leaves else per_round)
+
+    def _validate_base_score(self, bad: Any) -> None:
+        if self.base_score is None:
+            return
+        if self.objective in ("reg:squarederror", "multi:softprob"):
+            if not _is_real(self.base_score):
+                raise bad("base_score", "must be a finite number or None (label mean)")
+        elif not _is_real(self.base_score) or not 0 < self.base_score < 1:
+            raise bad("base_score", "must be a probability in (0, 1) or None (label mean)")
+
     def replace(self, **changes: Any) -> VF2BoostConfig:
         """Return a copy with some fields changed (validated again).
 
@@ -155,10 +251,7 @@ class VF2BoostConfig:
             ConfigError: an unknown field name or an invalid value.
         """
         names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise ConfigError(f"unknown VF2BoostConfig field(s) {unknown}; known: {sorted(names)}")
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **from_xgboost_names(changes, names))
 
     @classmethod
     def serial_baseline(cls, **overrides: Any) -> VF2BoostConfig:
@@ -189,19 +282,93 @@ class VF2BoostConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VF2BoostConfig:
-        """Build from a dict (e.g. parsed TOML/JSON), refusing unknown keys.
+        """Build from a dict (e.g. parsed TOML/JSON, or XGBoost parameters), refusing
+        unknown keys. XGBoost's aliases (``eta``, ``lambda``, ``alpha``, ``min_split_loss``,
+        ``num_boost_round``, ``random_state``) are accepted; an XGBoost parameter hefl does
+        not implement is refused by name.
 
         Raises:
             ConfigError: unknown keys or invalid values.
         """
         if not isinstance(d, dict):
             raise ConfigError(f"a VF2BoostConfig needs a dict, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown VF2BoostConfig field(s) {unknown}; known: {sorted(names)}")
-        return cls(**d)
+        return cls(**from_xgboost_names(d, {f.name for f in dataclasses.fields(cls)}))
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (JSON-serialisable)."""
         return dataclasses.asdict(self)
+
+
+#: XGBoost's aliases -> hefl's field names
+XGBOOST_ALIASES = {
+    "eta": "learning_rate",
+    "lambda": "reg_lambda",
+    "alpha": "reg_alpha",
+    "min_split_loss": "gamma",
+    "num_boost_round": "n_estimators",
+    "random_state": "seed",
+}
+
+#: XGBoost tree-booster parameters hefl does not implement (refused by name, never ignored)
+XGBOOST_UNSUPPORTED = (
+    "booster",
+    "colsample_bylevel",
+    "colsample_bynode",
+    "grow_policy",
+    "interaction_constraints",
+    "max_cat_to_onehot",
+    "max_cat_threshold",
+    "max_leaves",
+    "monotone_constraints",
+    "num_parallel_tree",
+    "process_type",
+    "refresh_leaf",
+    "sampling_method",
+    "scale_pos_weight",
+    "tree_method",
+    "updater",
+    "enable_categorical",
+    "feature_types",
+    "max_cached_hist_node",
+    "device",
+    "nthread",
+    "n_jobs",
+    "verbosity",
+    "validate_parameters",
+    "disable_default_eval_metric",
+    "seed_per_iteration",
+    "sketch_eps",
+    "single_precision_histogram",
+    "importance_type",
+    "missing",
+    "huber_slope",
+    "quantile_alpha",
+    "tweedie_variance_power",
+    "aft_loss_distribution",
+    "lambdarank_pair_method",
+)
+
+
+def from_xgboost_names(d: dict[str, Any], names: set[str]) -> dict[str, Any]:
+    """``d`` with XGBoost's aliases renamed to hefl's fields.
+
+    Raises:
+        ConfigError: an XGBoost parameter hefl lacks (named), an alias given together with its
+            field, or an unknown key.
+    """
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = XGBOOST_ALIASES.get(key, key)
+        if name in out:
+            raise ConfigError(f"VF2BoostConfig: {key!r} and {name!r} name the same parameter")
+        out[name] = value
+    unsupported = sorted(k for k in out if k in XGBOOST_UNSUPPORTED)
+    if unsupported:
+        raise ConfigError(
+            f"XGBoost parameter(s) {unsupported} are not supported by hefl's VF2Boost "
+            "(refused rather than ignored)"
+        )
+    unknown = sorted(set(out) - names)
+    if unknown:
+        raise ConfigError(f"unknown VF2BoostConfig field(s) {unknown}; known: {sorted(names)}")
+    return out

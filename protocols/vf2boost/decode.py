@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,10 +22,9 @@ from hefl.crypto import PrivateKey
 from hefl.errors import HeflError, KeyMismatchError, ProtocolError
 from hefl.messages import gather
 from hefl.protocols.vf2boost.budget import BitPlan
-from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.encgh import EncGH, decrypt_entries
 from hefl.protocols.vf2boost.messages import Hist, Place, Session, refuse
-from hefl.protocols.vf2boost.tree import Candidate, exact_group_sums, score_cumulative
+from hefl.protocols.vf2boost.tree import Candidate, SplitParams, node_sums, score_cumulative
 
 _TAMPERED = "the data was tampered with or encrypted under another key"
 
@@ -35,8 +34,8 @@ class OpenNode(Protocol):
 
     index: int
     rows: np.ndarray
-    G: int
-    H: int
+    G: Any
+    H: Any
 
 
 @dataclass(frozen=True)
@@ -54,17 +53,23 @@ class PassiveCandidates:
     GL: np.ndarray
     HL: np.ndarray
 
-    def best(self, party_index: int) -> tuple[Candidate, np.ndarray, set[tuple[int, int]]]:
-        """The best candidate, the ids tied at its gain and their (G_L, H_L) sums."""
+    def best(self, party_index: int) -> tuple[Candidate, np.ndarray, set[tuple[Any, Any]]]:
+        """The best candidate, the ids tied at its gain and their (G_L, H_L) sums (per class
+        tuples with vector leaves)."""
         best = float(self.gains.max()) if self.gains.size else -np.inf
         tied = self.gains == best if np.isfinite(best) else np.zeros(len(self.ids), dtype=bool)
-        sums = {(int(a), int(b)) for a, b in zip(self.GL[tied], self.HL[tied], strict=True)}
+        sums = {(sum_key(self.GL[..., i]), sum_key(self.HL[..., i])) for i in np.flatnonzero(tied)}
         return Candidate(best, party_index, 0 if tied.any() else -1), self.ids[tied], sums
 
 
-def exact_sum(v: np.ndarray) -> int:
-    """The exact sum of int64 encodings, as a Python int."""
-    return int(exact_group_sums(v, np.zeros(len(v), dtype=np.int64), 1)[0]) if len(v) else 0
+def sum_key(v: Any) -> Any:
+    """Exact sums as a hashable, comparable key: an int, or a tuple of ints (per class)."""
+    return int(v) if np.ndim(v) == 0 else tuple(int(x) for x in v)
+
+
+def exact_sum(v: np.ndarray) -> Any:
+    """The exact sum of int64 encodings, as a Python int (one per class for (rows × K))."""
+    return node_sums(v)
 
 
 async def receive_hist(
@@ -97,7 +102,7 @@ async def _decrypt(
 
 async def decode_layer(
     party: Party,
-    cfg: VF2BoostConfig,
+    params: SplitParams,
     sk: PrivateKey,
     plan: BitPlan,
     sessions: dict[str, Session],
@@ -108,7 +113,7 @@ async def decode_layer(
 
     Args:
         party: the active party.
-        cfg: the training config.
+        params: the tree's scales and regularization.
         sk: the private key.
         plan: the bit plan.
         sessions: each passive party's session (its key, layout and feature count).
@@ -134,12 +139,12 @@ async def decode_layer(
     out: dict[str, dict[int, PassiveCandidates]] = {name: {} for name in sessions}
     for name, nd, cand_ids, decrypted in jobs:
         G, H = decrypted.result()
-        out[name][nd.index] = score_sums(name, cfg, nd, cand_ids, G, H)
+        out[name][nd.index] = score_sums(name, params, nd, cand_ids, G, H)
     return out
 
 
 def score_sums(
-    name: str, cfg: VF2BoostConfig, nd: OpenNode, ids: np.ndarray, G: list[int], H: list[int]
+    name: str, params: SplitParams, nd: OpenNode, ids: np.ndarray, G: list[int], H: list[int]
 ) -> PassiveCandidates:
     """Check one node's decrypted sums and score its candidates.
 
@@ -147,19 +152,19 @@ def score_sums(
         ProtocolError: totals that differ from the node's sums, or sums its rows cannot reach.
     """
     m = len(ids)
-    if any(v != nd.G for v in G[m:]) or any(v != nd.H for v in H[m:]):
+    node_g, node_h = sum_key(nd.G), sum_key(nd.H)
+    if any(sum_key(v) != node_g for v in G[m:]) or any(sum_key(v) != node_h for v in H[m:]):
         raise ProtocolError(
             f"party {name!r} sent histograms whose totals differ from the node's gradient "
             f"sums; {_TAMPERED}"
         )
-    GL = np.array(G[:m], dtype=object)
-    HL = np.array(H[:m], dtype=object)
-    bound = len(nd.rows) << cfg.frac_bits  # |g| <= 1 per row
-    if m and (min(HL) < 0 or max(HL) > nd.H or max(abs(v) for v in GL) > bound):
+    GL = np.array(G[:m], dtype=object).T  # (classes × candidates) with vector leaves
+    HL = np.array(H[:m], dtype=object).T
+    bound = len(nd.rows) << params.frac_bits  # |g_int| <= 2^frac_bits per row
+    top = np.asarray(nd.H, dtype=object).reshape(-1, *([1] * (HL.ndim - 1)))
+    if m and ((HL < 0).any() or (top < HL).any() or (np.abs(GL) > bound).any()):
         raise ProtocolError(f"party {name!r} sent impossible gradient sums; {_TAMPERED}")
-    gains = score_cumulative(
-        GL, HL, nd.G, nd.H, cfg.frac_bits, cfg.reg_lambda, cfg.gamma, cfg.min_child_weight
-    )
+    gains = score_cumulative(GL, HL, nd.G, nd.H, params)
     return PassiveCandidates(gains, ids, GL, HL)
 
 
@@ -169,14 +174,14 @@ class Placed:
 
     split: int
     left: np.ndarray  # bool mask over the node's rows
-    GL: int
-    HL: int
+    GL: Any  # an int, or one per class (vector leaves)
+    HL: Any
 
 
 async def receive_placements(
     party: Party,
     ids: tuple[int, int],
-    won: dict[str, dict[int, set[tuple[int, int]]]],
+    won: dict[str, dict[int, set[tuple[Any, Any]]]],
     nodes: Mapping[int, OpenNode],
     gi: np.ndarray,
     hi: np.ndarray,
@@ -209,7 +214,7 @@ async def receive_placements(
                 raise refuse(name, Place, "bits", why)
             left = np.unpackbits(p.bits, count=len(nd.rows)).astype(bool)
             GL, HL = exact_sum(gi[nd.rows[left]]), exact_sum(hi[nd.rows[left]])
-            if (GL, HL) not in won[name][p.node]:
+            if (sum_key(GL), sum_key(HL)) not in won[name][p.node]:
                 why = f"of node {p.node} do not match the party's winning split"
                 raise refuse(name, Place, "bits", why)
             out[p.node] = Placed(p.split, left, GL, HL)

@@ -135,6 +135,8 @@ def encrypt_gh(
     if pool is not None:
         key = key if isinstance(key, PublicKey) else key.public_key
     kw = {"method": method} if pool is None else {"method": method, "pool": pool}
+    if gi.ndim == 2:  # vector leaves: every class of a row in one plaintext
+        return EncGH(layout, [key.encrypt(plan.join_classes(gi.tolist(), hi.tolist()), **kw)])
     g = [int(v) for v in gi.tolist()]
     h = [int(v) for v in hi.tolist()]
     if layout == "packed":
@@ -160,7 +162,8 @@ def decrypt_entries(sk: PrivateKey, enc: EncGH, plan: BitPlan, count: int) -> tu
         count: number of (g, h) entries.
 
     Returns:
-        (G ints, H ints), each of length ``count``.
+        (G ints, H ints), each of length ``count`` (with vector leaves, a tuple of K ints per
+        entry).
 
     Raises:
         CryptoError: the data cannot be what an honest party sent (PackingOverflowError
@@ -191,7 +194,7 @@ def decrypt_entries(sk: PrivateKey, enc: EncGH, plan: BitPlan, count: int) -> tu
     elif len(plain) != n_values:
         raise CryptoError(f"expected {n_values} entries, got {len(plain)}")
     if enc.layout == "packed":
-        return plan.split_gh(plain)
+        return plan.split_classes(plain) if plan.classes > 1 else plan.split_gh(plain)
     return plain[:count], plain[count:]
 
 
@@ -204,41 +207,66 @@ def build_histogram(enc: EncGH, bins: np.ndarray, width: int) -> EncGH:
     return enc.group_sum(bins.astype(np.int64), width)
 
 
-def cumulative_entries(hist: EncGH, n_bins: np.ndarray, width: int, order: np.ndarray) -> EncGH:
-    """Cumulative sums "bin <= k" of each feature, for the candidates in ``order``
-    (positions f·width + k into the flattened histogram), followed by each feature's total."""
+def cumulative_entries(
+    hist: EncGH, n_bins: np.ndarray, width: int, order: np.ndarray, categorical: Any = None
+) -> EncGH:
+    """The left sums of the candidates in ``order``, followed by each feature's total.
+
+    Positions index the (features × width × 2) candidate space of
+    :func:`~hefl.protocols.vf2boost.tree.split_sums`: (f, k, 0) sums value bins 1..k of
+    feature f (bin k alone for a categorical feature; its missing rows go right), (f, k, 1)
+    adds its bin 0 (missing rows go left).
+    """
     F = len(n_bins)
-    idx_cand = order
-    idx_tot = np.arange(F) * width + (np.asarray(n_bins) - 1)
-    pick = np.concatenate([idx_cand, idx_tot]).astype(np.int64)
+    cat = [False] * F if categorical is None or not len(categorical) else list(categorical)
+    pick = np.asarray(order, dtype=np.int64).tolist()
     if hist.layout == "phe":
-        exp_parts = [_prefix_exp(ev, F, width)[pick] for ev in hist.parts]
+        exp_parts = [_prefix_exp(ev, cat, width, pick) for ev in hist.parts]
         return EncGH("phe", exp_parts, hist.reorder)
     parts: list[CipherVector] = []
     for cv in hist.parts:
         pk = cv.public_key
         nsq = pk.nsquare
         cs = cv.ciphertexts
-        cum = []
-        for f in range(F):
-            acc = None
-            for k in range(width):
-                c = cs[f * width + k]
-                acc = c if acc is None else acc * c % nsq
-                cum.append(acc)
-        parts.append(CipherVector.from_ciphertexts(pk, [cum[i] for i in pick.tolist()]))
+
+        def mul(a: int, b: int, nsq: int = nsq) -> int:
+            return a * b % nsq
+
+        parts.append(CipherVector.from_ciphertexts(pk, _both_sides(cs, cat, width, pick, mul)))
     return EncGH(hist.layout, parts)
 
 
-def _prefix_exp(ev: EncryptedExpVector, F: int, width: int) -> EncryptedExpVector:
-    pieces = []
-    for f in range(F):
-        acc = ev[f * width]
-        pieces.append(acc)
+def _both_sides(
+    items: Any, categorical: list[bool], width: int, pick: list[int], add: Any
+) -> list[Any]:
+    """The entries at ``pick`` of every feature's left sums (prefix sums over value bins, or a
+    categorical feature's bins alone), without and with its missing bin, then every feature's
+    total (``add`` combines two encrypted sums)."""
+    wanted = set(pick)
+    found: dict[int, Any] = {}
+    totals = []
+    for f, cat in enumerate(categorical):
+        base = f * width
+        missing, running = items[base], None
         for k in range(1, width):
-            acc = acc + ev[f * width + k]
-            pieces.append(acc)
-    return _concat_exp(pieces)
+            running = items[base + k] if running is None else add(running, items[base + k])
+            acc = items[base + k] if cat else running
+            pos = (base + k) * 2
+            if pos in wanted:
+                found[pos] = acc
+            if pos + 1 in wanted:
+                found[pos + 1] = add(acc, missing)
+        if base * 2 + 1 in wanted:  # missing rows alone go left (numeric k = 0)
+            found[base * 2 + 1] = missing
+        totals.append(missing if running is None else add(running, missing))
+    return [found[i] for i in pick] + totals
+
+
+def _prefix_exp(
+    ev: EncryptedExpVector, categorical: list[bool], width: int, pick: list[int]
+) -> EncryptedExpVector:
+    items = [ev[i] for i in range(len(categorical) * width)]
+    return _concat_exp(_both_sides(items, categorical, width, pick, lambda a, b: a + b))
 
 
 def seal_entries(entries: EncGH, plan: BitPlan, method: str) -> EncGH:

@@ -13,12 +13,15 @@ import numpy as np
 
 import hefl
 from hefl.protocols.vf2boost.active import active_party
+from hefl.protocols.vf2boost.binning import Binner
 from hefl.protocols.vf2boost.budget import plan_bits
 from hefl.protocols.vf2boost.checkpoint import with_checkpoints
 from hefl.protocols.vf2boost.config import VF2BoostConfig
+from hefl.protocols.vf2boost.frame import is_frame
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
+from hefl.protocols.vf2boost.objectives import config_objective
 from hefl.protocols.vf2boost.passive import passive_party
-from hefl.protocols.vf2boost.reference import check_parts, party_names
+from hefl.protocols.vf2boost.reference import check_eval_set, check_parts, party_names
 
 
 @dataclass
@@ -34,6 +37,8 @@ class FitResult:
         statistics: the runtime's per-party statistics (busy/idle seconds, messages, spans).
         hit_rate: optimistic-split hit rate (None when optimistic splitting was off).
         trace: the runtime's :class:`hefl.Trace` (``save_gantt``, ``save_chrome``).
+        evals: with an eval set, the metric after every round ({metric: [values]}).
+        best_iteration: with early stopping, the best round (the model ends there).
     """
 
     model: FederatedModel
@@ -44,6 +49,8 @@ class FitResult:
     statistics: dict[str, dict[str, Any]]
     hit_rate: float | None
     trace: Any = field(default=None, repr=False)
+    evals: dict[str, list[float]] | None = None
+    best_iteration: int | None = None
 
     @classmethod
     def from_run(cls, result: Any, names: list[str], seconds: float) -> FitResult:
@@ -57,8 +64,16 @@ class FitResult:
         stats = dict(
             getattr(result, "statistics", {}) or {n: result[n]["statistics"] for n in names}
         )
+        active = result[names[0]]
+        evals, best = active.get("evals"), active.get("best_iteration")
         return cls(
-            model=FederatedModel(parties=[PartyModel.from_json(result[n]["model"]) for n in names]),
+            model=FederatedModel(
+                parties=[PartyModel.from_json(result[n]["model"]) for n in names],
+                evals=evals,
+                best_iteration=best,
+            ),
+            evals=evals,
+            best_iteration=best,
             seconds=seconds,
             tree_seconds=list(result[names[0]]["tree_seconds"]),
             bytes_sent={n: int(stats[n].get("bytes_sent", 0)) for n in names},
@@ -86,6 +101,24 @@ class FitResult:
         }
 
 
+def _check_budget(cfg: VF2BoostConfig, n_rows: int, keypair: Any) -> None:
+    """Refuse an impossible bit budget before any party starts.
+
+    Raises:
+        PackingOverflowError: the plan does not fit the key.
+    """
+    key_bits = keypair[0].n_bits if keypair is not None else cfg.key_bits
+    plan_bits(
+        n_rows,
+        cfg.frac_bits,
+        key_bits,
+        pack_gh=cfg.pack_gh,
+        pack_histograms=cfg.pack_histograms,
+        h_log2=config_objective(cfg).h_log2,
+        classes=config_objective(cfg).outputs,
+    )
+
+
 def fit(
     X_parts: list[np.ndarray],
     y: np.ndarray,
@@ -100,6 +133,7 @@ def fit(
     timeout: float | None = None,
     executor: Any = "process",
     prefill: bool = False,
+    eval_set: tuple[list[Any], Any] | None = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
 ) -> FitResult:
@@ -107,7 +141,7 @@ def fit(
 
     Args:
         X_parts: one feature block per party; ``X_parts[0]`` belongs to the active party.
-        y: 0/1 labels (held by the active party).
+        y: labels (0/1, or the objective's targets; held by the active party).
         cfg: the config (default :class:`VF2BoostConfig`).
         transport: ``"inproc"`` or ``"zmq"`` (``processes=True`` always uses ZeroMQ).
         processes: one OS process per party.
@@ -121,6 +155,9 @@ def fit(
         executor: where crypto work is offloaded (see :func:`hefl.run`); its worker processes
             re-import the main script: guard a script with ``if __name__ == "__main__":``.
         prefill: fill the active party's obfuscator pool before tree 0 (needs ``cfg.precompute``).
+        eval_set: (feature blocks split like ``X_parts``, labels): evaluated by federated
+            prediction after every round with ``cfg.metric``; with
+            ``cfg.early_stopping_rounds`` training stops and the model is cut at the best round.
         checkpoint_dir: save every party's share there after every tree (atomically).
         resume: continue those checkpoints from the last tree all parties hold.
 
@@ -133,29 +170,21 @@ def fit(
         PeerFailed: a party failed during training (names it and why).
     """
     cfg = cfg or VF2BoostConfig()
-    parts, yf = check_parts(X_parts, y)
-    key_bits = keypair[0].n_bits if keypair is not None else cfg.key_bits
-    # refuse an impossible bit budget before any party starts
-    plan_bits(
-        len(yf), cfg.frac_bits, key_bits, pack_gh=cfg.pack_gh, pack_histograms=cfg.pack_histograms
+    parts, yf = check_parts(X_parts, y, cfg.objective, cfg.num_class)
+    _check_budget(cfg, len(yf), keypair)
+    for name, X in zip(names or party_names(len(parts)), parts, strict=False):
+        if is_frame(X):  # too many categories: refused here, before any party starts
+            Binner.fit(X, cfg.max_bin, who=name)
+    E_parts, y_eval = (
+        check_eval_set(eval_set, parts, cfg)
+        if eval_set is not None
+        else ([None] * len(parts), None)
     )
     names = list(names) if names is not None else party_names(len(parts))
     if len(names) != len(parts) or len(set(names)) != len(names):
         raise hefl.ConfigError(f"need {len(parts)} distinct party names, got {names}")
-    roles: dict[str, Any] = {
-        names[0]: functools.partial(
-            active_party,
-            X=parts[0],
-            y=yf,
-            cfg=cfg,
-            passives=names[1:],
-            keypair=keypair,
-            progress=progress,
-            prefill=prefill,
-        )
-    }
-    for name, X in zip(names[1:], parts[1:], strict=True):
-        roles[name] = functools.partial(passive_party, X=X, cfg=cfg, active=names[0])
+    active_kw = {"keypair": keypair, "progress": progress, "prefill": prefill}
+    roles = _roles(names, parts, yf, cfg, (E_parts, y_eval), active_kw)
     t0 = time.perf_counter()
     result = hefl.run(
         with_checkpoints(roles, checkpoint_dir, resume),
@@ -168,6 +197,32 @@ def fit(
     return FitResult.from_run(result, names, time.perf_counter() - t0)
 
 
+def _roles(
+    names: list[str],
+    parts: list[Any],
+    y: np.ndarray,
+    cfg: VF2BoostConfig,
+    evals: tuple[list[Any], Any],
+    active_kw: dict[str, Any],
+) -> dict[str, Any]:
+    """Every party's role for :func:`hefl.run` (the active party's with ``active_kw``)."""
+    E_parts, y_eval = evals
+    roles: dict[str, Any] = {
+        names[0]: functools.partial(
+            active_party,
+            X=parts[0],
+            y=y,
+            cfg=cfg,
+            passives=names[1:],
+            eval_set=None if y_eval is None else (E_parts[0], y_eval),
+            **active_kw,
+        )
+    }
+    for name, X, E in zip(names[1:], parts[1:], E_parts[1:], strict=True):
+        roles[name] = functools.partial(passive_party, X=X, cfg=cfg, active=names[0], X_eval=E)
+    return roles
+
+
 def fit_local(
     X_parts: list[np.ndarray], y: np.ndarray, cfg: VF2BoostConfig | None = None, **kwargs: Any
 ) -> FederatedModel:
@@ -178,7 +233,7 @@ def fit_local(
 
     Args:
         X_parts: one feature block per party; ``X_parts[0]`` belongs to the active party.
-        y: 0/1 labels.
+        y: labels (0/1, or the objective's targets).
         cfg: the config.
         kwargs: passed to :func:`fit` (e.g. ``keypair``, ``progress``).
 

@@ -6,6 +6,13 @@ Setup and prediction (one exchange each):
 * :class:`Setup` ``vf2/setup``: active -> passive, the public key, its index and the row count.
 * :class:`Predict` ``vf2/predict``: passive -> active, its leaf masks of the rows to score.
 
+Per round ``r`` with an eval set:
+
+* :class:`Evaluate` ``vf2/eval/{r}``: passive -> active, its leaf masks of the eval rows for
+  the round's trees.
+* :class:`Verdict` ``vf2/verdict/{r}``: active -> passive, whether training stops and the best
+  round so far (early stopping).
+
 Per tree ``t`` and layer ``d``:
 
 * :class:`Gradients` ``vf2/gh/{t}``: active -> passive, the encrypted g‖h (a stream of chunks
@@ -75,16 +82,22 @@ def _unique_ids(value: Any) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Hello(Message):
-    """A passive party's greeting: its row and feature counts and its config."""
+    """A passive party's greeting: its row and feature counts, its config and its eval rows."""
 
     TAG: ClassVar[str] = "vf2/hello"
     n_rows: int
     n_features: int
     config: dict[str, Any]
+    n_eval_rows: int = 0
 
     @classmethod
     def parse(cls, f: Fields) -> Self:
-        return cls(f.integer("n_rows", min=1), f.integer("n_features", min=0), f.mapping("config"))
+        return cls(
+            f.integer("n_rows", min=1),
+            f.integer("n_features", min=0),
+            f.mapping("config"),
+            f.integer("n_eval_rows", min=0),
+        )
 
 
 @dataclass(frozen=True)
@@ -142,7 +155,7 @@ class Hist(SessionMessage):
     @classmethod
     def parse(cls, f: Fields) -> Self:
         session = cls.session_of(f)
-        most = session.n_features * session.max_bin
+        most = 2 * session.n_features * session.max_bin  # both default directions
 
         def check_ids(v: Any) -> np.ndarray:
             ids = _unique_ids(v)
@@ -326,6 +339,26 @@ class Predict(Message):
         return cls(n_rows, [m.astype(np.uint8, copy=False) for m in masks])
 
 
+@dataclass(frozen=True)
+class Evaluate(Predict):
+    """A passive party's leaf masks of the eval rows for one round's trees."""
+
+    TAG: ClassVar[str] = "vf2/eval/{r}"
+
+
+@dataclass(frozen=True)
+class Verdict(Message):
+    """After a round with an eval set: whether training stops, and the best round so far."""
+
+    TAG: ClassVar[str] = "vf2/verdict/{r}"
+    stop: bool
+    best: int
+
+    @classmethod
+    def parse(cls, f: Fields) -> Self:
+        return cls(f.flag("stop"), f.integer("best", min=0))
+
+
 #: the messages of one tree, in protocol order; retired (refused from then on) after the tree
 TREE_MESSAGES: tuple[type[Message], ...] = (Gradients, Layer, Spec, Hist, Win, Place)
 
@@ -337,6 +370,7 @@ def tree_prefixes(t: int) -> tuple[str, ...]:
 
 __all__ = [
     "TREE_MESSAGES",
+    "Evaluate",
     "Gradients",
     "Hello",
     "Hist",
@@ -350,6 +384,7 @@ __all__ = [
     "Spec",
     "Split",
     "Tentative",
+    "Verdict",
     "Win",
     "Winner",
     "refuse",

@@ -20,7 +20,8 @@ import numpy as np
 
 from hefl.errors import ConfigError
 from hefl.protocols.vf2boost.binning import Binner
-from hefl.protocols.vf2boost.tree import sigmoid
+from hefl.protocols.vf2boost.objectives import OBJECTIVES, Objective, leaf_output, objective_of
+from hefl.protocols.vf2boost.tree import go_left
 
 FORMAT = "hefl.vf2boost.party-model/1"
 
@@ -32,11 +33,16 @@ class TreeStructure:
     Attributes:
         nodes: a list; internal node ``{"owner": int, "split": int, "left": i, "right": j}``,
             leaf ``{"leaf": k}`` with k the leaf's index in the tree (0..n_leaves-1).
-        leaf_values: the leaf weights (active party only; None elsewhere).
+        leaf_values: the leaf weights (active party only; None elsewhere); a list of K
+            weights per leaf with vector leaves.
+        gains: per node, XGBoost's loss change of its split (0 for a leaf); active party only.
+        covers: per node, its hessian sum; active party only.
     """
 
     nodes: list[dict[str, int]]
-    leaf_values: list[float] | None = None
+    leaf_values: list[Any] | None = None
+    gains: list[float] | None = None
+    covers: list[float] | None = None
 
     @property
     def n_leaves(self) -> int:
@@ -51,27 +57,38 @@ class PartyModel:
         index: the party's index (0 = active).
         name: the party's name in the federation.
         binner: its bin cut points.
-        splits: split id -> (feature, bin) for splits it owns ("bin <= k" goes left).
+        splits: split id -> (feature, bin k, default_left) for splits it owns: values in bins
+            1..k go left, missing values left if default_left (else right).
         trees: the tree structures (with leaf values for the active party).
         base_margin: initial margin (active party only).
+        objective: the loss (active party only; it turns margins into predictions).
+        num_class: K for multi:softprob (tree t adds to class t mod K), else 1.
+        vector_leaves: multi_output_tree: every leaf holds K weights, one per class.
         feature_names: optional names of its columns.
     """
 
     index: int
     name: str
     binner: Binner
-    splits: dict[int, tuple[int, int]] = field(default_factory=dict)
+    splits: dict[int, tuple[int, int, bool]] = field(default_factory=dict)
     trees: list[TreeStructure] = field(default_factory=list)
     base_margin: float | None = None
+    objective: str | None = None
+    num_class: int = 1
+    vector_leaves: bool = False
     feature_names: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.feature_names is None and self.binner.names is not None:
+            self.feature_names = list(self.binner.names)  # a DataFrame's column names
 
     @property
     def is_active(self) -> bool:
         return self.index == 0
 
-    def leaf_masks(self, X: np.ndarray) -> list[np.ndarray]:
-        """Per tree, a bool array (n_leaves × rows): which leaves each row can reach using
-        only this party's splits.
+    def leaf_masks(self, X: np.ndarray, start: int = 0) -> list[np.ndarray]:
+        """Per tree (from tree ``start`` on), a bool array (n_leaves × rows): which leaves
+        each row can reach using only this party's splits.
 
         Raises:
             ConfigError: X does not match the training columns or holds ±inf.
@@ -79,7 +96,7 @@ class PartyModel:
         bins = self.binner.transform(X, who=self.name)
         n = bins.shape[0]
         out = []
-        for tree in self.trees:
+        for tree in self.trees[start:]:
             masks = np.zeros((tree.n_leaves, n), dtype=bool)
             stack = [(0, np.ones(n, dtype=bool))]
             while stack:
@@ -89,26 +106,32 @@ class PartyModel:
                     masks[node["leaf"]] = reach
                     continue
                 if node["owner"] == self.index:
-                    f, k = self.splits[node["split"]]
-                    go_left = bins[:, f] <= k
-                    stack.append((node["left"], reach & go_left))
-                    stack.append((node["right"], reach & ~go_left))
+                    f, k, default_left = self.splits[node["split"]]
+                    cat = bool(self.binner.categorical[f])
+                    left = go_left(bins[:, f], k, default_left, cat)
+                    stack.append((node["left"], reach & left))
+                    stack.append((node["right"], reach & ~left))
                 else:
                     stack.append((node["left"], reach))
                     stack.append((node["right"], reach))
             out.append(masks)
         return out
 
-    def combine_margin(self, masks_by_party: list[list[np.ndarray]]) -> np.ndarray:
-        """Active party: margins from every party's leaf masks (this party's included).
+    def loss(self) -> Objective:
+        """The model's :class:`~hefl.protocols.vf2boost.objectives.Objective`."""
+        return objective_of(self.objective or "binary:logistic", self.num_class, self.vector_leaves)
+
+    def combine_margin(self, masks_by_party: list[list[np.ndarray]], n: int) -> np.ndarray:
+        """Active party: margins of ``n`` rows from every party's leaf masks (this party's
+        included): (rows,), or (rows × K) for multi:softprob.
 
         Raises:
             ConfigError: called on a passive model or with inconsistent masks.
         """
         if not self.is_active or self.base_margin is None:
             raise ConfigError("only the active party's model holds leaf values")
-        n = masks_by_party[0][0].shape[1] if self.trees else 0
-        margin = np.full(n, self.base_margin, dtype=np.float64)
+        loss = self.loss()
+        margin = loss.initial_margin(n, self.base_margin)
         for t, tree in enumerate(self.trees):
             reach = np.logical_and.reduce([m[t] for m in masks_by_party])
             if not np.all(reach.sum(axis=0) == 1):
@@ -116,7 +139,7 @@ class PartyModel:
                     f"tree {t}: the parties' leaf masks do not single out one leaf per row; "
                     "the party models do not belong to the same training"
                 )
-            margin += np.asarray(tree.leaf_values, dtype=np.float64) @ reach
+            loss.add_tree(margin, t, leaf_output(tree.leaf_values, reach))
         return margin
 
     def to_json(self) -> str:
@@ -127,9 +150,23 @@ class PartyModel:
                 "index": self.index,
                 "name": self.name,
                 "cuts": self.binner.to_json(),
+                "categories": [None if c is None else list(c) for c in self.binner.categories]
+                if self.binner.categories
+                else None,
                 "splits": {str(k): list(v) for k, v in self.splits.items()},
-                "trees": [{"nodes": t.nodes, "leaf_values": t.leaf_values} for t in self.trees],
+                "trees": [
+                    {
+                        "nodes": t.nodes,
+                        "leaf_values": t.leaf_values,
+                        "gains": t.gains,
+                        "covers": t.covers,
+                    }
+                    for t in self.trees
+                ],
                 "base_margin": self.base_margin,
+                "objective": self.objective,
+                "num_class": self.num_class,
+                "vector_leaves": self.vector_leaves,
                 "feature_names": self.feature_names,
             }
         )
@@ -148,27 +185,54 @@ class PartyModel:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ConfigError(f"not a hefl VF2Boost party model (expected format {FORMAT!r})")
         try:
-            splits = {int(k): (int(v[0]), int(v[1])) for k, v in d["splits"].items()}
+            splits = {int(k): _split_entry(v) for k, v in d["splits"].items()}
             trees = [
                 TreeStructure(
                     nodes=[{k: int(v) for k, v in n.items()} for n in t["nodes"]],
-                    leaf_values=None
-                    if t["leaf_values"] is None
-                    else [float(x) for x in t["leaf_values"]],
+                    leaf_values=_floats(t["leaf_values"]),
+                    gains=_floats(t.get("gains")),
+                    covers=_floats(t.get("covers")),
                 )
                 for t in d["trees"]
             ]
             return cls(
                 index=int(d["index"]),
                 name=str(d["name"]),
-                binner=Binner.from_json(d["cuts"]),
+                binner=Binner.from_json(d["cuts"], d.get("categories"), d.get("feature_names")),
                 splits=splits,
                 trees=trees,
                 base_margin=None if d["base_margin"] is None else float(d["base_margin"]),
+                objective=_objective_entry(d.get("objective"), d["base_margin"]),
+                num_class=int(d.get("num_class", 1)),
+                vector_leaves=bool(d.get("vector_leaves", False)),
                 feature_names=d.get("feature_names"),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ConfigError(f"malformed party model: {exc!r}") from None
+
+
+def _floats(v: Any) -> Any:
+    """A saved list of floats, or of lists of floats (vector leaves), or None."""
+    if v is None:
+        return None
+    return [[float(y) for y in x] if isinstance(x, list) else float(x) for x in v]
+
+
+def _split_entry(v: Any) -> tuple[int, int, bool]:
+    """A saved split: [feature, bin, default_left] ([feature, bin] in files written before
+    learned default directions, where missing values always went left)."""
+    if not isinstance(v, list) or len(v) not in (2, 3):
+        raise ValueError(f"a split must be [feature, bin, default_left], got {v!r}")
+    return int(v[0]), int(v[1]), bool(v[2]) if len(v) == 3 else True
+
+
+def _objective_entry(name: Any, base_margin: Any) -> str | None:
+    """A saved objective (an active party's file without one is binary:logistic)."""
+    if name is None:
+        return None if base_margin is None else "binary:logistic"
+    if not isinstance(name, str) or name not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {name!r}")
+    return name
 
 
 @dataclass
@@ -177,9 +241,16 @@ class FederatedModel:
 
     In a real deployment each party only has its own :class:`PartyModel`; this container is
     what :func:`fit_local` returns and what the tests compare.
+
+    Attributes:
+        parties: the shares, active party first.
+        evals: with an eval set, the metric after every round ({metric: [values]}).
+        best_iteration: with early stopping, the best round (the model ends there).
     """
 
     parties: list[PartyModel]
+    evals: dict[str, list[float]] | None = None
+    best_iteration: int | None = None
 
     @property
     def active(self) -> PartyModel:
@@ -204,11 +275,27 @@ class FederatedModel:
         if len(rows) != 1:
             raise ConfigError(f"the parties' feature blocks have different row counts {rows}")
         masks = [p.leaf_masks(X) for p, X in zip(self.parties, X_parts, strict=True)]
-        return self.active.combine_margin(masks)
+        return self.active.combine_margin(masks, rows.pop())
+
+    @property
+    def objective(self) -> str:
+        """The model's loss (XGBoost's name)."""
+        return self.active.objective or "binary:logistic"
+
+    def predict(self, X_parts: list[np.ndarray]) -> np.ndarray:
+        """Predictions: probabilities of class 1 (or of the target, ``reg:logistic``), class
+        probabilities (rows × K, ``multi:softprob``), or values (``reg:squarederror``)."""
+        return self.active.loss().transform(self.decision_function(X_parts))
 
     def predict_proba(self, X_parts: list[np.ndarray]) -> np.ndarray:
-        """Probability of class 1 for each row."""
-        return sigmoid(self.decision_function(X_parts))
+        """Probability of class 1 for each row, or (rows × K) class probabilities.
+
+        Raises:
+            ConfigError: a regression model (use :meth:`predict`).
+        """
+        if self.objective == "reg:squarederror":
+            raise ConfigError("a reg:squarederror model predicts values: use predict()")
+        return self.predict(X_parts)
 
     def resolved_trees(self) -> list[list[dict[str, Any]]]:
         """Trees with every split resolved to (party, feature, bin) and leaf values: what
@@ -224,12 +311,13 @@ class FederatedModel:
                     nodes.append({"leaf": leaf_values[node["leaf"]]})
                 else:
                     owner = self.parties[node["owner"]]
-                    f, k = owner.splits[node["split"]]
+                    f, k, default_left = owner.splits[node["split"]]
                     nodes.append(
                         {
                             "party": node["owner"],
                             "feature": f,
                             "bin": k,
+                            "default_left": default_left,
                             "left": node["left"],
                             "right": node["right"],
                         }

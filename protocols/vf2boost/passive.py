@@ -24,11 +24,13 @@ from hefl import Party, task_group
 from hefl.crypto import PublicKey
 from hefl.errors import ConfigError, KeyMismatchError, ProtocolError
 from hefl.messages import recv, send
-from hefl.protocols.vf2boost.binning import Binner, check_features
+from hefl.protocols.vf2boost.binning import MISSING_BIN, Binner, check_features
 from hefl.protocols.vf2boost.budget import BitPlan, plan_bits
 from hefl.protocols.vf2boost.checkpoint import TreeCheckpoint
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.encgh import EncGH, cumulative_entries, layout_of, seal_entries
+from hefl.protocols.vf2boost.evaluation import cut, passive_round
+from hefl.protocols.vf2boost.frame import values_of
 from hefl.protocols.vf2boost.messages import (
     Gradients,
     Hello,
@@ -44,9 +46,11 @@ from hefl.protocols.vf2boost.messages import (
     tree_prefixes,
 )
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
+from hefl.protocols.vf2boost.objectives import config_objective
 from hefl.protocols.vf2boost.passive_hist import Speculated, TreeState
+from hefl.protocols.vf2boost.sampling import sample_columns
 from hefl.protocols.vf2boost.shards import histograms_for, start_tree
-from hefl.protocols.vf2boost.tree import candidate_mask
+from hefl.protocols.vf2boost.tree import candidate_mask, decode_position, go_left
 
 _sysrand = secrets.SystemRandom()
 
@@ -57,9 +61,14 @@ def _warm_job(pk: PublicKey, method: str) -> None:
 
 
 def _seal_job(
-    hist: EncGH, n_bins: np.ndarray, width: int, order: np.ndarray, plan: BitPlan, method: str
+    hist: EncGH,
+    bins: tuple[np.ndarray, np.ndarray, int],
+    order: np.ndarray,
+    plan: BitPlan,
+    method: str,
 ) -> EncGH:
-    return seal_entries(cumulative_entries(hist, n_bins, width, order), plan, method)
+    n_bins, categorical, width = bins
+    return seal_entries(cumulative_entries(hist, n_bins, width, order, categorical), plan, method)
 
 
 async def passive_party(
@@ -68,6 +77,7 @@ async def passive_party(
     cfg: VF2BoostConfig,
     *,
     active: str = "active",
+    X_eval: Any = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
@@ -78,9 +88,11 @@ async def passive_party(
         X: this party's features (rows aligned with the active party's), NaN = missing.
         cfg: the training config (must equal the active party's).
         active: the active party's name.
+        X_eval: this party's columns of the eval set (None: no eval set), split like ``X``.
         checkpoint_dir: write this party's share after every tree into
             ``<checkpoint_dir>/<party name>`` (see :mod:`~hefl.protocols.vf2boost.checkpoint`).
-        resume: continue the checkpoint found there, from the last tree every party holds.
+        resume: continue the checkpoint found there, from the last tree every party holds
+            (not with an eval set).
 
     Returns:
         A dict with ``model`` (this party's PartyModel as JSON) and ``statistics``
@@ -92,10 +104,20 @@ async def passive_party(
         ProtocolError: the active party sent something malformed (names it and the field).
         PeerFailed: another party failed.
     """
-    role = PassiveParty(party, check_features(X, who=f"party {party.name!r}"), cfg, active)
+    who = f"party {party.name!r}"
+    role = PassiveParty(party, check_features(X, who=who), cfg, active)
+    if X_eval is not None:
+        role.X_eval = check_features(X_eval, who=f"{who} eval set")
+        if role.X_eval.shape[1] != role.X.shape[1]:
+            raise ConfigError(
+                f"{who}: the eval set has {role.X_eval.shape[1]} columns but the training data "
+                f"{role.X.shape[1]}; the eval set must be split by columns like the training data"
+            )
+    if X_eval is not None and resume:
+        raise ConfigError(f"{who}: resuming a training with an eval set is not supported")
     everyone = [party.name, *party.peers]
     ckpt = TreeCheckpoint.for_passive(
-        checkpoint_dir, resume, party.name, everyone, active, cfg, role.X
+        checkpoint_dir, resume, party.name, everyone, active, cfg, values_of(role.X, who)
     )
     await role.setup()
     start = await ckpt.resume_passive(party, active, role.model, role.session.key)
@@ -105,9 +127,7 @@ async def passive_party(
             # mostly waits then) rather than at the first seal, where the active party waits
             warm = party.offload(_warm_job, role.session.key, cfg.obfuscation)
             role.warm = background.create_task(warm)
-        for t in range(start, cfg.n_estimators):
-            await role.grow_tree(t)
-            await ckpt.save(t, role.model)
+        await role.train(start, ckpt)
     return {"model": role.model.to_json(), "statistics": party.statistics()}
 
 
@@ -130,10 +150,14 @@ class PassiveParty:
         self.bins = binner.transform(X)
         self.n_bins = binner.n_bins
         self.width = int(self.n_bins.max()) if binner.n_features else 1
-        self.valid = np.flatnonzero(candidate_mask(self.n_bins, self.width).ravel())
+        has_missing = (self.bins == MISSING_BIN).any(axis=0)
+        self.categorical = binner.categorical
+        self.mask = candidate_mask(self.n_bins, self.width, has_missing, self.categorical)
+        self.valid = np.flatnonzero(self.mask.ravel())  # this tree's candidates
         self.model = PartyModel(index=0, name=party.name, binner=binner)
         self.histograms = histograms_for(party, self.bins, self.width, max(1, cfg.workers or 1))
         self.warm: asyncio.Task[None] | None = None  # the re-randomization warm-up
+        self.X_eval: Any = None  # this party's eval columns, if any
 
     async def setup(self) -> None:
         """Greet the active party and take the training's key, this party's index and plan.
@@ -142,7 +166,9 @@ class PassiveParty:
             ConfigError: the active party has another row count.
         """
         n_rows, cfg = self.X.shape[0], self.cfg
-        await send(self.party, self.active, Hello(n_rows, self.X.shape[1], cfg.to_dict()))
+        n_eval = 0 if self.X_eval is None else int(self.X_eval.shape[0])
+        hello = Hello(n_rows, self.X.shape[1], cfg.to_dict(), n_eval)
+        await send(self.party, self.active, hello)
         setup = await recv(self.party, self.active, Setup)
         if setup.n_rows != n_rows:
             raise ConfigError(
@@ -155,6 +181,8 @@ class PassiveParty:
             pk.n_bits,
             pack_gh=cfg.pack_gh,
             pack_histograms=cfg.pack_histograms,
+            h_log2=config_objective(cfg).h_log2,
+            classes=config_objective(cfg).outputs,
         )
         self.model.index = setup.index
         chunk = cfg.chunk_size if cfg.blaster else n_rows
@@ -165,10 +193,33 @@ class PassiveParty:
             max_rows=min(chunk, n_rows),
         )
 
+    async def train(self, start: int, ckpt: TreeCheckpoint) -> None:
+        """Every round's trees from tree ``start`` on (the earlier ones restored from the
+        checkpoint, each new one saved there), each round evaluated when there is an eval set
+        (and cut at the best round with early stopping)."""
+        per_round = self.cfg.n_trees // self.cfg.n_estimators
+        best = None
+        for r in range(start // per_round, self.cfg.n_estimators):
+            for t in range(max(start, r * per_round), (r + 1) * per_round):
+                await self.grow_tree(t)
+                await ckpt.save(t, self.model)
+            if self.X_eval is None:
+                continue
+            verdict = await passive_round(
+                self.party, self.model, self.X_eval, self.active, r, per_round
+            )
+            best = verdict.best
+            if verdict.stop:
+                break
+        if best is not None and self.cfg.early_stopping_rounds is not None:
+            cut(self.model, best + 1, per_round)
+
     async def grow_tree(self, t: int) -> None:
         """Take part in tree ``t``: its gradients, then every layer."""
         st = TreeState(rows={0: np.arange(self.X.shape[0])})
         await start_tree(self.histograms)  # row shards placed on a Dask cluster's workers
+        columns = sample_columns(self.cfg, t, self.model.index, self.X.shape[1])
+        self.valid = np.flatnonzero((self.mask & columns[:, None, None]).ravel())
         async with task_group() as tree_tasks:
             enc_all = await self.receive_gh(t, st)
             spec: asyncio.Task[dict[int, Speculated]] | None = None
@@ -269,8 +320,7 @@ class PassiveParty:
                 job = self.party.offload(
                     _seal_job,
                     st.hists[node],
-                    self.n_bins,
-                    self.width,
+                    (self.n_bins, self.categorical, self.width),
                     order,
                     self.plan,
                     self.cfg.obfuscation,
@@ -305,11 +355,12 @@ class PassiveParty:
                 raise refuse(self.active, Win, "winners", f"names node {w.node}, which is not open")
             if any(int(i) not in table for i in w.ids):
                 raise refuse(self.active, Win, "winners", "names a split id this party never sent")
-            pos = min(table[int(i)] for i in w.ids)  # the tie rule: first (feature, bin)
-            f, k = divmod(pos, self.width)
+            pos = min(table[int(i)] for i in w.ids)  # the tie rule: first (feature, bin, side)
+            f, k, default_left = decode_position(pos, self.width)
             split_id = len(self.model.splits)
-            self.model.splits[split_id] = (int(f), int(k))
-            left = self.bins[st.rows[w.node], f] <= k
+            self.model.splits[split_id] = (f, k, default_left)
+            cat = bool(self.categorical[f])
+            left = go_left(self.bins[st.rows[w.node], f], k, default_left, cat)
             placements.append(Placement(node=w.node, split=split_id, bits=np.packbits(left)))
         await send(self.party, self.active, Place(placements), t=t, d=d)
 

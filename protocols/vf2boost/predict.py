@@ -19,7 +19,6 @@ from hefl.errors import ConfigError, ProtocolError
 from hefl.messages import gather, send
 from hefl.protocols.vf2boost.messages import Predict, refuse
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
-from hefl.protocols.vf2boost.tree import sigmoid
 
 
 def _as_party_model(model: PartyModel | str) -> PartyModel:
@@ -48,7 +47,8 @@ async def predict_passive(
 async def predict_active(
     party: Party, X: np.ndarray, model: PartyModel | str, *, passives: list[str] | None = None
 ) -> np.ndarray:
-    """The active party's side: returns the probabilities of class 1.
+    """The active party's side: returns the predictions (probabilities of class 1, or values
+    for ``reg:squarederror``).
 
     Args:
         party: the runtime's Party.
@@ -67,10 +67,10 @@ async def predict_active(
     replies = await gather(party, Predict, peers=passives)
     all_masks = [own] + [_unpack_masks(name, replies[name], pm, n) for name in passives]
     try:
-        margin = pm.combine_margin(all_masks)
+        margin = pm.combine_margin(all_masks, n)
     except ConfigError as exc:
         raise ProtocolError(f"the parties' models do not match: {exc}") from None
-    return sigmoid(margin)
+    return pm.loss().transform(margin)
 
 
 def _unpack_masks(name: str, reply: Predict, pm: PartyModel, n: int) -> list[np.ndarray]:
@@ -110,7 +110,7 @@ def predict(
         names: party names (default: the names stored in the model).
 
     Returns:
-        Probabilities of class 1.
+        The predictions (as :meth:`FederatedModel.predict`).
     """
     if not isinstance(X_parts, list | tuple) or len(X_parts) != len(model.parties):
         raise ConfigError(f"expected {len(model.parties)} feature blocks, one per party")

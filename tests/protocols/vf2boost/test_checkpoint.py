@@ -209,3 +209,20 @@ def test_a_crash_before_the_first_tree(data, uninterrupted, tmp_path, monkeypatc
     monkeypatch.undo()
     assert all((tmp_path / n / "header.json").exists() for n in NAMES)
     assert shares(run(data, cfg_of(), checkpoint_dir=tmp_path, resume=True)) == uninterrupted[6]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("strategy", ["one_output_per_tree", "multi_output_tree"])
+def test_multiclass_resume_mid_round_gives_the_uninterrupted_model(data, tmp_path, strategy):
+    """A crash inside a round of K trees: the resumed round takes its gradients from the
+    margins at the round's start, as the uninterrupted training did."""
+    parts, _ = data
+    y = (np.nan_to_num(parts[0][:, 0]) // 15 % 3).astype(int)
+    cfg = cfg_of(objective="multi:softprob", num_class=3, n_estimators=3,
+                 multi_strategy=strategy, key_bits=1024)  # fmt: skip
+    whole = shares(run((parts, y), cfg))
+    with pytest.raises(PeerFailed, match="crash"):
+        run((parts, y), cfg, checkpoint_dir=tmp_path, progress=crash_at(2))
+    resumed = run((parts, y), cfg, checkpoint_dir=tmp_path, resume=True)
+    assert shares(resumed) == whole
+    assert len(resumed.tree_seconds) == cfg.n_trees - 2

@@ -15,7 +15,7 @@ from hefl.protocols.vf2boost.encgh import (
     seal_entries,
 )
 from hefl.protocols.vf2boost.messages import Hist, Session
-from hefl.protocols.vf2boost.tree import encode_fixed, exact_group_sums
+from hefl.protocols.vf2boost.tree import encode_fixed, exact_group_sums, split_sums
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +59,19 @@ def test_histogram_entries_are_exact(keys, layout, pack_gh, pack_hist):
                         encrypt_gh(pk, gi[100:], hi[100:], plan, layout, "djn")])  # fmt: skip
     rows = np.sort(rng.choice(n, 200, replace=False))
     hist = build_histogram(enc.take(rows), bins[rows], W)
-    order = np.array([5, 0, 7, 13])  # some candidate positions f·W + k in any order
+    # candidate positions (f·W + k)·2 + side in any order: side 1 adds the missing bin 0
+    order = np.array([11, 1, 14, 27, 3])
     entries = seal_entries(cumulative_entries(hist, n_bins, W, order), plan, "djn")
     session = Session(key=pk, layout=layout, slots=plan.slots, n_features=F, max_bin=W)
     sent = Hist(ids=np.arange(len(order)), enc=entries).to_wire()
     got = Hist.from_wire("passive1", sent, session)
     G, H = decrypt_entries(sk, got.enc, plan, len(order) + F)
     groups = (bins[rows] + np.arange(F) * W).ravel()
-    hg = exact_group_sums(np.repeat(gi[rows], F), groups, F * W).reshape(F, W).cumsum(axis=1)
-    hh = exact_group_sums(np.repeat(hi[rows], F), groups, F * W).reshape(F, W).cumsum(axis=1)
-    pick = list(order) + [f * W + int(n_bins[f]) - 1 for f in range(F)]
+    hg, hh = split_sums(
+        exact_group_sums(np.repeat(gi[rows], F), groups, F * W).reshape(F, W),
+        exact_group_sums(np.repeat(hi[rows], F), groups, F * W).reshape(F, W),
+    )
+    pick = list(order) + [(f * W + int(n_bins[f]) - 1) * 2 + 1 for f in range(F)]
     assert [hg.ravel()[i] for i in pick] == G
     assert [hh.ravel()[i] for i in pick] == H
     # subtraction gives the sibling exactly

@@ -31,7 +31,8 @@ SENDER = "mallory"
 KEY, _ = generate_keypair(512, allow_insecure=True)
 OTHER, _ = generate_keypair(512, allow_insecure=True)
 GH_SESSION = Session(key=KEY, layout="packed", max_rows=4)
-# one feature with at most 4 candidates: a Hist holds its candidates, then the feature's total
+# one feature of at most 4 bins: a Hist holds at most 8 candidates (4 per default direction),
+# then the feature's total
 HIST_SESSION = Session(key=KEY, layout="packed", n_features=1, max_bin=4)
 BITS = np.packbits(np.array([1, 0, 1], dtype=bool))
 TREE_END = [{"owner": 1, "split": 0, "left": 1, "right": 2}, {"leaf": 0}, {"leaf": 1}]
@@ -130,7 +131,7 @@ MALFORMED = [
     ("Gradients", _set([0], lambda e: _packed(5).to_wire()), "'enc'"),
     ("Hist", _set([0], np.array([7, 7])), "'ids'"),
     ("Hist", _set([0], np.array([7.0, 3.0])), "'ids'"),
-    ("Hist", _set([0], np.arange(5)), "'ids'"),
+    ("Hist", _set([0], np.arange(9)), "'ids'"),
     ("Hist", _set([0], [7, 3]), "'ids'"),
     ("Hist", _set([1], lambda e: _packed(2).to_wire()), "'enc'"),
     ("Hist", _set([1, 1], "nothing"), "'enc'"),
