@@ -174,7 +174,7 @@ class Aggregator:
         stats_sum = None
         if daciq:
             stats_sum = await self.sum_statistics(t, RoundStats, len(header.layers))
-        await self.send_down(t, total, n_ct)
+        await self.send_down(t, total, n_ct, timing)
         if stats_sum is not None:
             await self._broadcast(t, RoundStatsSum(sums=stats_sum))
 
@@ -223,7 +223,7 @@ class Aggregator:
 
         async with task_group() as group:
             for c in self.clients:
-                group.create_task(self._receive_upload(t, c, bounds, add))
+                group.create_task(self._receive_upload(t, c, bounds, add, timing))
         done = [s for s in sums if s is not None]
         return CipherVector.concat(done) if done else None
 
@@ -233,6 +233,7 @@ class Aggregator:
         sender: str,
         bounds: list[tuple[int, int]],
         add: Callable[[int, CipherVector], None],
+        timing: RoundTiming,
     ) -> None:
         i = 0
         async for obj in self.party.stream_from(sender, UploadChunk.tag(t=t)):
@@ -241,7 +242,9 @@ class Aggregator:
                     f"client {sender!r} sent more than the {len(bounds)} chunks of round {t}"
                 )
             a, b = bounds[i]
+            c0 = time.thread_time()  # parsing and checking a chunk is part of summing it
             chunk = UploadChunk.from_wire(sender, obj, Expect(self.pk, length=b - a))
+            timing.aggregate += time.thread_time() - c0
             self.report.note(chunk)
             add(i, chunk.ciphers)
             i += 1
@@ -251,7 +254,9 @@ class Aggregator:
                 f"{len(bounds)} chunks"
             )
 
-    async def send_down(self, t: int, total: CipherVector | None, n_ct: int) -> None:
+    async def send_down(
+        self, t: int, total: CipherVector | None, n_ct: int, timing: RoundTiming
+    ) -> None:
         """Stream each client its part of the aggregate (all of it, or its slice when the
         clients share the decryption), all clients at once."""
         parts = download_slices(n_ct, len(self.clients), self.cfg.shared_decryption)
@@ -262,14 +267,22 @@ class Aggregator:
             ]
             async with task_group() as group:
                 for stream, (lo, hi) in zip(streams, parts, strict=True):
-                    group.create_task(self._send_slice(stream, total, lo, hi))
+                    group.create_task(self._send_slice(stream, total, lo, hi, timing))
 
     async def _send_slice(
-        self, stream: _ChunkSink, total: CipherVector | None, lo: int, hi: int
+        self,
+        stream: _ChunkSink,
+        total: CipherVector | None,
+        lo: int,
+        hi: int,
+        timing: RoundTiming,
     ) -> None:
         for a, b in chunk_bounds(lo, hi, self.cfg.chunk_size):
             assert total is not None  # a non-empty range means there were uploads
-            await stream.send(DownloadChunk(ciphers=total[a:b]).to_wire())
+            c0 = time.thread_time()  # serializing the aggregate is the aggregator's CPU too
+            wire = DownloadChunk(ciphers=total[a:b]).to_wire()
+            timing.aggregate += time.thread_time() - c0
+            await stream.send(wire)
 
 
 async def aggregator(party: Party, cfg: BatchCryptConfig) -> AggregatorReport:

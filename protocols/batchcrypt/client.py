@@ -418,7 +418,7 @@ class ClientSession:
         decryptor = Decryptor(self.party, pk, sk, self.clients, self.cfg.chunk_size)
         parts = download_slices(n_ct, len(self.clients), self.cfg.shared_decryption)
         lo, hi = parts[self.clients.index(self.name)]
-        mine = await decryptor.decrypt(await decryptor.download(t, lo, hi), timing, phe)
+        mine = await decryptor.decrypt(await decryptor.download(t, lo, hi, timing), timing, phe)
         if not self.cfg.shared_decryption or len(self.clients) == 1:
             return mine
         return await decryptor.swap_shares(t, mine, parts, timing)
