@@ -298,13 +298,15 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--quick", action="store_true", help="smoke test: 1024-bit keys, 3 rounds")
-    ap.add_argument("--rounds", type=int, default=10, help="rounds of the mlp runs")
-    ap.add_argument("--wide-rounds", type=int, default=4, help="rounds of the mlp-wide runs")
+    ap.add_argument("--rounds", type=int, default=8, help="rounds of the mlp runs")
+    ap.add_argument("--wide-rounds", type=int, default=3, help="rounds of the mlp-wide runs")
     ap.add_argument("--models", default="mlp,mlp-wide", help="comma-separated: mlp,mlp-wide")
+    every = ",".join(["plaintext", "CKKS", "phe", *HEFL_SCHEMES])
+    ap.add_argument("--schemes", default=every, help="comma-separated subset of the mlp rows")
     ap.add_argument(
-        "--schemes",
-        default="plaintext,CKKS,phe," + ",".join(HEFL_SCHEMES),
-        help="comma-separated subset of the rows",
+        "--wide-schemes",
+        default=every.replace(",hefl background + short exponents", ""),
+        help="comma-separated subset of the mlp-wide rows (default: all but background + short)",
     )
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--key-bits", type=int, default=2048)
@@ -318,9 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.rounds, args.wide_rounds, args.phe_values, args.key_bits = 3, 2, 20, 1024
-    schemes = [s.strip() for s in args.schemes.split(",")]
     start, load = time.time(), os.getloadavg()
-    rows = [r for m in args.models.split(",") for r in bench_model(m.strip(), args, schemes)]
+    rows = []
+    for model in (m.strip() for m in args.models.split(",")):
+        chosen = args.schemes if model == "mlp" else args.wide_schemes
+        rows += bench_model(model, args, [s.strip() for s in chosen.split(",")])
     ratio = ratios(rows)
     print_table(rows, ratio)
     args.out.parent.mkdir(parents=True, exist_ok=True)
