@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import importlib
 import pickle
 import threading
 import time
@@ -228,3 +230,60 @@ def test_recovered_obfuscator_is_the_one_used():
     cv = pk.encrypt([123], pool=batch)
     assert _obfuscators(sk, cv.ciphertexts) == [r]
     assert gmpy2.mpz(r) < pk.nsquare
+
+
+class _CountingParty:
+    """Just enough of a Party for ClientSession._upload: counts chunks made but not sent."""
+
+    name, peers = "client0", ("aggregator",)
+
+    def __init__(self):
+        self.made = self.sent = self.most_held = 0
+        self.order = []
+
+    def statistics(self):
+        return {}
+
+    async def offload(self, fn, *args):
+        self.made += 1
+        self.most_held = max(self.most_held, self.made - self.sent)
+        await asyncio.sleep(0)
+        return fn(*args)
+
+    def stream(self, peer, tag):
+        party = self
+
+        class Sender:
+            async def __aenter__(self):
+                return self
+
+            async def __aexit__(self, *exc):
+                return False
+
+            async def send(self, wire):
+                party.sent += 1
+                party.order.append(wire)
+
+        return Sender()
+
+
+def test_upload_keeps_a_bounded_window(monkeypatch):
+    """Memory of an upload is bounded by the window (two chunks per core), not the model."""
+    from hefl.protocols.batchcrypt.federation import RoundTiming
+
+    client_module = importlib.import_module("hefl.protocols.batchcrypt.client")
+
+    monkeypatch.setattr(client_module, "cpu_count", lambda: 2)
+    pk, _ = generate_keypair(512, allow_insecure=True)
+    chunks = [pk.encrypt([i]) for i in range(50)]
+    party = _CountingParty()
+    session = client_module.ClientSession(party, BatchCryptConfig(n_clients=1, **SMALL))
+
+    async def jobs():
+        for cv in chunks:
+            yield (lambda cv=cv: (cv, 0.001)), ()
+
+    timing = RoundTiming(round=0)
+    asyncio.run(session._upload(0, jobs(), timing))
+    assert party.sent == 50 and party.most_held <= 4
+    assert timing.encrypt >= 0.05  # every chunk's CPU is charged
