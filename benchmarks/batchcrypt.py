@@ -86,8 +86,9 @@ def run_hefl(cfg_kwargs: dict, spec_kwargs: dict) -> dict:
         "round_wall_s": _median(r, "wall"),
         "accuracy": res.final_accuracy,
         "accuracy_per_round": res.accuracy,
+        # this process: every party's state (the pool workers' own peak is not measurable
+        # here: Linux carries a parent's peak RSS into a spawned child's ru_maxrss)
         "peak_rss_mb": _rss_mb(resource.RUSAGE_SELF),
-        "worker_peak_rss_mb": _rss_mb(resource.RUSAGE_CHILDREN),
     }
 
 
