@@ -29,6 +29,7 @@ from hefl.protocols.batchcrypt.federation import (
     federation_clients,
 )
 from hefl.protocols.batchcrypt.keys import receive_public_key
+from hefl.protocols.batchcrypt.layers import stats_layout
 from hefl.protocols.batchcrypt.messages import (
     BatchCryptMessage,
     DownloadChunk,
@@ -187,9 +188,12 @@ class Aggregator:
     async def sum_statistics(
         self, t: int, kind: type[PreStats | RoundStats], n_layers: int
     ) -> CipherVector:
-        """Gather every client's encrypted per-layer Σx² and add them up."""
+        """Gather every client's encrypted per-layer Σx² (packed, :func:`stats_layout`) and
+        add them up."""
         raw = await self.party.gather(kind.tag(t=t), peers=list(self.clients))
-        expect = Expect(self.pk, length=n_layers)
+        assert self.pk is not None  # statistics come only in encrypted modes
+        packed = stats_layout(self.pk, self.cfg.n_clients).n_plaintexts(n_layers)
+        expect = Expect(self.pk, length=packed)
         total: CipherVector | None = None
         for c in self.clients:
             message = kind.from_wire(c, raw[c], expect)

@@ -36,7 +36,9 @@ from hefl.protocols.batchcrypt.layers import (
     daciq_alphas,
     dequantize_layers,
     layer_square_sums,
+    pack_square_sums,
     quantize_layers,
+    stats_layout,
 )
 from hefl.protocols.batchcrypt.messages import (
     Expect,
@@ -164,7 +166,8 @@ class ClientSession:
     def _randomness_sizes(self, n: int, layers: tuple[int, ...], pre: bool) -> dict[str, list[int]]:
         """Obfuscators per encryption job of a round of ``n`` values, by purpose."""
         n_ct = self._layout().n_plaintexts(n)
-        stats = [len(layers)] if self.cfg.clipping == "daciq" else []
+        n_stats = self._stats_layout().n_plaintexts(len(layers))
+        stats = [n_stats] if self.cfg.clipping == "daciq" else []
         return {
             "pre": stats if pre else [],
             "up": [b - a for a, b in chunk_bounds(0, n_ct, self.cfg.chunk_size)],
@@ -328,6 +331,9 @@ class ClientSession:
             raise ConfigError(f"client {self.name!r}: open() the session before a round")
         return self.layout
 
+    def _stats_layout(self) -> SlotLayout:
+        return stats_layout(self._keys()[0], self.cfg.n_clients)
+
     async def _packed_jobs(self, q: np.ndarray, timing: RoundTiming) -> AsyncIterator[EncryptJob]:
         """One pack-and-encrypt job per chunk of ``chunk_size`` ciphertexts, each with its
         background obfuscators when there are some."""
@@ -383,7 +389,7 @@ class ClientSession:
     ) -> float:
         """Encrypt and send Σx² per layer; returns the encryption's CPU seconds."""
         _, sk = self._keys()
-        sums = layer_square_sums(x, layers)
+        sums = pack_square_sums(self._stats_layout(), layer_square_sums(x, layers))
         batch = None
         if self.reserve is not None:
             batch = await self.reserve.take(
@@ -405,10 +411,14 @@ class ClientSession:
         """Receive the summed statistics, decrypt them and derive each layer's α."""
         pk, sk = self._keys()
         obj = await self.party.recv(AGGREGATOR, kind.tag(t=t))
-        sums = kind.from_wire(AGGREGATOR, obj, Expect(pk, length=len(layers))).sums
+        packing = self._stats_layout()
+        expect = Expect(pk, length=packing.n_plaintexts(len(layers)))
+        sums = kind.from_wire(AGGREGATOR, obj, expect).sums
         ints, secs = await self.party.offload(work.decrypt_vector, sk, sums)
         timing.decrypt += secs
-        return daciq_alphas(ints, layers, len(self.clients), self.cfg.bits)
+        m = len(self.clients)
+        totals = [int(v) for v in packing.unpack(ints, len(layers), n_summands=m)]
+        return daciq_alphas(totals, layers, m, self.cfg.bits)
 
     async def _receive_sum(
         self, t: int, n_ct: int, timing: RoundTiming, phe: bool = False

@@ -3,7 +3,7 @@
 The costly part of encrypting a round is the obfuscators (one n-th residue per ciphertext),
 and they do not depend on the update. How many a round needs is known before the update is:
 the layout fixes the ciphertexts per round (⌈values / lanes⌉, streamed in chunks of
-``chunk_size``) and the dACIQ statistics add one per layer. So when a round ends the client
+``chunk_size``) and the packed dACIQ statistics add one per few layers. So when a round ends the client
 asks its executor (``party.offload``: the cores it has) for exactly those obfuscators, one
 :class:`~hefl.crypto.ObfuscatorBatch` per upload chunk, and they are made while it trains
 locally. The next round's online encryption is then quantize, pack and one product per

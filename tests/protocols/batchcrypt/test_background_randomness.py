@@ -20,6 +20,7 @@ from hefl.errors import ConfigError, CryptoError, HeflError
 from hefl.protocols.batchcrypt import BatchCryptConfig, aggregate_local, work
 from hefl.protocols.batchcrypt.aggregator import AggregatorReport, aggregator
 from hefl.protocols.batchcrypt.client import client
+from hefl.protocols.batchcrypt.layers import stats_layout
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -107,8 +108,10 @@ def test_no_obfuscator_is_ever_used_twice(watch, policy):
     _run(cfg, sources)
     (sk,) = watch["keys"]
     n_ct = -(-n // crypto.plan_slots(sk.public_key, 16, k).slots_per_plaintext)
-    # every client: the upload and 2 layer statistics a round, and the start-up statistics
-    assert len(watch["ciphertexts"]) == k * (rounds * (n_ct + 2) + 2)
+    n_stats = stats_layout(sk.public_key, k).n_plaintexts(2)
+    assert n_stats == 1  # both layers' statistics in one ciphertext
+    # every client: the upload and the layer statistics a round, and the start-up statistics
+    assert len(watch["ciphertexts"]) == k * (rounds * (n_ct + n_stats) + n_stats)
     obfuscators = _obfuscators(sk, watch["ciphertexts"])
     assert len(set(obfuscators)) == len(obfuscators)
     for source in sources:
@@ -287,3 +290,32 @@ def test_upload_keeps_a_bounded_window(monkeypatch):
     asyncio.run(session._upload(0, jobs(), timing))
     assert party.sent == 50 and party.most_held <= 4
     assert timing.encrypt >= 0.05  # every chunk's CPU is charged
+
+
+def test_statistics_of_many_layers_travel_packed(watch):
+    """Per-layer Σx² of 20 layers: a few ciphertexts each way, the exact α on every client."""
+    k, layers = 2, (10,) * 20
+    cfg = BatchCryptConfig(n_clients=k, key_bits=1024, allow_insecure=True, chunk_size=4)
+    rng = np.random.default_rng(4)
+    data = [[rng.normal(0, 0.1, 200) * np.repeat(np.arange(1, 21), 10)] for _ in range(k)]
+    sources = [Rounds(vs, layers) for vs in data]
+    _run(cfg, sources)
+    (sk,) = watch["keys"]
+    per_ct = stats_layout(sk.public_key, k).slots_per_plaintext
+    assert per_ct == 4  # 1024-bit key: four 251-bit lanes
+    n_ct = -(-200 // crypto.plan_slots(sk.public_key, 16, k).slots_per_plaintext)
+    assert len(watch["ciphertexts"]) == k * (n_ct + 2 * 5)
+    want = np.sum([d[0] for d in data], axis=0)
+    for source in sources:  # layers 100x apart in scale keep their own precision
+        err = np.abs(source.totals[0] - want).reshape(20, 10).max(axis=1)
+        assert np.all(err < 1e-3 * np.arange(1, 21))
+
+
+def test_absurd_statistics_are_refused_clearly():
+    from hefl.protocols.batchcrypt.layers import pack_square_sums
+
+    pk, _ = generate_keypair(512, allow_insecure=True)
+    layout = stats_layout(pk, 3)
+    assert layout.pack([5, 7]) == pack_square_sums(layout, [5, 7])
+    with pytest.raises(ConfigError, match="sum of squares needs 301 bits"):
+        pack_square_sums(layout, [1 << 300])
