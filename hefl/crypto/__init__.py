@@ -16,7 +16,7 @@ from hefl.crypto._expencoding import (
 from hefl.crypto._horner import horner_capacity, pack_ciphertexts, unpack_slots
 from hefl.crypto._keys import PrivateKey, PublicKey, generate_keypair
 from hefl.crypto._packing import SlotLayout, plan_slots
-from hefl.crypto._pool import ObfuscatorPool
+from hefl.crypto._pool import ObfuscatorBatch, ObfuscatorPool
 from hefl.crypto._types import KeyModulus
 from hefl.crypto._vector import CipherVector
 
@@ -25,6 +25,7 @@ __all__ = [
     "EncryptedExpVector",
     "FixedPointEncoder",
     "KeyModulus",
+    "ObfuscatorBatch",
     "ObfuscatorPool",
     "PrivateKey",
     "PublicKey",

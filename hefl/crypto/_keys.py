@@ -19,6 +19,7 @@ from typing import Any
 import gmpy2
 from gmpy2 import mpz
 
+from hefl.crypto import _openssl
 from hefl.crypto._ints import as_int_list, check_signed_range
 from hefl.crypto._obfuscation import CrtObfuscator, check_method, public_obfuscators
 from hefl.crypto._types import ObfuscatorSource
@@ -268,10 +269,9 @@ class PrivateKey:
         cs = list(ciphertexts)
         if threads > 1 and len(cs) > 1:
             ups, uqs = _parallel_powmods(cs, pm1, psq, qm1, qsq, threads)
-        else:
-            powmod = gmpy2.powmod
-            ups = [powmod(c, pm1, psq) for c in cs]
-            uqs = [powmod(c, qm1, qsq) for c in cs]
+        else:  # libcrypto's constant-time exponentiation where it is there (_openssl)
+            ups = _openssl.powmods(cs, pm1, psq)
+            uqs = _openssl.powmods(cs, qm1, qsq)
         out: list[int] = []
         append = out.append
         for up, uq in zip(ups, uqs, strict=True):
@@ -349,9 +349,11 @@ def _parallel_powmods(
     parts = max(1, threads // 2)
     size = -(-len(cs) // parts)
     chunks = [cs[i : i + size] for i in range(0, len(cs), size)]
+    # both release the GIL: ctypes during each libcrypto call, gmpy2 during the list
+    fn = _openssl.powmods if _openssl.available() else gmpy2.powmod_base_list
     with ThreadPoolExecutor(threads) as ex:
-        fp = [ex.submit(gmpy2.powmod_base_list, ch, pm1, psq) for ch in chunks]
-        fq = [ex.submit(gmpy2.powmod_base_list, ch, qm1, qsq) for ch in chunks]
+        fp = [ex.submit(fn, ch, pm1, psq) for ch in chunks]
+        fq = [ex.submit(fn, ch, qm1, qsq) for ch in chunks]
         ups = [u for f in fp for u in f.result()]
         uqs = [u for f in fq for u in f.result()]
     return ups, uqs

@@ -298,3 +298,89 @@ class ObfuscatorPool:
             self.handed_out += k
         self._wake.set()
         return out
+
+
+class ObfuscatorBatch:
+    """A fixed number of fresh obfuscators made ahead of time for one use: an
+    :class:`~hefl.crypto._types.ObfuscatorSource` that hands every value out once and then
+    refuses.
+
+    A party that knows how many ciphertexts it will make (a BatchCrypt client: one chunk of
+    its next upload) draws a batch in the background and later encrypts with
+    ``pk.encrypt(ints, pool=batch)``, which then costs one product per value. ``take`` never
+    returns fewer values than asked (the caller would silently fall back to fresh ones) and
+    never the same value twice: asking past the end, or for anything after the batch has been
+    used up, raises. The values travel as one fixed-width byte string, so a batch pickles to
+    a local worker cheaply; a batch already (partly) taken refuses to be pickled, so no copy of
+    a used value can leave the process.
+
+    Args:
+        public_key: the key the obfuscators belong to.
+        data: ``count`` obfuscators as big-endian numbers of ``public_key.ciphertext_bytes``
+            bytes each, concatenated.
+
+    Raises:
+        ConfigError: ``data`` is not a whole number of obfuscators.
+    """
+
+    __slots__ = ("_data", "_next", "count", "public_key")
+
+    def __init__(self, public_key: KeyModulus, data: bytes) -> None:
+        width = public_key.ciphertext_bytes
+        if len(data) % width:
+            raise ConfigError(
+                f"{len(data)} bytes are not a whole number of {width}-byte obfuscators"
+            )
+        self.public_key = public_key
+        self._data = bytes(data)
+        self.count = len(data) // width
+        self._next = 0
+
+    @classmethod
+    def draw(cls, key: Any, count: int, method: str = "djn") -> ObfuscatorBatch:
+        """Draw ``count`` fresh obfuscators now: with the CRT fast path when ``key`` is a
+        private key (it has ``p`` and ``q``), with the public key otherwise.
+
+        Raises:
+            ConfigError: a negative count or an unknown method.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ConfigError(f"count must be a non-negative int, got {count!r}")
+        public = getattr(key, "public_key", key)
+        factors = (int(key.p), int(key.q)) if hasattr(key, "p") else None
+        return cls(public, _make_chunk(int(public.n), count, check_method(method), factors))
+
+    @property
+    def remaining(self) -> int:
+        """Obfuscators not handed out yet."""
+        return self.count - self._next
+
+    def take(self, count: int) -> list[mpz]:
+        """Hand out the next ``count`` obfuscators, each exactly once.
+
+        Raises:
+            CryptoError: fewer than ``count`` remain (the batch was planned for fewer values,
+                or has been used already).
+        """
+        if count > self.remaining:
+            used = "has been used up" if self.remaining == 0 else f"has {self.remaining} left"
+            raise CryptoError(
+                f"an obfuscator batch of {self.count} {used}; {count} asked for (obfuscators "
+                "are never handed out twice)"
+            )
+        w = self.public_key.ciphertext_bytes
+        view = memoryview(self._data)
+        a = self._next
+        self._next += count
+        out = [mpz.from_bytes(view[i * w : (i + 1) * w], "big") for i in range(a, a + count)]
+        if self._next == self.count:
+            self._data = b""  # nothing of a used-up batch stays behind
+        return out
+
+    def __reduce__(self) -> Any:
+        if self._next:
+            raise CryptoError("an obfuscator batch already (partly) used cannot be copied")
+        return (ObfuscatorBatch, (self.public_key, self._data))
+
+    def __repr__(self) -> str:
+        return f"ObfuscatorBatch(count={self.count}, remaining={self.remaining})"

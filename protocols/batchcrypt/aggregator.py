@@ -29,6 +29,7 @@ from hefl.protocols.batchcrypt.federation import (
     federation_clients,
 )
 from hefl.protocols.batchcrypt.keys import receive_public_key
+from hefl.protocols.batchcrypt.layers import stats_layout
 from hefl.protocols.batchcrypt.messages import (
     BatchCryptMessage,
     DownloadChunk,
@@ -174,7 +175,7 @@ class Aggregator:
         stats_sum = None
         if daciq:
             stats_sum = await self.sum_statistics(t, RoundStats, len(header.layers))
-        await self.send_down(t, total, n_ct)
+        await self.send_down(t, total, n_ct, timing)
         if stats_sum is not None:
             await self._broadcast(t, RoundStatsSum(sums=stats_sum))
 
@@ -187,9 +188,12 @@ class Aggregator:
     async def sum_statistics(
         self, t: int, kind: type[PreStats | RoundStats], n_layers: int
     ) -> CipherVector:
-        """Gather every client's encrypted per-layer Σx² and add them up."""
+        """Gather every client's encrypted per-layer Σx² (packed, :func:`stats_layout`) and
+        add them up."""
         raw = await self.party.gather(kind.tag(t=t), peers=list(self.clients))
-        expect = Expect(self.pk, length=n_layers)
+        assert self.pk is not None  # statistics come only in encrypted modes
+        packed = stats_layout(self.pk, self.cfg.n_clients).n_plaintexts(n_layers)
+        expect = Expect(self.pk, length=packed)
         total: CipherVector | None = None
         for c in self.clients:
             message = kind.from_wire(c, raw[c], expect)
@@ -223,7 +227,7 @@ class Aggregator:
 
         async with task_group() as group:
             for c in self.clients:
-                group.create_task(self._receive_upload(t, c, bounds, add))
+                group.create_task(self._receive_upload(t, c, bounds, add, timing))
         done = [s for s in sums if s is not None]
         return CipherVector.concat(done) if done else None
 
@@ -233,6 +237,7 @@ class Aggregator:
         sender: str,
         bounds: list[tuple[int, int]],
         add: Callable[[int, CipherVector], None],
+        timing: RoundTiming,
     ) -> None:
         i = 0
         async for obj in self.party.stream_from(sender, UploadChunk.tag(t=t)):
@@ -241,7 +246,9 @@ class Aggregator:
                     f"client {sender!r} sent more than the {len(bounds)} chunks of round {t}"
                 )
             a, b = bounds[i]
+            c0 = time.thread_time()  # parsing and checking a chunk is part of summing it
             chunk = UploadChunk.from_wire(sender, obj, Expect(self.pk, length=b - a))
+            timing.aggregate += time.thread_time() - c0
             self.report.note(chunk)
             add(i, chunk.ciphers)
             i += 1
@@ -251,7 +258,9 @@ class Aggregator:
                 f"{len(bounds)} chunks"
             )
 
-    async def send_down(self, t: int, total: CipherVector | None, n_ct: int) -> None:
+    async def send_down(
+        self, t: int, total: CipherVector | None, n_ct: int, timing: RoundTiming
+    ) -> None:
         """Stream each client its part of the aggregate (all of it, or its slice when the
         clients share the decryption), all clients at once."""
         parts = download_slices(n_ct, len(self.clients), self.cfg.shared_decryption)
@@ -262,14 +271,22 @@ class Aggregator:
             ]
             async with task_group() as group:
                 for stream, (lo, hi) in zip(streams, parts, strict=True):
-                    group.create_task(self._send_slice(stream, total, lo, hi))
+                    group.create_task(self._send_slice(stream, total, lo, hi, timing))
 
     async def _send_slice(
-        self, stream: _ChunkSink, total: CipherVector | None, lo: int, hi: int
+        self,
+        stream: _ChunkSink,
+        total: CipherVector | None,
+        lo: int,
+        hi: int,
+        timing: RoundTiming,
     ) -> None:
         for a, b in chunk_bounds(lo, hi, self.cfg.chunk_size):
             assert total is not None  # a non-empty range means there were uploads
-            await stream.send(DownloadChunk(ciphers=total[a:b]).to_wire())
+            c0 = time.thread_time()  # serializing the aggregate is the aggregator's CPU too
+            wire = DownloadChunk(ciphers=total[a:b]).to_wire()
+            timing.aggregate += time.thread_time() - c0
+            await stream.send(wire)
 
 
 async def aggregator(party: Party, cfg: BatchCryptConfig) -> AggregatorReport:

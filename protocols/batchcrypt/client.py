@@ -10,13 +10,15 @@ statistics for the next round's clipping, then downloads, decrypts and decodes t
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from hefl import Party, task_group
+from hefl import Party, cpu_count, task_group
 from hefl.crypto import CipherVector, PrivateKey, PublicKey, SlotLayout, plan_slots
 from hefl.errors import ConfigError
 from hefl.protocols.batchcrypt import work
@@ -25,6 +27,7 @@ from hefl.protocols.batchcrypt.decryption import Decryptor
 from hefl.protocols.batchcrypt.federation import (
     ByteMeter,
     RoundTiming,
+    chunk_bounds,
     download_slices,
     federation_clients,
 )
@@ -33,7 +36,9 @@ from hefl.protocols.batchcrypt.layers import (
     daciq_alphas,
     dequantize_layers,
     layer_square_sums,
+    pack_square_sums,
     quantize_layers,
+    stats_layout,
 )
 from hefl.protocols.batchcrypt.messages import (
     Expect,
@@ -48,6 +53,7 @@ from hefl.protocols.batchcrypt.messages import (
     round_prefix,
 )
 from hefl.protocols.batchcrypt.quantize import new_rng
+from hefl.protocols.batchcrypt.randomness import Reserve
 
 # (worker function, its arguments): one chunk's encryption, run by party.offload
 EncryptJob = tuple[Callable[..., tuple[Any, float]], tuple[Any, ...]]
@@ -115,6 +121,7 @@ class ClientSession:
         self.alphas: np.ndarray | None = None
         self.timings: list[RoundTiming] = []
         self.rng = new_rng()
+        self.reserve: Reserve | None = None
         self._round = 0
         self._meter = ByteMeter(party)
 
@@ -140,9 +147,38 @@ class ClientSession:
         if self.cfg.mode == "batchcrypt":
             cfg = self.cfg
             self.layout = plan_slots(self.pk, cfg.bits, cfg.n_clients, layout=cfg.layout)
+            if cfg.background_randomness != "off":
+                policy = cfg.background_randomness
+                self.reserve = Reserve(self.party, self.sk, cfg.short_exponent, policy)
+
+    def prepare(self, layer_sizes: Sequence[int]) -> None:
+        """Start making the next round's obfuscators in the background (with
+        ``background_randomness``; nothing otherwise), for an update of these layer sizes.
+
+        Must run inside the event loop, after :meth:`open`.
+        """
+        if self.reserve is None:
+            return
+        layers = tuple(int(v) for v in layer_sizes)
+        pre = self.cfg.clipping == "daciq" and self.alphas is None
+        self.reserve.plan(self._randomness_sizes(sum(layers), layers, pre))
+
+    def _randomness_sizes(self, n: int, layers: tuple[int, ...], pre: bool) -> dict[str, list[int]]:
+        """Obfuscators per encryption job of a round of ``n`` values, by purpose."""
+        n_ct = self._layout().n_plaintexts(n)
+        n_stats = self._stats_layout().n_plaintexts(len(layers))
+        stats = [n_stats] if self.cfg.clipping == "daciq" else []
+        return {
+            "pre": stats if pre else [],
+            "up": [b - a for a, b in chunk_bounds(0, n_ct, self.cfg.chunk_size)],
+            "stats": stats,
+        }
 
     async def close(self) -> None:
-        """Tell the aggregator this client has no more rounds."""
+        """Drop unused background randomness; tell the aggregator this client has no more
+        rounds."""
+        if self.reserve is not None:
+            await self.reserve.close()
         done = RoundHeader.finished(self._round, self.cfg.mode, self._key_id())
         await self.party.send(AGGREGATOR, RoundHeader.tag(t=self._round), done.to_wire())
 
@@ -176,6 +212,7 @@ class ClientSession:
         t, start, timing = self._round, time.perf_counter(), RoundTiming(round=self._round)
         daciq = self.cfg.mode == "batchcrypt" and self.cfg.clipping == "daciq"
         need_pre = daciq and self.alphas is None  # no α yet: the start-up exchange first
+        self._check_planned(t, x, layers, need_pre, timing)  # before anything is sent
         header = RoundHeader(
             t, len(x), x.dtype.str, layers, self.cfg.mode, self._key_id(), pre=need_pre, done=False
         )
@@ -186,6 +223,7 @@ class ClientSession:
             total = await self._phe_round(t, x, timing)
         else:
             total = await self._batchcrypt_round(t, x, layers, need_pre, timing)
+            self.prepare(layers)  # the next round's randomness, made while the client trains
         timing.wall = time.perf_counter() - start
         self._meter.close_round(timing)
         self.timings.append(timing)
@@ -232,10 +270,12 @@ class ClientSession:
         scale = 2**self.cfg.phe_frac_bits
         ints = [int(v) for v in np.round(x.astype(np.float64) * scale).astype(object)]
         size, phe_pk = self.cfg.chunk_size, pk.to_phe()
-        jobs: list[EncryptJob] = [
-            (work.phe_encrypt, (phe_pk, ints[i : i + size])) for i in range(0, len(ints), size)
-        ]
-        await self._upload(t, jobs, timing, wrap=lambda raw: CipherVector(pk, raw))
+
+        async def jobs() -> AsyncIterator[EncryptJob]:
+            for i in range(0, len(ints), size):
+                yield work.phe_encrypt, (phe_pk, ints[i : i + size])
+
+        await self._upload(t, jobs(), timing, wrap=lambda raw: CipherVector(pk, raw))
         plaintexts = await self._receive_sum(t, len(ints), timing, phe=True)
         t0 = time.thread_time()
         total = np.array([v / scale for v in plaintexts], dtype=np.float64)
@@ -248,17 +288,17 @@ class ClientSession:
     ) -> np.ndarray:
         cfg, m = self.cfg, len(self.clients)
         if need_pre:  # the one extra exchange: an encrypted aggregate of Σx² per layer
-            timing.encrypt += await self._send_square_sums(t, PreStats, x, layers)
-            self.alphas = await self._receive_alphas(t, PreStatsSum, layers)
+            timing.encrypt += await self._send_square_sums(t, PreStats, x, layers, timing)
+            self.alphas = await self._receive_alphas(t, PreStatsSum, layers, timing)
         daciq = cfg.clipping == "daciq"
         alphas = self.alphas if daciq else np.full(len(layers), float(cfg.clipping))
         assert alphas is not None  # set by the first round's exchange above
         t0 = time.thread_time()
         q = quantize_layers(x, layers, alphas, cfg.bits, self.rng)
         timing.encrypt += time.thread_time() - t0
-        await self._upload(t, self._packed_jobs(q), timing)
+        await self._upload(t, self._packed_jobs(q, timing), timing)
         if daciq:  # σ for the next round, from this round's aggregate statistics
-            timing.encrypt += await self._send_square_sums(t, RoundStats, x, layers)
+            timing.encrypt += await self._send_square_sums(t, RoundStats, x, layers, timing)
         layout = self._layout()
         plaintexts = await self._receive_sum(t, -(-len(q) // layout.slots_per_plaintext), timing)
         t0 = time.thread_time()
@@ -266,64 +306,119 @@ class ClientSession:
         total = dequantize_layers(np.asarray(lanes), layers, alphas, cfg.bits)
         timing.decode += time.thread_time() - t0
         if daciq:
-            self.alphas = await self._receive_alphas(t, RoundStatsSum, layers)
+            self.alphas = await self._receive_alphas(t, RoundStatsSum, layers, timing)
         return total
+
+    def _check_planned(
+        self, t: int, x: np.ndarray, layers: tuple[int, ...], pre: bool, timing: RoundTiming
+    ) -> None:
+        """Refuse an update that does not fit the background randomness planned for it.
+
+        Raises:
+            ConfigError: it needs other obfuscator counts than were planned (size, layers).
+        """
+        if self.reserve is None:
+            return
+        what = (
+            f"client {self.name!r}: round {t}'s update of {len(x)} values in {len(layers)} layers"
+        )
+        for purpose, counts in self._randomness_sizes(len(x), layers, pre).items():
+            self.reserve.check(purpose, counts, what)
+        timing.randomness = "ready" if self.reserve.planned else "unplanned"
 
     def _layout(self) -> SlotLayout:
         if self.layout is None:
             raise ConfigError(f"client {self.name!r}: open() the session before a round")
         return self.layout
 
-    def _packed_jobs(self, q: np.ndarray) -> list[EncryptJob]:
-        """One pack-and-encrypt job per chunk of ``chunk_size`` ciphertexts."""
+    def _stats_layout(self) -> SlotLayout:
+        return stats_layout(self._keys()[0], self.cfg.n_clients)
+
+    async def _packed_jobs(self, q: np.ndarray, timing: RoundTiming) -> AsyncIterator[EncryptJob]:
+        """One pack-and-encrypt job per chunk of ``chunk_size`` ciphertexts, each with its
+        background obfuscators when there are some."""
         _, sk = self._keys()
         layout, short = self._layout(), self.cfg.short_exponent
-        per_chunk = self.cfg.chunk_size * layout.slots_per_plaintext
-        return [
-            (work.encrypt_packed, (sk, layout, q[i : i + per_chunk], short))
-            for i in range(0, len(q), per_chunk)
-        ]
+        slots = layout.slots_per_plaintext
+        for a, b in chunk_bounds(0, len(q), self.cfg.chunk_size * slots):
+            batch = None
+            if self.reserve is not None:
+                batch = await self.reserve.take("up", -(-(b - a) // slots), timing)
+            yield work.encrypt_packed, (sk, layout, q[a:b], short, batch)
 
     async def _upload(
         self,
         t: int,
-        jobs: list[EncryptJob],
+        jobs: AsyncIterator[EncryptJob],
         timing: RoundTiming,
         wrap: Callable[[Any], CipherVector] | None = None,
     ) -> None:
-        """Encrypt every chunk in the background and stream each as soon as it is ready.
+        """Encrypt the chunks in the executor and stream each as soon as it is ready.
 
-        All jobs start at once (the executor queues them), so encryption of later chunks
-        overlaps the sending of earlier ones; a failure anywhere cancels the rest.
+        At most two chunks per core are in flight, so the encryption of later chunks
+        overlaps the sending of earlier ones while memory stays bounded by the window, not
+        by the model's size; a failure anywhere cancels the rest.
         """
+        window = 2 * cpu_count()
         async with task_group() as group:
-            tasks = [group.create_task(self.party.offload(fn, *args)) for fn, args in jobs]
+            pending: deque[asyncio.Task[Any]] = deque()
             async with self.party.stream(AGGREGATOR, UploadChunk.tag(t=t)) as stream:
-                for task in tasks:
-                    out, secs = await task
-                    timing.encrypt += secs
-                    chunk = UploadChunk(ciphers=wrap(out) if wrap is not None else out)
-                    await stream.send(chunk.to_wire())
+
+                async def send_oldest() -> None:
+                    out, secs = await pending.popleft()
+                    t0 = time.thread_time()
+                    message = UploadChunk(ciphers=wrap(out) if wrap is not None else out)
+                    wire = message.to_wire()
+                    timing.encrypt += secs + time.thread_time() - t0
+                    await stream.send(wire)
+
+                async for fn, args in jobs:
+                    if len(pending) >= window:
+                        await send_oldest()
+                    pending.append(group.create_task(self.party.offload(fn, *args)))
+                while pending:
+                    await send_oldest()
 
     async def _send_square_sums(
-        self, t: int, kind: type[PreStats | RoundStats], x: np.ndarray, layers: tuple[int, ...]
+        self,
+        t: int,
+        kind: type[PreStats | RoundStats],
+        x: np.ndarray,
+        layers: tuple[int, ...],
+        timing: RoundTiming,
     ) -> float:
         """Encrypt and send Σx² per layer; returns the encryption's CPU seconds."""
         _, sk = self._keys()
-        sums = layer_square_sums(x, layers)
-        cv, secs = await self.party.offload(work.encrypt_plain, sk, sums, self.cfg.short_exponent)
+        sums = pack_square_sums(self._stats_layout(), layer_square_sums(x, layers))
+        batch = None
+        if self.reserve is not None:
+            batch = await self.reserve.take(
+                "pre" if kind is PreStats else "stats", len(sums), timing
+            )
+        cv, secs = await self.party.offload(
+            work.encrypt_plain, sk, sums, self.cfg.short_exponent, batch
+        )
         await self.party.send(AGGREGATOR, kind.tag(t=t), kind(sums=cv).to_wire())
         return float(secs)
 
     async def _receive_alphas(
-        self, t: int, kind: type[PreStatsSum | RoundStatsSum], layers: tuple[int, ...]
+        self,
+        t: int,
+        kind: type[PreStatsSum | RoundStatsSum],
+        layers: tuple[int, ...],
+        timing: RoundTiming,
     ) -> np.ndarray:
         """Receive the summed statistics, decrypt them and derive each layer's α."""
         pk, sk = self._keys()
         obj = await self.party.recv(AGGREGATOR, kind.tag(t=t))
-        sums = kind.from_wire(AGGREGATOR, obj, Expect(pk, length=len(layers))).sums
-        ints, _ = await self.party.offload(work.decrypt_vector, sk, sums)
-        return daciq_alphas(ints, layers, len(self.clients), self.cfg.bits)
+        packing = self._stats_layout()
+        expect = Expect(pk, length=packing.n_plaintexts(len(layers)))
+        sums = kind.from_wire(AGGREGATOR, obj, expect).sums
+        ints, secs = await self.party.offload(work.decrypt_vector, sk, sums)
+        timing.decrypt += secs
+        m = len(self.clients)
+        totals = [int(v) for v in packing.unpack(ints, len(layers), n_summands=m)]
+        return daciq_alphas(totals, layers, m, self.cfg.bits)
 
     async def _receive_sum(
         self, t: int, n_ct: int, timing: RoundTiming, phe: bool = False
@@ -333,7 +428,7 @@ class ClientSession:
         decryptor = Decryptor(self.party, pk, sk, self.clients, self.cfg.chunk_size)
         parts = download_slices(n_ct, len(self.clients), self.cfg.shared_decryption)
         lo, hi = parts[self.clients.index(self.name)]
-        mine = await decryptor.decrypt(await decryptor.download(t, lo, hi), timing, phe)
+        mine = await decryptor.decrypt(await decryptor.download(t, lo, hi, timing), timing, phe)
         if not self.cfg.shared_decryption or len(self.clients) == 1:
             return mine
         return await decryptor.swap_shares(t, mine, parts, timing)
@@ -361,11 +456,18 @@ async def client(party: Party, cfg: BatchCryptConfig, work_: Any) -> Any:
     source: RoundSource = work_ if isinstance(work_, RoundSource) else OneShot(work_)
     session = ClientSession(party, cfg)
     await session.open()
-    t = 0
-    while (update := source.update(t)) is not None:
-        total = await session.aggregate(update, source.layer_sizes)
-        source.receive(t, total, len(session.clients))
-        t += 1
+    if source.layer_sizes is not None:  # round 0's randomness, made while it trains
+        session.prepare(source.layer_sizes)
+    try:
+        t = 0
+        while (update := source.update(t)) is not None:
+            total = await session.aggregate(update, source.layer_sizes)
+            source.receive(t, total, len(session.clients))
+            t += 1
+    except BaseException:
+        if session.reserve is not None:
+            session.reserve.discard()
+        raise
     await session.close()
     result = source.result()
     if hasattr(source, "record_timings"):

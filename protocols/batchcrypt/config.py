@@ -48,6 +48,11 @@ class BatchCryptConfig:
         mode: ``"batchcrypt"`` (packed Paillier), ``"phe"`` (the per-value Paillier baseline,
             one phe ciphertext per value, as FATE does) or ``"plain"`` (no encryption).
         phe_frac_bits: fixed-point fraction bits for the per-value ``"phe"`` baseline.
+        background_randomness: ``"off"`` (default: obfuscators are made when a round
+            encrypts), ``"wait"`` or ``"online"``: each client makes its next round's
+            obfuscators in its executor while it trains, so a round's online encryption is
+            quantize, pack and one product per ciphertext; when that work falls behind the
+            client waits for it (``"wait"``) or makes the late ones online (``"online"``).
         round_timeout: seconds a party waits for any one message before giving up (passed
             as ``recv_timeout`` to :func:`hefl.run` by :func:`train` and
             :func:`aggregate_local`; pass it yourself when running the roles directly).
@@ -65,6 +70,7 @@ class BatchCryptConfig:
     mode: Mode = "batchcrypt"
     phe_frac_bits: int = 32
     round_timeout: float = field(default=600.0)
+    background_randomness: str = "off"
 
     def __post_init__(self) -> None:
         _check_int("bits", self.bits, 2, 32)
@@ -91,6 +97,11 @@ class BatchCryptConfig:
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, not {self.mode!r}")
         _check_int("chunk_size", self.chunk_size, 1, 1 << 20)
+        if self.background_randomness not in ("off", "wait", "online"):
+            raise ConfigError(
+                "background_randomness must be 'off', 'wait' or 'online', not "
+                f"{self.background_randomness!r}"
+            )
         _check_int("phe_frac_bits", self.phe_frac_bits, 1, 128)
         for name in ("allow_insecure", "short_exponent", "shared_decryption"):
             if not isinstance(getattr(self, name), bool):

@@ -38,8 +38,11 @@ class Decryptor:
     clients: tuple[str, ...]
     chunk_size: int
 
-    async def download(self, t: int, lo: int, hi: int) -> CipherVector | None:
-        """Receive positions lo..hi of round ``t``'s aggregate, checking every chunk.
+    async def download(
+        self, t: int, lo: int, hi: int, timing: RoundTiming | None = None
+    ) -> CipherVector | None:
+        """Receive positions lo..hi of round ``t``'s aggregate, checking every chunk (the
+        parsing and checking are charged to ``timing.decrypt``).
 
         Raises:
             ProtocolError: a chunk is malformed or of the wrong length, or too many/few came.
@@ -54,7 +57,10 @@ class Decryptor:
                     f"round {t}"
                 )
             a, b = expected[len(chunks)]
+            c0 = time.thread_time()
             chunk = DownloadChunk.from_wire(AGGREGATOR, obj, Expect(self.pk, length=b - a))
+            if timing is not None:
+                timing.decrypt += time.thread_time() - c0
             chunks.append(chunk.ciphers)
         if len(chunks) != len(expected):
             raise ProtocolError(

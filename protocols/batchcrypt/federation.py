@@ -95,6 +95,15 @@ class RoundTiming:
     bytes_received: int = 0
     first_sum_at: float = 0.0  # aggregator: when it first combined two clients' chunks
     last_chunk_at: float = 0.0  # aggregator: when the last uploaded chunk arrived
+    # client, background randomness: CPU seconds spent making this round's obfuscators ahead
+    # of time (not in ``encrypt``), seconds waited for late ones, how many came from the
+    # background and how many were made online, and "off" / "unplanned" / "ready" (all in
+    # time) / "waited" / "online" (late ones made online)
+    background: float = 0.0
+    randomness_wait: float = 0.0
+    obfuscators_background: int = 0
+    obfuscators_online: int = 0
+    randomness: str = "off"
 
     def to_dict(self) -> dict[str, Any]:
         """The figures as a plain dict."""

@@ -8,9 +8,12 @@ fixed-point integers of ``STATS_FRAC_BITS`` fraction bits.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 
+from hefl.crypto import SlotLayout, plan_slots
+from hefl.errors import ConfigError, PackingOverflowError
 from hefl.protocols.batchcrypt.aciq import daciq_alpha, sigma_from_sums
 from hefl.protocols.batchcrypt.quantize import SystemUniform, dequantize, quantize
 
@@ -64,3 +67,36 @@ def dequantize_layers(
         for (a, b), alpha in zip(_bounds(layers), alphas, strict=True)
     ]
     return np.concatenate(parts or [np.zeros(0)])
+
+
+# Σx² statistics travel packed, several layers per ciphertext, in unsigned lanes this wide:
+# a layer's Σx² may reach 2^(250 − STATS_FRAC_BITS) = 2^210, far beyond any real update
+STATS_VALUE_BITS = 250
+
+
+def stats_layout(public_key: Any, n_clients: int) -> SlotLayout:
+    """The packing of the per-layer sums of squares (unsigned lanes, room for ``n_clients``
+    summands), so a client decrypts one ciphertext per ~7 layers instead of one per layer.
+
+    Raises:
+        ConfigError: ``n_clients`` is not a positive int.
+    """
+    guard = (int(n_clients) - 1).bit_length()
+    bits = min(STATS_VALUE_BITS, int(public_key.n_bits) - 2 - guard)
+    return plan_slots(public_key, bits, n_clients, layout="unsigned")
+
+
+def pack_square_sums(layout: SlotLayout, sums: list[int]) -> list[int]:
+    """Pack the fixed-point sums of squares of :func:`layer_square_sums` into plaintexts.
+
+    Raises:
+        ConfigError: a layer's sum of squares is too large for the lanes (an absurd update).
+    """
+    try:
+        return layout.pack(sums)
+    except PackingOverflowError as exc:
+        raise ConfigError(
+            f"a layer's sum of squares needs {max(sums).bit_length()} bits with "
+            f"{STATS_FRAC_BITS} fraction bits, more than the {layout.value_bits} its lanes "
+            "hold; the update's values are far too large to aggregate"
+        ) from exc

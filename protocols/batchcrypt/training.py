@@ -439,6 +439,8 @@ def _round_table(results: dict[str, Any], cfg: BatchCryptConfig) -> list[dict[st
     for t in range(len(agg_t)):
         rows = [ct[t] for ct in client_t]
         row = {k: float(np.mean([r[k] for r in rows])) for k in ("encrypt", "decrypt", "decode")}
+        for k in ("background", "randomness_wait", "obfuscators_background", "obfuscators_online"):
+            row[k] = float(np.mean([r.get(k, 0.0) for r in rows]))  # background randomness
         row["aggregate"] = float(agg_t[t]["aggregate"])
         row["wall"] = float(max(r["wall"] for r in rows))
         compute = row["encrypt"] + row["aggregate"] + row["decrypt"] + row["decode"]

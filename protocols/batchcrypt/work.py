@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from hefl.crypto import CipherVector, PrivateKey, PublicKey, SlotLayout
+from hefl.crypto import CipherVector, ObfuscatorBatch, PrivateKey, PublicKey, SlotLayout
+from hefl.errors import CryptoError
 
 ENC_METHOD = {False: "djn", True: "djn-short"}
 
@@ -28,8 +29,26 @@ def _cached(key: Any) -> Any:
     return _KEY_CACHE.setdefault((type(key).__name__, bytes(public.key_id)), key)
 
 
+def _encrypt(
+    key: PrivateKey | PublicKey, ints: list[int], short_exponent: bool, batch: Any
+) -> CipherVector:
+    if batch is None:  # obfuscators made now (online)
+        return _cached(key).encrypt(ints, method=ENC_METHOD[short_exponent])
+    if batch.count != len(ints):
+        raise CryptoError(
+            f"an obfuscator batch of {batch.count} cannot encrypt {len(ints)} plaintexts"
+        )
+    # made ahead of time: what is left is one product per value
+    public: PublicKey = key.public_key if isinstance(key, PrivateKey) else key
+    return public.encrypt(ints, pool=batch)
+
+
 def encrypt_packed(
-    key: PrivateKey | PublicKey, layout: SlotLayout, q: np.ndarray, short_exponent: bool
+    key: PrivateKey | PublicKey,
+    layout: SlotLayout,
+    q: np.ndarray,
+    short_exponent: bool,
+    batch: ObfuscatorBatch | None = None,
 ) -> tuple[CipherVector, float]:
     """Pack quantized integers into lanes and encrypt each plaintext once.
 
@@ -38,23 +57,42 @@ def encrypt_packed(
         layout: the shared SlotLayout.
         q: int64 quantized values of this chunk.
         short_exponent: use the opt-in short-exponent obfuscators.
+        batch: obfuscators made ahead of time, exactly one per plaintext of this chunk
+            (None: draw them now).
 
     Returns:
         (CipherVector, seconds).
+
+    Raises:
+        CryptoError: ``batch`` does not hold one obfuscator per plaintext.
     """
     start = time.process_time()
     plaintexts = layout.pack(q)
-    cv = _cached(key).encrypt(plaintexts, method=ENC_METHOD[short_exponent])
+    cv = _encrypt(key, plaintexts, short_exponent, batch)
     return cv, time.process_time() - start
 
 
 def encrypt_plain(
-    key: PrivateKey | PublicKey, ints: list[int], short_exponent: bool
+    key: PrivateKey | PublicKey,
+    ints: list[int],
+    short_exponent: bool,
+    batch: ObfuscatorBatch | None = None,
 ) -> tuple[CipherVector, float]:
-    """Encrypt integers one per ciphertext (small side messages). Returns (CipherVector, s)."""
+    """Encrypt integers one per ciphertext (small side messages), with obfuscators from
+    ``batch`` or drawn now. Returns (CipherVector, seconds)."""
     start = time.process_time()
-    cv = _cached(key).encrypt(ints, method=ENC_METHOD[short_exponent])
+    cv = _encrypt(key, ints, short_exponent, batch)
     return cv, time.process_time() - start
+
+
+def make_obfuscators(
+    key: PrivateKey | PublicKey, count: int, short_exponent: bool
+) -> tuple[ObfuscatorBatch, float]:
+    """Background work: ``count`` fresh obfuscators for a later encryption (CRT fast path
+    with a private key). Returns (ObfuscatorBatch, seconds)."""
+    start = time.process_time()
+    batch = ObfuscatorBatch.draw(_cached(key), count, ENC_METHOD[short_exponent])
+    return batch, time.process_time() - start
 
 
 def decrypt_vector(sk: PrivateKey, cv: CipherVector) -> tuple[list[int], float]:
