@@ -135,8 +135,9 @@ class FederationConfig:
             ConfigError: the file does not name one; the message says what to add.
         """
         if key not in self.roles:
+            part = "active party" if key == "active" else key
             raise ConfigError(
-                f"the federation file does not say which party is the {key}: add "
+                f"the federation file does not say which party is the {part}: add "
                 f'{key} = "<one of {self.names}>" to its [federation] table'
             )
         return self.roles[key]

@@ -271,7 +271,7 @@ def test_hefl_party_dask_flag(cluster, tmp_path, free_ports):
     import sys
 
     ports = free_ports(2)
-    lines = ["[federation]"]
+    lines = ["[federation]", 'active = "bank"']
     for name, port in zip(["bank", "shop"], ports, strict=True):
         lines += [f"[parties.{name}]", f'address = "tcp://127.0.0.1:{port}"']
     (tmp_path / "federation.toml").write_text("\n".join(lines) + "\n")
