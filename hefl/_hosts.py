@@ -81,17 +81,13 @@ def batchcrypt_party(args: Any, federation: FederationConfig, cfg: Any) -> tuple
         ``(role, agreement)``.
 
     Raises:
-        ConfigError: the file names no aggregator, or one not named ``"aggregator"``.
+        ConfigError: the file names no aggregator.
     """
-    from hefl.protocols.batchcrypt import AGGREGATOR, TrainSpec, party_role
+    from hefl.protocols.batchcrypt import TrainSpec, party_role
     from hefl.protocols.batchcrypt.federation import client_order
 
     aggregator = federation.role("aggregator")
-    if aggregator != AGGREGATOR:
-        raise ConfigError(
-            f"BatchCrypt's aggregator must be the party named {AGGREGATOR!r} (clients may have "
-            f"any names); {args.config} names {aggregator!r}"
-        )
+    cfg = cfg.with_(aggregator=aggregator)
     clients = client_order(n for n in federation.names if n != aggregator)
     spec = TrainSpec(dataset="adult", model=args.model, rounds=args.rounds)
     name = args.name if args.name == aggregator else cfg.clients[clients.index(args.name)]

@@ -241,11 +241,12 @@ def test_party_vf2boost_over_curve_with_a_paillier_key_file(tmp_path, free_ports
 
 @pytest.mark.timeout(180)
 def test_party_batchcrypt_three_hosts(tmp_path, free_ports):
-    # clients are named freely; the protocol comes from the file
-    names = ["bob", "aggregator", "alice"]
+    # every party is named freely (the file says which is the aggregator); the protocol
+    # comes from the file
+    names = ["bob", "hub", "alice"]
     toml = write_federation(
         tmp_path, free_ports(len(names)), names, curve=False,
-        protocol="batchcrypt", aggregator="aggregator",
+        protocol="batchcrypt", aggregator="hub",
     )  # fmt: skip
     flags = ["--config", str(toml), "--rounds", "2", *SMALL, "--json"]
     procs = {n: start_party(*flags, "--name", n, cwd=tmp_path) for n in names}
@@ -254,7 +255,7 @@ def test_party_batchcrypt_three_hosts(tmp_path, free_ports):
         assert p.returncode == 0, outs[name][1]
     report = json.loads(outs["alice"][0])  # the first client (in name order) evaluates
     assert len(report["test_accuracy"]) == 2 and report["test_accuracy"][-1] > 0.7
-    assert json.loads(outs["aggregator"][0])["statistics"]["bytes_received"] > 0
+    assert json.loads(outs["hub"][0])["statistics"]["bytes_received"] > 0
 
 
 @pytest.mark.timeout(60)

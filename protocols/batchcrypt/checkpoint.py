@@ -33,7 +33,7 @@ from hefl import Party
 from hefl._checkpoint import CheckpointDir, Header, fingerprint, header_for, record_name
 from hefl.errors import ConfigError
 from hefl.messages import Fields, Message, broadcast, gather
-from hefl.protocols.batchcrypt.config import AGGREGATOR, BatchCryptConfig
+from hefl.protocols.batchcrypt.config import BatchCryptConfig
 from hefl.protocols.batchcrypt.federation import RoundTiming, federation_clients
 
 KIND = "round"
@@ -136,7 +136,7 @@ class RoundCheckpoint:
             "batchcrypt",
             party.name,
             [party.name, *party.peers],
-            {"aggregator": AGGREGATOR},
+            {"aggregator": cfg.aggregator},
             config,
             fingerprint(trainer.X, trainer.y),
         )

@@ -22,7 +22,7 @@ from hefl import Party, cpu_count, task_group
 from hefl.crypto import CipherVector, PrivateKey, PublicKey, SlotLayout, plan_slots
 from hefl.errors import ConfigError
 from hefl.protocols.batchcrypt import work
-from hefl.protocols.batchcrypt.config import AGGREGATOR, BatchCryptConfig
+from hefl.protocols.batchcrypt.config import BatchCryptConfig
 from hefl.protocols.batchcrypt.decryption import Decryptor
 from hefl.protocols.batchcrypt.federation import (
     ByteMeter,
@@ -180,7 +180,7 @@ class ClientSession:
         if self.reserve is not None:
             await self.reserve.close()
         done = RoundHeader.finished(self._round, self.cfg.mode, self._key_id())
-        await self.party.send(AGGREGATOR, RoundHeader.tag(t=self._round), done.to_wire())
+        await self.party.send(self.cfg.aggregator, RoundHeader.tag(t=self._round), done.to_wire())
 
     def _key_id(self) -> str:
         return self.pk.key_id.hex() if self.pk is not None else ""
@@ -216,7 +216,7 @@ class ClientSession:
         header = RoundHeader(
             t, len(x), x.dtype.str, layers, self.cfg.mode, self._key_id(), pre=need_pre, done=False
         )
-        await self.party.send(AGGREGATOR, RoundHeader.tag(t=t), header.to_wire())
+        await self.party.send(self.cfg.aggregator, RoundHeader.tag(t=t), header.to_wire())
         if self.cfg.mode == "plain":
             total = await self._plain_round(t, x)
         elif self.cfg.mode == "phe":
@@ -259,9 +259,11 @@ class ClientSession:
 
     # -- mode "plain" ----------------------------------------------------------------------
     async def _plain_round(self, t: int, x: np.ndarray) -> np.ndarray:
-        await self.party.send(AGGREGATOR, PlainUpdate.tag(t=t), PlainUpdate(values=x).to_wire())
-        obj = await self.party.recv(AGGREGATOR, PlainSum.tag(t=t))
-        total = PlainSum.from_wire(AGGREGATOR, obj, Expect(length=len(x))).total
+        await self.party.send(
+            self.cfg.aggregator, PlainUpdate.tag(t=t), PlainUpdate(values=x).to_wire()
+        )
+        obj = await self.party.recv(self.cfg.aggregator, PlainSum.tag(t=t))
+        total = PlainSum.from_wire(self.cfg.aggregator, obj, Expect(length=len(x))).total
         return np.asarray(total, dtype=np.float64)
 
     # -- mode "phe": the per-value Paillier baseline ---------------------------------------
@@ -362,7 +364,7 @@ class ClientSession:
         window = 2 * cpu_count()
         async with task_group() as group:
             pending: deque[asyncio.Task[Any]] = deque()
-            async with self.party.stream(AGGREGATOR, UploadChunk.tag(t=t)) as stream:
+            async with self.party.stream(self.cfg.aggregator, UploadChunk.tag(t=t)) as stream:
 
                 async def send_oldest() -> None:
                     out, secs = await pending.popleft()
@@ -398,7 +400,7 @@ class ClientSession:
         cv, secs = await self.party.offload(
             work.encrypt_plain, sk, sums, self.cfg.short_exponent, batch
         )
-        await self.party.send(AGGREGATOR, kind.tag(t=t), kind(sums=cv).to_wire())
+        await self.party.send(self.cfg.aggregator, kind.tag(t=t), kind(sums=cv).to_wire())
         return float(secs)
 
     async def _receive_alphas(
@@ -410,10 +412,10 @@ class ClientSession:
     ) -> np.ndarray:
         """Receive the summed statistics, decrypt them and derive each layer's α."""
         pk, sk = self._keys()
-        obj = await self.party.recv(AGGREGATOR, kind.tag(t=t))
+        obj = await self.party.recv(self.cfg.aggregator, kind.tag(t=t))
         packing = self._stats_layout()
         expect = Expect(pk, length=packing.n_plaintexts(len(layers)))
-        sums = kind.from_wire(AGGREGATOR, obj, expect).sums
+        sums = kind.from_wire(self.cfg.aggregator, obj, expect).sums
         ints, secs = await self.party.offload(work.decrypt_vector, sk, sums)
         timing.decrypt += secs
         m = len(self.clients)
@@ -425,7 +427,9 @@ class ClientSession:
     ) -> list[int]:
         """Download my part of the aggregate, decrypt it and (shared) swap slices."""
         pk, sk = self._keys()
-        decryptor = Decryptor(self.party, pk, sk, self.clients, self.cfg.chunk_size)
+        decryptor = Decryptor(
+            self.party, pk, sk, self.clients, self.cfg.chunk_size, self.cfg.aggregator
+        )
         parts = download_slices(n_ct, len(self.clients), self.cfg.shared_decryption)
         lo, hi = parts[self.clients.index(self.name)]
         mine = await decryptor.decrypt(await decryptor.download(t, lo, hi, timing), timing, phe)

@@ -53,6 +53,8 @@ class BatchCryptConfig:
             obfuscators in its executor while it trains, so a round's online encryption is
             quantize, pack and one product per ciphertext; when that work falls behind the
             client waits for it (``"wait"``) or makes the late ones online (``"online"``).
+        aggregator: the aggregator's party name (default ``"aggregator"``); clients may have
+            any other names.
         round_timeout: seconds a party waits for any one message before giving up (passed
             as ``recv_timeout`` to :func:`hefl.run` by :func:`train` and
             :func:`aggregate_local`; pass it yourself when running the roles directly).
@@ -70,9 +72,12 @@ class BatchCryptConfig:
     mode: Mode = "batchcrypt"
     phe_frac_bits: int = 32
     round_timeout: float = field(default=600.0)
+    aggregator: str = AGGREGATOR
     background_randomness: str = "off"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.aggregator, str) or not self.aggregator:
+            raise ConfigError(f"aggregator must be a party name, not {self.aggregator!r}")
         _check_int("bits", self.bits, 2, 32)
         _check_int("n_clients", self.n_clients, 1, MAX_CLIENTS)
         _check_int("key_bits", self.key_bits, 128, 16384)
@@ -121,7 +126,7 @@ class BatchCryptConfig:
     @property
     def parties(self) -> tuple[str, ...]:
         """Every party name of the federation: the aggregator then the clients."""
-        return (AGGREGATOR, *self.clients)
+        return (self.aggregator, *self.clients)
 
     @property
     def encrypted(self) -> bool:

@@ -30,6 +30,7 @@ class Decryptor:
         pk, sk: the session keys.
         clients: the federation's clients in agreed order.
         chunk_size: ciphertexts per streamed chunk.
+        aggregator: the aggregator's party name.
     """
 
     party: Party
@@ -37,6 +38,7 @@ class Decryptor:
     sk: PrivateKey
     clients: tuple[str, ...]
     chunk_size: int
+    aggregator: str = AGGREGATOR
 
     async def download(
         self, t: int, lo: int, hi: int, timing: RoundTiming | None = None
@@ -50,7 +52,7 @@ class Decryptor:
         """
         expected = chunk_bounds(lo, hi, self.chunk_size)
         chunks: list[CipherVector] = []
-        async for obj in self.party.stream_from(AGGREGATOR, DownloadChunk.tag(t=t)):
+        async for obj in self.party.stream_from(self.aggregator, DownloadChunk.tag(t=t)):
             if len(chunks) == len(expected):
                 raise ProtocolError(
                     f"the aggregator sent more than the {len(expected)} aggregate chunks of "
@@ -58,7 +60,7 @@ class Decryptor:
                 )
             a, b = expected[len(chunks)]
             c0 = time.thread_time()
-            chunk = DownloadChunk.from_wire(AGGREGATOR, obj, Expect(self.pk, length=b - a))
+            chunk = DownloadChunk.from_wire(self.aggregator, obj, Expect(self.pk, length=b - a))
             if timing is not None:
                 timing.decrypt += time.thread_time() - c0
             chunks.append(chunk.ciphers)

@@ -13,7 +13,7 @@ from typing import Any
 
 from hefl import Party
 from hefl.errors import ConfigError
-from hefl.protocols.batchcrypt.config import AGGREGATOR, BatchCryptConfig
+from hefl.protocols.batchcrypt.config import BatchCryptConfig
 
 _CLIENT_RE = re.compile(r"^(.*?)(\d+)$")
 
@@ -28,7 +28,7 @@ def client_order(names: Iterable[str]) -> tuple[str, ...]:
     number: ``client2`` before ``client10``); the first makes the session's keys.
 
     Args:
-        names: the clients' party names (any names; the aggregator's is fixed).
+        names: the clients' party names (any names but the aggregator's).
 
     Returns:
         the names, ordered.
@@ -44,9 +44,9 @@ def federation_clients(party: Party, cfg: BatchCryptConfig) -> tuple[str, ...]:
             are planned for that many summands, so more would overflow them).
     """
     names = {party.name, *party.peers}
-    if AGGREGATOR not in names:
-        raise ConfigError(f"a BatchCrypt federation needs a party named {AGGREGATOR!r}")
-    clients = client_order(n for n in names if n != AGGREGATOR)
+    if cfg.aggregator not in names:
+        raise ConfigError(f"a BatchCrypt federation needs a party named {cfg.aggregator!r}")
+    clients = client_order(n for n in names if n != cfg.aggregator)
     if not clients:
         raise ConfigError("a BatchCrypt federation needs at least one client")
     if len(clients) > cfg.n_clients:

@@ -13,7 +13,7 @@ import functools
 from hefl import Party, crypto
 from hefl.crypto import PrivateKey, PublicKey
 from hefl.errors import ConfigError
-from hefl.protocols.batchcrypt.config import AGGREGATOR, BatchCryptConfig
+from hefl.protocols.batchcrypt.config import BatchCryptConfig
 from hefl.protocols.batchcrypt.messages import Expect, KeyHandout, PublicKeyNotice
 
 
@@ -62,7 +62,7 @@ async def _make_and_hand_out(
     handout = KeyHandout(secret=sk).to_wire()
     for peer in others:
         await party.send(peer, KeyHandout.tag(), handout)
-    await party.send(AGGREGATOR, PublicKeyNotice.tag(), PublicKeyNotice(key=pk).to_wire())
+    await party.send(cfg.aggregator, PublicKeyNotice.tag(), PublicKeyNotice(key=pk).to_wire())
     return pk, sk
 
 

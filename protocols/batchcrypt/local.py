@@ -11,7 +11,7 @@ import numpy as np
 from hefl.errors import ConfigError
 from hefl.protocols.batchcrypt.aggregator import aggregator
 from hefl.protocols.batchcrypt.client import OneShot, client
-from hefl.protocols.batchcrypt.config import AGGREGATOR, BatchCryptConfig, client_name
+from hefl.protocols.batchcrypt.config import BatchCryptConfig, client_name
 
 
 def check_vectors(vectors: Sequence[np.ndarray], cfg: BatchCryptConfig) -> list[np.ndarray]:
@@ -84,7 +84,7 @@ def aggregate_local(
     import hefl
 
     arrays = check_vectors(vectors, cfg)
-    roles: dict[str, Any] = {AGGREGATOR: functools.partial(aggregator, cfg=cfg)}
+    roles: dict[str, Any] = {cfg.aggregator: functools.partial(aggregator, cfg=cfg)}
     for i, a in enumerate(arrays):
         roles[client_name(i)] = functools.partial(client, cfg=cfg, work_=OneShot(a, layer_sizes))
     run_options.setdefault("recv_timeout", cfg.round_timeout)

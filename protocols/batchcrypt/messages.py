@@ -34,7 +34,7 @@ import numpy as np
 from hefl.crypto import CipherVector, KeyModulus, PrivateKey, PublicKey
 from hefl.errors import HeflError, KeyMismatchError
 from hefl.messages import Fields, Message, check_array, check_int
-from hefl.protocols.batchcrypt.config import AGGREGATOR, MODES
+from hefl.protocols.batchcrypt.config import MODES
 
 _FLOAT_DTYPE = re.compile(r"^[<>=|]f(2|4|8|16)$")
 _NO_DTYPE = re.compile(r"^$")  # a done header announces no update
@@ -81,13 +81,8 @@ class BatchCryptMessage(Message):
 # -- field checks ----------------------------------------------------------------------------
 def foreign_key_text(sender: str, theirs: KeyModulus, ours: KeyModulus) -> str:
     """What went wrong when ``sender`` used ``theirs`` instead of the session key ``ours``."""
-    if sender == AGGREGATOR:
-        return (
-            f"{sender!r} sent ciphertexts under a different key ({theirs.key_id.hex()}), "
-            f"not the federation's key {ours.key_id.hex()}"
-        )
     return (
-        f"client {sender!r} sent ciphertexts under key {theirs.key_id.hex()}, "
+        f"{sender!r} sent ciphertexts under key {theirs.key_id.hex()}, "
         f"not the federation's key {ours.key_id.hex()}"
     )
 

@@ -22,7 +22,7 @@ from hefl.errors import ConfigError
 from hefl.protocols.batchcrypt.aggregator import aggregator
 from hefl.protocols.batchcrypt.checkpoint import resumed
 from hefl.protocols.batchcrypt.client import client
-from hefl.protocols.batchcrypt.config import AGGREGATOR, BatchCryptConfig
+from hefl.protocols.batchcrypt.config import BatchCryptConfig
 from hefl.protocols.batchcrypt.datasets import DATASETS, TrainTest, load_task, split_horizontal
 from hefl.protocols.batchcrypt.federation import RoundTiming
 from hefl.protocols.batchcrypt.models import MLP, MODELS, make_model
@@ -169,7 +169,7 @@ async def _client_role(
 ) -> dict[str, Any]:
     # loading and splitting the data takes seconds: off the event loop (heartbeats go on)
     trainer = await asyncio.to_thread(
-        FedTrainer, spec, index, _n_clients(party), evaluate=index == 0, progress=progress
+        FedTrainer, spec, index, _n_clients(party, cfg), evaluate=index == 0, progress=progress
     )
     source = await resumed(party, cfg, spec, trainer, checkpoint_dir, resume)
     out = await client(party, cfg, source)
@@ -206,7 +206,7 @@ def party_role(
     (``hefl party`` on several hosts: every host passes the same cfg and spec).
 
     Args:
-        name: ``"aggregator"`` or one of ``cfg.clients``.
+        name: ``cfg.aggregator`` or one of ``cfg.clients``.
         cfg: the federation's configuration.
         spec: the training hyperparameters.
         checkpoint_dir: a client saves the model after every round into
@@ -224,7 +224,7 @@ def party_role(
     if resume and checkpoint_dir is None:
         raise ConfigError("resume=True needs checkpoint_dir (where the checkpoints are)")
     where = None if checkpoint_dir is None else os.path.abspath(checkpoint_dir)
-    if name == AGGREGATOR:
+    if name == cfg.aggregator:
         return functools.partial(_aggregator_role, cfg=cfg)
     if name not in cfg.clients:
         raise ConfigError(f"{name!r} is not a party of this federation; parties: {cfg.parties}")
@@ -238,8 +238,8 @@ def party_role(
     )
 
 
-def _n_clients(party: Party) -> int:
-    return sum(1 for n in (party.name, *party.peers) if n != AGGREGATOR)
+def _n_clients(party: Party, cfg: BatchCryptConfig) -> int:
+    return sum(1 for n in (party.name, *party.peers) if n != cfg.aggregator)
 
 
 @dataclass
@@ -422,7 +422,7 @@ def _train_result(
         bytes_on_wire=int(sum(r["bytes"] for r in per_round)),
         seconds=seconds,
         statistics={name: r["statistics"] for name, r in results.items()},
-        aggregator_received=list(results[AGGREGATOR]["received_types"]),
+        aggregator_received=list(results[cfg.aggregator]["received_types"]),
         mode=cfg.mode,
         dataset=spec.dataset,
         model=spec.model,
@@ -434,7 +434,7 @@ def _train_result(
 
 def _round_table(results: dict[str, Any], cfg: BatchCryptConfig) -> list[dict[str, float]]:
     client_t = [results[c]["timings"] for c in cfg.clients]
-    agg_t = results[AGGREGATOR]["timings"]
+    agg_t = results[cfg.aggregator]["timings"]
     table = []
     for t in range(len(agg_t)):
         rows = [ct[t] for ct in client_t]

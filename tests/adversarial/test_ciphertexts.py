@@ -58,14 +58,14 @@ def test_batchcrypt_aggregator_refuses_ciphertexts_under_another_key():
     fault = Fault("send", r"bc/0/up", "tamper", arg="other_key")
     exc = run_failing(batchcrypt_roles(faults={"client1": fault}))
     assert exc.peer == "aggregator" and isinstance(exc.__cause__, KeyMismatchError)
-    assert "client 'client1' sent ciphertexts under key" in exc.cause
+    assert "'client1' sent ciphertexts under key" in exc.cause
 
 
 def test_batchcrypt_client_refuses_a_sum_under_another_key():
     fault = Fault("send", r"bc/0/down", "tamper", arg="other_key")
     exc = run_failing(batchcrypt_roles(faults={"aggregator": fault}))
     assert isinstance(exc.__cause__, KeyMismatchError)
-    assert "'aggregator' sent ciphertexts under a different key" in exc.cause
+    assert "'aggregator' sent ciphertexts under key" in exc.cause
 
 
 def test_batchcrypt_verbatim_replay_of_an_earlier_round_is_detected():

@@ -66,6 +66,15 @@ def test_baseline_modes_are_exact(mode):
     assert np.allclose(got, np.sum(xs, axis=0), atol=1e-8)
 
 
+def test_any_aggregator_name():
+    cfg = BatchCryptConfig(n_clients=2, mode="phe", chunk_size=16, aggregator="hub", **SMALL)
+    assert cfg.parties == ("hub", "client0", "client1")
+    xs = vectors(2, 30)
+    assert np.allclose(aggregate_local(xs, cfg), np.sum(xs, axis=0), atol=1e-8)
+    with pytest.raises(ConfigError, match="aggregator must be a party name"):
+        BatchCryptConfig(aggregator="", **SMALL)
+
+
 def test_aggregator_never_receives_the_private_key(monkeypatch):
     from hefl.transports.inproc import InprocTransport
 

@@ -260,7 +260,7 @@ def test_ciphertext_messages_refuse_another_key(kind):
 
 
 def test_a_sum_from_the_aggregator_under_another_key_names_it():
-    with pytest.raises(KeyMismatchError, match="'aggregator' sent ciphertexts under a different"):
+    with pytest.raises(KeyMismatchError, match="'aggregator' sent ciphertexts under key"):
         DownloadChunk.from_wire("aggregator", [other_pk().encrypt([1])], Expect(pk()))
 
 
