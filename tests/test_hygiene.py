@@ -86,6 +86,9 @@ class Run:
             stdout=open(self.tmp / f"out{n}.txt", "w"),  # noqa: SIM115 (closed by the child)
             stderr=open(self.tmp / f"err{n}.txt", "w"),  # noqa: SIM115
             start_new_session=True,
+            # a terminal's foreground program gets Ctrl-C; one started from a background job
+            # inherits SIGINT ignored (and Python then never raises KeyboardInterrupt)
+            preexec_fn=_default_sigint,
             **kw,
         )
         self.procs.append(proc)
@@ -154,6 +157,10 @@ def run(tmp_path):
     r = Run(tmp_path)
     yield r
     r.cleanup()
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _end(run: Run, top: subprocess.Popen, how: str) -> float:

@@ -13,11 +13,11 @@ from hefl import Party, cpu_count
 from hefl.crypto import ObfuscatorPool, PrivateKey, PublicKey, generate_keypair
 from hefl.errors import ConfigError
 from hefl.messages import gather, send
-from hefl.protocols.vf2boost.budget import BitPlan, plan_bits
+from hefl.protocols.vf2boost.budget import BitPlan
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.encgh import layout_of
 from hefl.protocols.vf2boost.messages import Hello, Session, Setup
-from hefl.protocols.vf2boost.objectives import config_objective
+from hefl.protocols.vf2boost.objectives import training_plan
 
 #: obfuscators made per background task of the pool
 POOL_CHUNK = 256
@@ -108,15 +108,7 @@ async def start_keys(
             pk, sk = generate_keypair(cfg.key_bits, allow_insecure=cfg.allow_insecure)
     else:
         pk, sk = keypair
-    plan = plan_bits(
-        n_rows,
-        cfg.frac_bits,
-        pk.n_bits,
-        pack_gh=cfg.pack_gh,
-        pack_histograms=cfg.pack_histograms,
-        h_log2=config_objective(cfg).h_log2,
-        classes=config_objective(cfg).outputs,
-    )
+    plan = training_plan(cfg, n_rows, pk.n_bits)
     for index, name in enumerate(passives, start=1):
         await send(party, name, Setup(public_key=pk, index=index, n_rows=n_rows))
     enc_key: PublicKey | PrivateKey = pk if cfg.obfuscation == "rn" else sk

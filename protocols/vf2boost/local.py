@@ -14,12 +14,11 @@ import numpy as np
 import hefl
 from hefl.protocols.vf2boost.active import active_party
 from hefl.protocols.vf2boost.binning import Binner
-from hefl.protocols.vf2boost.budget import plan_bits
 from hefl.protocols.vf2boost.checkpoint import with_checkpoints
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.frame import is_frame
 from hefl.protocols.vf2boost.model import FederatedModel, PartyModel
-from hefl.protocols.vf2boost.objectives import config_objective
+from hefl.protocols.vf2boost.objectives import training_plan
 from hefl.protocols.vf2boost.passive import passive_party
 from hefl.protocols.vf2boost.reference import check_eval_set, check_parts, party_names
 
@@ -108,15 +107,7 @@ def _check_budget(cfg: VF2BoostConfig, n_rows: int, keypair: Any) -> None:
         PackingOverflowError: the plan does not fit the key.
     """
     key_bits = keypair[0].n_bits if keypair is not None else cfg.key_bits
-    plan_bits(
-        n_rows,
-        cfg.frac_bits,
-        key_bits,
-        pack_gh=cfg.pack_gh,
-        pack_histograms=cfg.pack_histograms,
-        h_log2=config_objective(cfg).h_log2,
-        classes=config_objective(cfg).outputs,
-    )
+    training_plan(cfg, n_rows, key_bits)
 
 
 def fit(

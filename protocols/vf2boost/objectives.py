@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from hefl.errors import ConfigError
+from hefl.protocols.vf2boost.budget import BitPlan, plan_bits
 from hefl.protocols.vf2boost.tree import sigmoid
 
 OBJECTIVES = ("binary:logistic", "reg:logistic", "reg:squarederror", "multi:softprob")
@@ -209,6 +210,25 @@ def config_objective(cfg: Any) -> Objective:
     return objective_of(cfg.objective, cfg.num_class, cfg.vector_leaves)
 
 
+def training_plan(cfg: Any, n_rows: int, key_bits: int) -> BitPlan:
+    """The bit plan of a training with ``cfg`` on ``n_rows`` rows under a ``key_bits`` key:
+    the same at every party, since each derives it from the same values.
+
+    Raises:
+        PackingOverflowError: the plan does not fit the key.
+    """
+    objective = config_objective(cfg)
+    return plan_bits(
+        n_rows,
+        cfg.frac_bits,
+        key_bits,
+        pack_gh=cfg.pack_gh,
+        pack_histograms=cfg.pack_histograms,
+        h_log2=objective.h_log2,
+        classes=objective.outputs,
+    )
+
+
 __all__ = [
     "MAX_CLASSES",
     "OBJECTIVES",
@@ -217,4 +237,5 @@ __all__ = [
     "leaf_output",
     "objective_of",
     "softmax",
+    "training_plan",
 ]

@@ -25,7 +25,7 @@ from hefl.crypto import PublicKey
 from hefl.errors import ConfigError, KeyMismatchError, ProtocolError
 from hefl.messages import recv, send
 from hefl.protocols.vf2boost.binning import MISSING_BIN, Binner, check_features
-from hefl.protocols.vf2boost.budget import BitPlan, plan_bits
+from hefl.protocols.vf2boost.budget import BitPlan
 from hefl.protocols.vf2boost.checkpoint import TreeCheckpoint
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.encgh import EncGH, cumulative_entries, layout_of, seal_entries
@@ -46,7 +46,7 @@ from hefl.protocols.vf2boost.messages import (
     tree_prefixes,
 )
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
-from hefl.protocols.vf2boost.objectives import config_objective
+from hefl.protocols.vf2boost.objectives import training_plan
 from hefl.protocols.vf2boost.passive_hist import Speculated, TreeState
 from hefl.protocols.vf2boost.sampling import sample_columns
 from hefl.protocols.vf2boost.shards import histograms_for, start_tree
@@ -175,15 +175,7 @@ class PassiveParty:
                 f"party {self.party.name!r} has {n_rows} rows, {self.active!r} has {setup.n_rows}"
             )
         pk = setup.public_key
-        self.plan = plan_bits(
-            n_rows,
-            cfg.frac_bits,
-            pk.n_bits,
-            pack_gh=cfg.pack_gh,
-            pack_histograms=cfg.pack_histograms,
-            h_log2=config_objective(cfg).h_log2,
-            classes=config_objective(cfg).outputs,
-        )
+        self.plan = training_plan(cfg, n_rows, pk.n_bits)
         self.model.index = setup.index
         chunk = cfg.chunk_size if cfg.blaster else n_rows
         self.session = Session(

@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -105,21 +104,11 @@ def kill_when(parties: Parties, victim: str, ckpt: Path, record: str) -> int:
     return records(ckpt, victim, kind)
 
 
-def loopback_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted(tmp_path_factory, free_ports):
     """The VF2Boost model shares of an uninterrupted run (no checkpoint)."""
     tmp = tmp_path_factory.mktemp("uninterrupted")
-    toml = federation(tmp, loopback_ports(2), ["bank", "shop"])
+    toml = federation(tmp, free_ports(2), ["bank", "shop"])
     outs = Parties(toml, ["bank", "shop"], [*VF2, "--out", "out", "--json"], tmp).wait(120)
     for name, (code, _, err) in outs.items():
         assert code == 0, (name, err)
