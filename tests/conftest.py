@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def free_ports() -> Callable[[int], list[int]]:
     """``free_ports(k)``: k TCP ports on 127.0.0.1 that were free a moment ago."""
 
