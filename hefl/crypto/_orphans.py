@@ -79,17 +79,23 @@ def check_main_guarded() -> None:
     multiprocessing refuses with a confusing traceback in each child. This looks at the
     call stack before any process starts: if the main script's top-level code is running
     and the line it is at is not inside such a guard, it raises one clear error instead.
-    Scripts it cannot read (``python -c``, notebooks, frozen apps) are let through.
+    Code that is not the main script's own file (``python -c``, notebook cells, even when a
+    kernel keeps them in files) and scripts it cannot read (frozen apps) are let through.
 
     Raises:
         ConfigError: naming the script, the line and the guard to add.
     """
     main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if main_file is None:  # python -c, a notebook, an interactive shell: nothing is re-run
+        return
     main_globals = getattr(main, "__dict__", None)
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "<module>" and frame.f_globals is main_globals:
             path, line = frame.f_code.co_filename, frame.f_lineno
+            if os.path.abspath(path) != os.path.abspath(main_file):
+                return  # code run in the main namespace from elsewhere (a notebook cell)
             if _unguarded(path, line):
                 raise ConfigError(
                     f"{path} starts hefl's worker processes from its top level (line {line}), "

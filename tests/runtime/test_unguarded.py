@@ -99,3 +99,16 @@ def test_what_counts_as_guarded(source, line, guarded):
 
 def test_calls_from_code_that_is_not_the_main_script_pass():
     check_main_guarded()  # pytest's main is guarded; this test module is not __main__
+
+
+def test_notebook_cells_are_not_scripts(tmp_path):
+    # a kernel runs each cell in __main__'s namespace, from a file of its own; workers never
+    # re-run cells, so an unguarded cell that trains must not be refused
+    cell = tmp_path / "cell_1.py"
+    cell.write_text(PRELUDE + "\nprint('result', " + CALLS["fit_local"] + " is not None)\n")
+    runner = f"import __main__; exec(compile(open({str(cell)!r}).read(), {str(cell)!r}, 'exec'), __main__.__dict__)"
+    proc = subprocess.run(
+        [sys.executable, "-c", runner], capture_output=True, text=True, timeout=80, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "result True" in proc.stdout
