@@ -32,7 +32,9 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 ADDRESSES = ("10.77.0.1", "10.77.0.2")
 LIMIT = 1000  # packets held per direction, as netem's default
@@ -187,6 +189,29 @@ class Lab:
             self._wire = None
         for ns in self.namespaces:
             _ip("netns", "del", ns, check=False)
+
+
+def curve_federation(
+    directory: Path,
+    names: Sequence[str],
+    addresses: Sequence[str],
+    ports: Sequence[int],
+    settings: Sequence[str] = (),
+) -> Path:
+    """Write ``directory/federation.toml``: a CURVE federation of ``names`` reachable at
+    ``tcp://address:port``, with a fresh key pair per party under ``directory/keys`` and extra
+    ``[federation]`` lines ``settings``."""
+    from hefl import generate_curve_keypair, save_curve_keypair
+
+    lines = ["[federation]", "curve = true", *settings]
+    for name, addr, port in zip(names, addresses, ports, strict=True):
+        keys = generate_curve_keypair()
+        _, secret = save_curve_keypair(keys, directory / "keys", name)
+        lines += [f"[parties.{name}]", f'address = "tcp://{addr}:{port}"']
+        lines += [f'public_key = "{keys.public}"', f'secret_key_file = "{secret}"']
+    path = directory / "federation.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def _wire(fd_a: int, fd_b: int, alive: int, delay: float, rate_bps: float) -> None:

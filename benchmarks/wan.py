@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from netlab import Lab, Link, unavailable
+from netlab import Lab, Link, curve_federation, unavailable
 
 NAMES = ("bank", "shop")
 SETTINGS = {
@@ -50,17 +50,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def federation(directory: Path, addresses: tuple[str, str], ports: tuple[int, int]) -> Path:
     """A CURVE federation file for bank and shop (keys made here)."""
-    from hefl import generate_curve_keypair, save_curve_keypair
-
-    lines = ["[federation]", "curve = true"]
-    for name, addr, port in zip(NAMES, addresses, ports, strict=True):
-        keys = generate_curve_keypair()
-        _, secret = save_curve_keypair(keys, directory / "keys", name)
-        lines += [f"[parties.{name}]", f'address = "tcp://{addr}:{port}"']
-        lines += [f'public_key = "{keys.public}"', f'secret_key_file = "{secret}"']
-    path = directory / "federation.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return curve_federation(directory, NAMES, addresses, ports)
 
 
 def party(args: argparse.Namespace) -> None:

@@ -24,20 +24,10 @@ FLAGS += ["--bits", "1024", "--insecure", "--json"]
 
 
 def federation(tmp_path: Path, addresses: tuple[str, ...]) -> Path:
-    from hefl import generate_curve_keypair, save_curve_keypair
-
     # a heartbeat every 0.25 s and a peer lost after 2 s of silence: queueing at 10 Mbit/s
     # (up to 1000 packets, 1.2 s) and 100 ms round trips must not look like a lost peer
-    lines = ["[federation]", "curve = true", "heartbeat_interval = 0.25", "peer_timeout = 2"]
-    lines += [f'active = "{NAMES[0]}"']  # VF2Boost's active party
-    for name, addr, port in zip(NAMES, addresses, (7101, 7102), strict=True):
-        keys = generate_curve_keypair()
-        _, secret = save_curve_keypair(keys, tmp_path / "keys", name)
-        lines += [f"[parties.{name}]", f'address = "tcp://{addr}:{port}"']
-        lines += [f'public_key = "{keys.public}"', f'secret_key_file = "{secret}"']
-    path = tmp_path / "federation.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    settings = ["heartbeat_interval = 0.25", "peer_timeout = 2", f'active = "{NAMES[0]}"']
+    return netlab.curve_federation(tmp_path, NAMES, addresses, (7101, 7102), settings)
 
 
 @pytest.mark.timeout(120)
