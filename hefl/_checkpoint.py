@@ -280,9 +280,34 @@ def header_for(
     )
 
 
+def agreed_steps(held: Mapping[str, int], limit: int, steps: str, parties: str, each: str) -> int:
+    """How many steps (trees, rounds) every party resumes after: the fewest any party holds,
+    at most ``limit``; -1 means a party keeps no checkpoint.
+
+    Args:
+        held: each party's completed steps (-1: no checkpoint directory).
+        limit: the steps this run asks for (a run asking for fewer keeps only those).
+        steps: what a step is, as the message says it ("hold trees", "completed rounds").
+        parties: what the parties are ("party(ies)", "client(s)").
+        each: one of them ("party", "client").
+
+    Raises:
+        ConfigError: some parties keep no checkpoint while others hold steps.
+    """
+    if max(held.values()) > 0 and min(held.values()) < 0:
+        without = sorted(n for n, k in held.items() if k < 0)
+        kept = {n: k for n, k in held.items() if k >= 0}
+        raise ConfigError(
+            f"{parties} {without} keep no checkpoint while others {steps} ({kept}); start "
+            f"every {each} with a checkpoint directory to resume"
+        )
+    return min(max(0, min(held.values())), limit)
+
+
 __all__ = [
     "CheckpointDir",
     "Header",
+    "agreed_steps",
     "atomic_write",
     "fingerprint",
     "header_for",

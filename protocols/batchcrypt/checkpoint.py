@@ -30,7 +30,14 @@ from typing import Any, ClassVar, Protocol, Self
 import numpy as np
 
 from hefl import Party
-from hefl._checkpoint import CheckpointDir, Header, fingerprint, header_for, record_name
+from hefl._checkpoint import (
+    CheckpointDir,
+    Header,
+    agreed_steps,
+    fingerprint,
+    header_for,
+    record_name,
+)
 from hefl.errors import ConfigError
 from hefl.messages import Fields, Message, broadcast, gather
 from hefl.protocols.batchcrypt.config import BatchCryptConfig
@@ -175,14 +182,7 @@ class RoundCheckpoint:
             await broadcast(party, mine, peers=others)
             theirs = await gather(party, ResumeRounds, peers=others)
         held = {party.name: mine.rounds, **{n: m.rounds for n, m in theirs.items()}}
-        if max(held.values()) > 0 and min(held.values()) < 0:
-            without = sorted(n for n, k in held.items() if k < 0)
-            raise ConfigError(
-                f"client(s) {without} keep no checkpoint while others completed rounds "
-                f"({ {n: k for n, k in held.items() if k >= 0} }); start every client with a "
-                "checkpoint directory to resume"
-            )
-        keep = min(max(0, min(held.values())), rounds)
+        keep = agreed_steps(held, rounds, "completed rounds", "client(s)", "client")
         want = mine.digest_at(keep)
         if keep > 0 and want is None:
             raise ConfigError(

@@ -34,7 +34,14 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 from hefl import Party
-from hefl._checkpoint import CheckpointDir, Header, fingerprint, header_for, key_fingerprint
+from hefl._checkpoint import (
+    CheckpointDir,
+    Header,
+    agreed_steps,
+    fingerprint,
+    header_for,
+    key_fingerprint,
+)
 from hefl._checkpoint import record_name as _name
 from hefl.crypto import PrivateKey, PublicKey, generate_keypair
 from hefl.errors import ConfigError, CryptoError, ProtocolError
@@ -237,15 +244,8 @@ class TreeCheckpoint:
     async def _decide(self, party: Party, passives: list[str]) -> int:
         haves = await gather(party, ResumeHave, peers=passives)
         held = {party.name: self._held(), **{n: h.trees for n, h in haves.items()}}
-        if max(held.values()) > 0 and min(held.values()) < 0:
-            without = sorted(n for n, k in held.items() if k < 0)
-            raise ConfigError(
-                f"party(ies) {without} keep no checkpoint while others hold trees "
-                f"({ {n: k for n, k in held.items() if k >= 0} }); start every party with a "
-                "checkpoint directory to resume"
-            )
-        # a run asking for fewer trees than were made keeps only those
-        keep = min(max(0, min(held.values())), int(self.header.config["n_estimators"]))
+        limit = int(self.header.config["n_estimators"])
+        keep = agreed_steps(held, limit, "hold trees", "party(ies)", "party")
         mine = self._digests()
         for name, have in haves.items():
             for t in range(keep):
