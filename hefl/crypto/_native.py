@@ -5,6 +5,10 @@ The extension is built at install time when a C compiler and GMP's headers are p
 pure-Python gmpy2 loop, which computes the same numbers. Set ``HEFL_NATIVE=0`` in the
 environment to force the pure-Python loop (for comparison runs).
 
+On CPUs with AVX-512 IFMA the kernel keeps tables in Montgomery form and multiplies eight
+52-bit digits per instruction (:data:`IFMA`); ``HEFL_IFMA=0`` keeps the plain GMP products.
+Both return the same numbers.
+
 Numbers cross into C as little-endian byte strings of a fixed width, so the C side needs no
 Python-integer internals; the C code checks every digit before it indexes the table.
 """
@@ -22,6 +26,7 @@ except ImportError:  # not built: no compiler or no GMP headers at install time
     _cmodmul = None
 
 AVAILABLE: bool = _cmodmul is not None and os.environ.get("HEFL_NATIVE", "1") != "0"
+IFMA: bool = AVAILABLE and _cmodmul.ifma_available() and os.environ.get("HEFL_IFMA", "1") != "0"
 
 
 def _width(modulus: mpz) -> int:
@@ -43,9 +48,13 @@ class FixedBase:
         modulus: the modulus (> 1).
         n_windows: rows of the table (⌈max exponent bits / window⌉).
         window: digit width in bits (1..16).
+        ifma: take the AVX-512 IFMA path where it applies (odd modulus of at most 4158 bits,
+            a CPU that has it); :attr:`ifma` says whether it did.
     """
 
-    def __init__(self, base: mpz, modulus: mpz, n_windows: int, window: int) -> None:
+    def __init__(
+        self, base: mpz, modulus: mpz, n_windows: int, window: int, *, ifma: bool = IFMA
+    ) -> None:
         if _cmodmul is None:
             raise RuntimeError("hefl's native kernels were not built")
         self.width = _width(modulus)
@@ -54,7 +63,9 @@ class FixedBase:
             modulus.to_bytes(self.width, "little"),
             n_windows,
             window,
+            ifma,
         )
+        self.ifma: bool = _cmodmul.table_uses_ifma(self._table)
 
     def powers(self, digits: np.ndarray) -> list[mpz]:
         """Products of table entries, one per row of ``digits`` (uint16, shape (count, k))."""
