@@ -213,6 +213,20 @@ static void ifma_setup(ifma_mod *md, int v, const mp_limb_t *m, mp_size_t n)
     md->one[0] = 1;
 }
 
+/* Leave Montgomery form: a (below 2m, overwritten) -> the residue a/R mod m as n limbs. */
+static void ifma_out(mp_limb_t *out, mp_size_t n, uint64_t *a, const ifma_mod *md)
+{
+    size_t D = (size_t)8 * md->v;
+    uint64_t borrow = 0, diff[8 * IFMA_MAXV];
+    AMM_BY_V[md->v](a, a, md->one, md);  /* now <= m */
+    for (size_t i = 0; i < D; i++) {     /* a - m, kept only if it does not go negative */
+        uint64_t t = a[i] - md->m[i] - borrow;
+        diff[i] = t & MASK52;
+        borrow = t >> 63;
+    }
+    limbs_from52(out, n, borrow ? a : diff, (int)D);
+}
+
 /* --- fixed-base tables ------------------------------------------------------------------- */
 
 typedef struct {
@@ -392,14 +406,7 @@ static void product_ifma(const fb_table *t, const unsigned char *d, int k, mp_li
         }
         amm(acc, acc, entry, md);
     }
-    amm(acc, acc, md->one, md);  /* leave Montgomery form: now <= m */
-    uint64_t borrow = 0, diff[8 * IFMA_MAXV];
-    for (size_t i = 0; i < D; i++) {  /* acc - m, kept only if it does not go negative */
-        uint64_t x = acc[i] - md->m[i] - borrow;
-        diff[i] = x & MASK52;
-        borrow = x >> 63;
-    }
-    limbs_from52(out, t->limbs, borrow ? acc : diff, (int)D);
+    ifma_out(out, t->limbs, acc, md);
 }
 
 /* table_powers(table, digits: bytes, k: int) -> bytes
@@ -460,6 +467,197 @@ done:
     return result;
 }
 
+/* --- homomorphic group sums (encrypted histograms) ---------------------------------------- */
+
+/* group_sums(cs: bytes, modulus: bytes, ids: bytes, k: int, n_groups: int) -> bytes
+ * cs holds count residues of limbs*8 bytes (each below the modulus); ids holds count rows of k
+ * int64 group ids in [0, n_groups). Returns k*n_groups residues, column-major by group
+ * (column j's group g at j*n_groups + g): the product mod m of the residues whose column-j id
+ * is g, 1 for an empty group. Each residue enters Montgomery form once, whatever k is. IFMA
+ * path only (odd modulus of at most 4158 bits, a CPU that has it): ValueError otherwise. */
+static PyObject *group_sums(PyObject *self, PyObject *args)
+{
+    Py_buffer cs, mod, ids;
+    int k, n_groups;
+    if (!PyArg_ParseTuple(args, "y*y*y*ii", &cs, &mod, &ids, &k, &n_groups))
+        return NULL;
+    PyObject *result = NULL;
+    mp_limb_t *m = NULL, *x = NULL;
+    uint64_t *acc = NULL;
+    ifma_mod md;
+    uint64_t r1[8 * IFMA_MAXV], r2[8 * IFMA_MAXV];
+    mp_size_t n = modulus_limbs(&mod);
+    if (n < 0)
+        goto done;
+    if (k < 1 || n_groups < 1) {
+        PyErr_SetString(PyExc_ValueError, "k and n_groups must be >= 1");
+        goto done;
+    }
+    Py_ssize_t width = n * 8, count = cs.len / width;
+    if (cs.len % width || ids.len != count * k * 8) {
+        PyErr_SetString(PyExc_ValueError, "cs and ids must hold the same number of whole rows");
+        goto done;
+    }
+    const int64_t *id = ids.buf;
+    for (Py_ssize_t j = 0; j < count * k; j++) {
+        if (id[j] < 0 || id[j] >= n_groups) {
+            PyErr_SetString(PyExc_ValueError, "group id out of range");
+            goto done;
+        }
+    }
+    m = PyMem_RawMalloc((size_t)n * 2 * sizeof(mp_limb_t));
+    if (!m) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    x = m + n;
+    load_le(m, n, mod.buf, mod.len);
+    int v = ifma_cpu() ? ifma_vectors(m, n) : 0;
+    if (!v) {
+        PyErr_SetString(PyExc_ValueError, "no IFMA path for this modulus on this CPU");
+        goto done;
+    }
+    const unsigned char *cp = cs.buf;
+    for (Py_ssize_t r = 0; r < count; r++) {
+        load_le(x, n, cp + r * width, width);
+        if (mpn_cmp(x, m, n) >= 0) {
+            PyErr_SetString(PyExc_ValueError, "a residue is not reduced modulo the modulus");
+            goto done;
+        }
+    }
+    size_t D = (size_t)8 * v, cells = (size_t)k * n_groups;
+    acc = PyMem_RawMalloc(cells * D * sizeof(uint64_t));
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cells * width);
+    if (!acc || !result || r_power_digits(r1, (int)D, 1, m, n) ||
+        r_power_digits(r2, (int)D, 2, m, n)) {
+        Py_CLEAR(result);
+        PyErr_NoMemory();
+        goto done;
+    }
+    ifma_setup(&md, v, m, n);
+    amm_fn amm = AMM_BY_V[v];
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    Py_BEGIN_ALLOW_THREADS
+    for (size_t c = 0; c < cells; c++)
+        memcpy(acc + c * D, r1, D * sizeof(uint64_t));  /* 1 in Montgomery form */
+    uint64_t xm[8 * IFMA_MAXV];
+    for (Py_ssize_t r = 0; r < count; r++) {
+        load_le(x, n, cp + r * width, width);
+        limbs_to52(xm, (int)D, x, n);
+        amm(xm, xm, r2, &md);
+        for (int j = 0; j < k; j++) {
+            uint64_t *a = acc + ((size_t)j * n_groups + (size_t)id[r * k + j]) * D;
+            amm(a, a, xm, &md);
+        }
+    }
+    for (size_t c = 0; c < cells; c++) {
+        ifma_out(x, n, acc + c * D, &md);
+        store_le(out + c * width, x, n);
+    }
+    Py_END_ALLOW_THREADS
+done:
+    PyMem_RawFree(m);
+    PyMem_RawFree(acc);
+    PyBuffer_Release(&cs);
+    PyBuffer_Release(&mod);
+    PyBuffer_Release(&ids);
+    return result;
+}
+
+/* --- Horner packing of ciphertexts --------------------------------------------------------- */
+
+/* horner_pack(cs: bytes, modulus: bytes, sizes: bytes, shift_bits: int) -> bytes
+ * cs holds residues of limbs*8 bytes (each below the modulus), split in order into groups of
+ * the given int64 sizes (each >= 1, summing to the count); per group returns
+ * acc <- acc^(2^shift_bits) * c mod m over its members, starting from the first (Horner's
+ * rule: the plaintexts shift left and add). The squarings run in Montgomery form. IFMA path
+ * only: ValueError otherwise. */
+static PyObject *horner_pack(PyObject *self, PyObject *args)
+{
+    Py_buffer cs, mod, sizes;
+    int shift;
+    if (!PyArg_ParseTuple(args, "y*y*y*i", &cs, &mod, &sizes, &shift))
+        return NULL;
+    PyObject *result = NULL;
+    mp_limb_t *m = NULL, *x = NULL;
+    ifma_mod md;
+    uint64_t r2[8 * IFMA_MAXV];
+    mp_size_t n = modulus_limbs(&mod);
+    if (n < 0)
+        goto done;
+    Py_ssize_t width = n * 8, count = cs.len / width, groups = sizes.len / 8, total = 0;
+    const int64_t *size = sizes.buf;
+    if (cs.len % width || sizes.len % 8 || shift < 1) {
+        PyErr_SetString(PyExc_ValueError, "cs must hold whole residues and shift must be >= 1");
+        goto done;
+    }
+    for (Py_ssize_t g = 0; g < groups && total <= count; g++) {
+        if (size[g] < 1)
+            total = count + 1;
+        else
+            total += size[g] > count ? count + 1 : (Py_ssize_t)size[g];
+    }
+    if (total != count) {
+        PyErr_SetString(PyExc_ValueError, "group sizes must be >= 1 and add up to the residues");
+        goto done;
+    }
+    m = PyMem_RawMalloc((size_t)n * 2 * sizeof(mp_limb_t));
+    if (!m) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    x = m + n;
+    load_le(m, n, mod.buf, mod.len);
+    int v = ifma_cpu() ? ifma_vectors(m, n) : 0;
+    if (!v) {
+        PyErr_SetString(PyExc_ValueError, "no IFMA path for this modulus on this CPU");
+        goto done;
+    }
+    const unsigned char *cp = cs.buf;
+    for (Py_ssize_t r = 0; r < count; r++) {
+        load_le(x, n, cp + r * width, width);
+        if (mpn_cmp(x, m, n) >= 0) {
+            PyErr_SetString(PyExc_ValueError, "a residue is not reduced modulo the modulus");
+            goto done;
+        }
+    }
+    result = PyBytes_FromStringAndSize(NULL, groups * width);
+    if (!result || r_power_digits(r2, 8 * v, 2, m, n)) {
+        Py_CLEAR(result);
+        PyErr_NoMemory();
+        goto done;
+    }
+    ifma_setup(&md, v, m, n);
+    amm_fn amm = AMM_BY_V[v];
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    Py_BEGIN_ALLOW_THREADS
+    uint64_t acc[8 * IFMA_MAXV], c[8 * IFMA_MAXV];
+    Py_ssize_t r = 0;
+    for (Py_ssize_t g = 0; g < groups; g++) {
+        for (int64_t i = 0; i < size[g]; i++, r++) {
+            load_le(x, n, cp + r * width, width);
+            limbs_to52(c, 8 * v, x, n);
+            amm(c, c, r2, &md);  /* c*R */
+            if (i == 0) {
+                memcpy(acc, c, sizeof c);
+                continue;
+            }
+            for (int b = 0; b < shift; b++)
+                amm(acc, acc, acc, &md);
+            amm(acc, acc, c, &md);
+        }
+        ifma_out(x, n, acc, &md);
+        store_le(out + g * width, x, n);
+    }
+    Py_END_ALLOW_THREADS
+done:
+    PyMem_RawFree(m);
+    PyBuffer_Release(&cs);
+    PyBuffer_Release(&mod);
+    PyBuffer_Release(&sizes);
+    return result;
+}
+
 /* ifma_available() -> bool: the CPU has AVX-512 IFMA */
 static PyObject *ifma_available(PyObject *self, PyObject *unused)
 {
@@ -471,6 +669,8 @@ static PyMethodDef methods[] = {
     {"table_powers", table_powers, METH_VARARGS, "Products of table entries for digit rows."},
     {"table_uses_ifma", table_uses_ifma, METH_O, "Whether a table took the IFMA path."},
     {"ifma_available", ifma_available, METH_NOARGS, "Whether the CPU has AVX-512 IFMA."},
+    {"group_sums", group_sums, METH_VARARGS, "Products of residues per group id (IFMA)."},
+    {"horner_pack", horner_pack, METH_VARARGS, "Horner packing of residues by groups (IFMA)."},
     {NULL, NULL, 0, NULL},
 };
 

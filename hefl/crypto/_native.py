@@ -74,3 +74,51 @@ class FixedBase:
             return []
         rows = np.ascontiguousarray(digits, dtype="<u2")
         return _split(_cmodmul.table_powers(self._table, rows.tobytes(), k), self.width)
+
+
+def ifma_takes(modulus: mpz) -> bool:
+    """Whether :func:`group_sums` takes ``modulus``: the IFMA kernel is on and the modulus is
+    odd with at most 4158 bits (n² of keys up to 2078 bits)."""
+    return IFMA and modulus % 2 == 1 and 1 < modulus.bit_length() <= 4158
+
+
+def group_sums(values: list[mpz], ids: np.ndarray, n_groups: int, modulus: mpz) -> list[mpz]:
+    """Products modulo ``modulus`` of ``values`` per group id, for k groupings in one pass.
+
+    Args:
+        values: residues, each below ``modulus``.
+        ids: int64 array of shape (len(values), k): row r's group in each of k groupings.
+        n_groups: groups per grouping; ids are in [0, n_groups).
+        modulus: odd, as :func:`ifma_takes` requires.
+
+    Returns:
+        k·n_groups residues, grouping-major (grouping j's group g at j·n_groups + g); an empty
+        group gives 1.
+    """
+    width = _width(modulus)
+    k = ids.shape[1]
+    if not values:
+        return [mpz(1)] * (k * n_groups)
+    data = b"".join(v.to_bytes(width, "little") for v in values)
+    rows = np.ascontiguousarray(ids, dtype="<i8")
+    out = _cmodmul.group_sums(data, modulus.to_bytes(width, "little"), rows.tobytes(), k, n_groups)
+    return _split(out, width)
+
+
+def horner_pack(values: list[mpz], sizes: list[int], shift_bits: int, modulus: mpz) -> list[mpz]:
+    """Horner's rule per consecutive group: acc ← acc^(2^shift_bits)·c mod ``modulus``.
+
+    Args:
+        values: residues below ``modulus``, split in order into groups of ``sizes``.
+        sizes: group sizes (each ≥ 1, summing to ``len(values)``).
+        shift_bits: the slot width w.
+        modulus: odd, as :func:`ifma_takes` requires.
+
+    Returns:
+        One residue per group.
+    """
+    width = _width(modulus)
+    data = b"".join(v.to_bytes(width, "little") for v in values)
+    groups = np.asarray(sizes, dtype="<i8").tobytes()
+    out = _cmodmul.horner_pack(data, modulus.to_bytes(width, "little"), groups, shift_bits)
+    return _split(out, width)

@@ -13,6 +13,7 @@ import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
+from hefl.crypto import _native
 from hefl.crypto._ints import as_int_list, check_signed_range
 from hefl.crypto._types import KeyModulus, ObfuscatorSource
 from hefl.errors import CiphertextRangeError, ConfigError, CryptoError, KeyMismatchError
@@ -279,6 +280,9 @@ class CipherVector:
             raise ConfigError(f"group ids must be in [0, {n_groups}), got [{g.min()}, {g.max()}]")
         nsq = self.public_key.nsquare
         cs = self._c
+        if _native.ifma_takes(nsq):
+            sums2d = _native_group_sums(cs, g[:, None] if g.ndim == 1 else g, n_groups, nsq)
+            return CipherVector._make(self.public_key, sums2d)
         if g.ndim == 1:
             return CipherVector._make(self.public_key, _group_sum_1d(cs, g.tolist(), n_groups, nsq))
         sums: list[list[mpz]] = [[] for _ in range(g.shape[1])]
@@ -396,6 +400,29 @@ def _group_sum_1d(cs: list[mpz], ids: list[int], n_groups: int, nsq: mpz) -> lis
         a = acc[g]
         acc[g] = c if a is None else a * c % nsq
     return [_ONE if a is None else a for a in acc]
+
+
+def _native_group_sums(cs: list[mpz], g: np.ndarray, n_groups: int, nsq: mpz) -> list[mpz]:
+    """:meth:`CipherVector.group_sum` of 2-D ids with the native kernel: the same joint-cell
+    plan as the gmpy2 loop, but every column and joint cell in one pass over the rows (each
+    ciphertext enters Montgomery form once), then each joint group's columns from its cells."""
+    plan = _joint_columns(g) if len(cs) else [([f], g[:, f]) for f in range(g.shape[1])]
+    first = [g[:, cols[0]] if len(cols) == 1 else cell for cols, cell in plan]
+    width = max([n_groups] + [int(c.max()) + 1 for c in first if c.size])
+    out = _native.group_sums(cs, np.stack(first, axis=1), width, nsq)
+    sums: list[list[mpz]] = [[] for _ in range(g.shape[1])]
+    for i, (cols, cell) in enumerate(plan):
+        block = out[i * width : (i + 1) * width]
+        if len(cols) == 1:
+            sums[cols[0]] = block[:n_groups]
+            continue
+        n_cells = int(cell.max()) + 1
+        cell_ids = np.empty((n_cells, len(cols)), dtype=np.int64)
+        cell_ids[cell] = g[:, cols]
+        marginals = _native.group_sums(block[:n_cells], cell_ids, n_groups, nsq)
+        for j, f in enumerate(cols):
+            sums[f] = marginals[j * n_groups : (j + 1) * n_groups]
+    return [c for col in sums for c in col]
 
 
 def _joint_columns(g: np.ndarray) -> list[tuple[list[int], np.ndarray]]:
