@@ -152,7 +152,7 @@ def test_group_sum(keypair):
 def test_group_sum_columns_share_joint_cells_bit_identically(keypair, n_rows, cards, seed):
     """Columns summed through their joint cells give the very ciphertexts a pass per column
     gives (products mod n² in another order), whatever the cardinalities."""
-    from hefl.crypto._vector import _group_sum_1d, _joint_columns
+    from hefl.crypto._groupsum import group_sum_1d, joint_columns
 
     pk, _ = keypair
     rng = np.random.default_rng(seed)
@@ -162,20 +162,20 @@ def test_group_sum_columns_share_joint_cells_bit_identically(keypair, n_rows, ca
     per_column = [
         c
         for f in range(g.shape[1])
-        for c in _group_sum_1d(cv._c, g[:, f].tolist(), width, pk.nsquare)
+        for c in group_sum_1d(cv._c, g[:, f].tolist(), width, pk.nsquare)
     ]
     assert cv.group_sum(g, width)._c == per_column
-    grouped = sorted(f for cols, _ in _joint_columns(g) for f in cols)
+    grouped = sorted(f for cols, _ in joint_columns(g) for f in cols)
     assert grouped == list(range(g.shape[1]))  # every column once
 
 
 def test_group_sum_joins_low_cardinality_columns(keypair):
-    from hefl.crypto._vector import _joint_columns
+    from hefl.crypto._groupsum import joint_columns
 
     rng = np.random.default_rng(1)
     few = [rng.integers(0, c, size=5000) for c in (2, 5, 6)]
     many = rng.integers(0, 10**6, size=5000) % 4999  # nearly one id per row: alone
-    groups = _joint_columns(np.stack([*few, many], axis=1))
+    groups = joint_columns(np.stack([*few, many], axis=1))
     assert sorted(sorted(cols) for cols, _ in groups) == [[0, 1, 2], [3]]
 
 
@@ -313,7 +313,7 @@ def test_vectors_longer_than_one_block(small_keypair):
 def test_native_group_sums_equal_the_gmpy2_loop(bits, n_rows, k, n_groups, seed):
     """The IFMA histogram kernel gives the products the gmpy2 loop gives, for moduli around
     the vector boundaries up to n² of a 2048-bit key (and 1 for empty groups)."""
-    from hefl.crypto._vector import _group_sum_1d
+    from hefl.crypto._groupsum import group_sum_1d
 
     rng = np.random.default_rng(seed)
     m = gmpy2.mpz(int(rng.integers(1, 2**62)) << (bits - 63)) | (1 << (bits - 1)) | 1
@@ -321,7 +321,7 @@ def test_native_group_sums_equal_the_gmpy2_loop(bits, n_rows, k, n_groups, seed)
         gmpy2.mpz(int.from_bytes(rng.bytes(bits // 8 + 8), "little")) % m for _ in range(n_rows)
     ]
     ids = rng.integers(0, n_groups, size=(n_rows, k))
-    expected = [c for j in range(k) for c in _group_sum_1d(values, ids[:, j].tolist(), n_groups, m)]
+    expected = [c for j in range(k) for c in group_sum_1d(values, ids[:, j].tolist(), n_groups, m)]
     assert _native.group_sums(values, ids, n_groups, m) == expected
 
 
