@@ -658,6 +658,111 @@ done:
     return result;
 }
 
+/* --- exponentiation with a secret exponent (decryption) ---------------------------------------- */
+
+#define POWM_WINDOW 5
+
+/* r = the table entry at index d (of 2^POWM_WINDOW entries of D digits), reading every entry
+ * so that the memory access does not depend on d (the exponent is secret). */
+static void select_ct(uint64_t *r, const uint64_t *table, unsigned d, size_t D)
+{
+    memset(r, 0, D * sizeof(uint64_t));
+    for (unsigned i = 0; i < 1u << POWM_WINDOW; i++) {
+        uint64_t mask = 0 - (uint64_t)(((i ^ d) - 1u) >> 31 & 1u);  /* all ones iff i == d */
+        for (size_t j = 0; j < D; j++)
+            r[j] |= table[i * D + j] & mask;
+    }
+}
+
+/* powm_ct(bases: bytes, exponent: bytes, modulus: bytes) -> bytes
+ * bases holds residues of limbs*8 bytes (each below the modulus); exponent is little-endian.
+ * Returns base^exponent mod m for each: a fixed 5-bit window over every exponent bit with
+ * constant-time table selection, in Montgomery form. IFMA path only: ValueError otherwise. */
+static PyObject *powm_ct(PyObject *self, PyObject *args)
+{
+    Py_buffer bs, ex, mod;
+    if (!PyArg_ParseTuple(args, "y*y*y*", &bs, &ex, &mod))
+        return NULL;
+    PyObject *result = NULL;
+    mp_limb_t *m = NULL, *x = NULL;
+    uint64_t *table = NULL;
+    ifma_mod md;
+    uint64_t r1[8 * IFMA_MAXV], r2[8 * IFMA_MAXV];
+    mp_size_t n = modulus_limbs(&mod);
+    if (n < 0)
+        goto done;
+    Py_ssize_t width = n * 8, count = bs.len / width;
+    if (bs.len % width) {
+        PyErr_SetString(PyExc_ValueError, "bases must hold whole residues");
+        goto done;
+    }
+    m = PyMem_RawMalloc((size_t)n * 2 * sizeof(mp_limb_t));
+    if (!m) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    x = m + n;
+    load_le(m, n, mod.buf, mod.len);
+    int v = ifma_cpu() ? ifma_vectors(m, n) : 0;
+    if (!v) {
+        PyErr_SetString(PyExc_ValueError, "no IFMA path for this modulus on this CPU");
+        goto done;
+    }
+    const unsigned char *bp = bs.buf, *ep = ex.buf;
+    for (Py_ssize_t r = 0; r < count; r++) {
+        load_le(x, n, bp + r * width, width);
+        if (mpn_cmp(x, m, n) >= 0) {
+            PyErr_SetString(PyExc_ValueError, "a base is not reduced modulo the modulus");
+            goto done;
+        }
+    }
+    size_t D = (size_t)8 * v, ebits = (size_t)ex.len * 8;
+    table = PyMem_RawMalloc(((size_t)1 << POWM_WINDOW) * D * sizeof(uint64_t));
+    result = PyBytes_FromStringAndSize(NULL, count * width);
+    if (!table || !result || r_power_digits(r1, (int)D, 1, m, n) ||
+        r_power_digits(r2, (int)D, 2, m, n)) {
+        Py_CLEAR(result);
+        PyErr_NoMemory();
+        goto done;
+    }
+    ifma_setup(&md, v, m, n);
+    amm_fn amm = AMM_BY_V[v];
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    Py_BEGIN_ALLOW_THREADS
+    uint64_t acc[8 * IFMA_MAXV], pick[8 * IFMA_MAXV];
+    for (Py_ssize_t r = 0; r < count; r++) {
+        load_le(x, n, bp + r * width, width);
+        memcpy(table, r1, D * sizeof(uint64_t));             /* base^0 = R */
+        limbs_to52(table + D, (int)D, x, n);
+        amm(table + D, table + D, r2, &md);                  /* base * R */
+        for (size_t i = 2; i < (size_t)1 << POWM_WINDOW; i++)
+            amm(table + i * D, table + (i - 1) * D, table + D, &md);
+        memcpy(acc, r1, D * sizeof(uint64_t));
+        size_t top = (ebits + POWM_WINDOW - 1) / POWM_WINDOW * POWM_WINDOW;
+        for (size_t bit = top; bit > 0; bit -= POWM_WINDOW) {
+            unsigned d = 0;
+            for (size_t b = bit; b > bit - POWM_WINDOW; b--) {  /* bits b-1 .. b-5, high first */
+                size_t e = b - 1;
+                d = d << 1 | (e < ebits ? (ep[e / 8] >> (e % 8)) & 1u : 0u);
+            }
+            for (int sq = 0; sq < POWM_WINDOW; sq++)
+                amm(acc, acc, acc, &md);
+            select_ct(pick, table, d, D);
+            amm(acc, acc, pick, &md);
+        }
+        ifma_out(x, n, acc, &md);
+        store_le(out + r * width, x, n);
+    }
+    Py_END_ALLOW_THREADS
+done:
+    PyMem_RawFree(m);
+    PyMem_RawFree(table);
+    PyBuffer_Release(&bs);
+    PyBuffer_Release(&ex);
+    PyBuffer_Release(&mod);
+    return result;
+}
+
 /* ifma_available() -> bool: the CPU has AVX-512 IFMA */
 static PyObject *ifma_available(PyObject *self, PyObject *unused)
 {
@@ -671,6 +776,7 @@ static PyMethodDef methods[] = {
     {"ifma_available", ifma_available, METH_NOARGS, "Whether the CPU has AVX-512 IFMA."},
     {"group_sums", group_sums, METH_VARARGS, "Products of residues per group id (IFMA)."},
     {"horner_pack", horner_pack, METH_VARARGS, "Horner packing of residues by groups (IFMA)."},
+    {"powm_ct", powm_ct, METH_VARARGS, "Constant-time base^e mod m for many bases (IFMA)."},
     {NULL, NULL, 0, NULL},
 };
 

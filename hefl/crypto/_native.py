@@ -122,3 +122,18 @@ def horner_pack(values: list[mpz], sizes: list[int], shift_bits: int, modulus: m
     groups = np.asarray(sizes, dtype="<i8").tobytes()
     out = _cmodmul.horner_pack(data, modulus.to_bytes(width, "little"), groups, shift_bits)
     return _split(out, width)
+
+
+def powm_ct(bases: list[mpz], exponent: mpz, modulus: mpz) -> list[mpz]:
+    """``[b^exponent mod modulus for b in bases]`` for a secret exponent: a fixed window over
+    every exponent bit and table reads that do not depend on it, with IFMA products.
+
+    Args:
+        bases: any integers (reduced modulo ``modulus`` here).
+        exponent: non-negative.
+        modulus: odd, as :func:`ifma_takes` requires.
+    """
+    width = _width(modulus)
+    data = b"".join((b % modulus).to_bytes(width, "little") for b in bases)
+    exp = exponent.to_bytes((exponent.bit_length() + 7) // 8 or 1, "little")
+    return _split(_cmodmul.powm_ct(data, exp, modulus.to_bytes(width, "little")), width)
