@@ -130,7 +130,7 @@ async def warm_up(party: Party, crypto: ActiveCrypto, cfg: VF2BoostConfig) -> No
     chunk or decryption spares every party the wait for them.
     """
     await asyncio.gather(
-        *(party.offload(_warm_job, crypto.enc_key, cfg.obfuscation) for _ in range(cpu_count()))
+        *(party.offload(_warm_job, crypto.enc_key, cfg.obfuscation) for _ in range(party.capacity))
     )
 
 
