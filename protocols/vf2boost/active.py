@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hefl import Party, cpu_count, task_group
+from hefl import Party, task_group
 from hefl.crypto import PrivateKey, PublicKey
 from hefl.errors import ConfigError
 from hefl.protocols.vf2boost.active_setup import (
@@ -104,9 +104,7 @@ async def active_party(
     await ckpt.agree(party, party.name, passives)
     async with task_group() as background:
         background.create_task(warm_up(party, crypto, cfg))
-        # the pool's processes are local: as many as the party's executor runs, at most one
-        # per local core (a party on a Dask cluster still makes its randomness here)
-        need = start_obfuscators(crypto, cfg, n, prefill, min(cpu_count(), party.capacity))
+        need = start_obfuscators(party, crypto, cfg, n, prefill)
         try:
             if prefill and crypto.pool is not None:
                 await prefill_obfuscators(party, crypto.pool, need)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from hefl import Party
+from hefl import Party, cpu_count
 from hefl.crypto import ObfuscatorPool, PrivateKey, PublicKey, generate_keypair
 from hefl.errors import ConfigError
 from hefl.messages import gather, send
@@ -135,11 +135,13 @@ async def warm_up(party: Party, crypto: ActiveCrypto, cfg: VF2BoostConfig) -> No
 
 
 def start_obfuscators(
-    crypto: ActiveCrypto, cfg: VF2BoostConfig, n_rows: int, prefill: bool, workers: int
+    party: Party, crypto: ActiveCrypto, cfg: VF2BoostConfig, n_rows: int, prefill: bool
 ) -> int:
     """Start the obfuscator pool when ``precompute`` and ``blaster`` ask for one.
 
-    The pool holds up to two trees' worth, refilled by ``workers`` processes at the lowest CPU
+    The pool's processes are local: as many as the party's executor runs at once, at most one
+    per local core (a party on a Dask cluster still makes its randomness on its own host).
+    It holds up to two trees' worth, refilled at the lowest CPU
     priority: it only uses the CPU time training leaves idle (the passive parties' histogram
     phases, the gaps between layers) and carries it over to the next tree. With ``prefill``,
     every tree's worth is made up front at normal priority (an offline phase).
@@ -155,7 +157,7 @@ def start_obfuscators(
         crypto.pk,
         capacity=need,
         chunk=POOL_CHUNK,
-        workers=workers,
+        workers=min(cpu_count(), party.capacity),
         low_priority=not prefill,
         method=cfg.obfuscation,
         private_key=crypto.sk,
