@@ -24,7 +24,10 @@
 #include <gmp.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_IFMA_KERNEL 1
 #include <immintrin.h>
+#endif
 #include <sys/mman.h>
 
 
@@ -89,6 +92,7 @@ typedef struct {
 
 typedef void (*amm_fn)(uint64_t *r, const uint64_t *a, const uint64_t *b, const ifma_mod *md);
 
+#ifdef HAVE_IFMA_KERNEL
 __attribute__((target("avx512f,avx512ifma"), always_inline)) static inline void
 amm_v(uint64_t *r, const uint64_t *a, const uint64_t *b, const ifma_mod *md, const int V)
 {
@@ -148,6 +152,10 @@ static int ifma_cpu(void)
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512ifma");
 }
+#else  /* not x86-64: the GMP and gmpy2 paths only */
+static const amm_fn AMM_BY_V[IFMA_MAXV + 1] = {NULL};
+static int ifma_cpu(void) { return 0; }
+#endif
 
 /* Vectors needed for an odd modulus of `n` limbs, or 0 when the IFMA path cannot take it. */
 static int ifma_vectors(const mp_limb_t *m, mp_size_t n)
