@@ -338,5 +338,5 @@ def test_native_group_sums_refuse_bad_input():
         _cmodmul.group_sums(m.to_bytes(128, "little"), mod, bytes(8), 1, 1)
     with pytest.raises(ValueError, match="no IFMA path"):
         _cmodmul.group_sums(one, (m + 1).to_bytes(128, "little"), bytes(8), 1, 1)
-    with pytest.raises(ValueError, match="whole rows"):
+    with pytest.raises(ValueError, match="whole residues"):
         _cmodmul.group_sums(one[:-1], mod, bytes(8), 1, 1)
