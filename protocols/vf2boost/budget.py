@@ -180,10 +180,14 @@ def plan_bits(
     usable = key_bits - 2
     if entry_bits > usable:
         per = f"{classes} classes per plaintext" if lane_bits else "one class per plaintext"
+        options = ["a larger key", "fewer frac_bits"]
+        options += ["pack_gh=False"] if lane_bits and pack_gh else []
+        options += ["one_output_per_tree"] if lane_bits else []
         raise BitBudgetError(
             f"sums of {n_rows} rows at frac_bits={frac_bits} need {entry_bits} bits ({per}) "
-            f"but a {key_bits}-bit key holds {usable}: use a larger key or fewer frac_bits"
-            + (", pack_gh=False or one_output_per_tree" if lane_bits else "")
+            f"but a {key_bits}-bit key holds {usable}: use "
+            + ", ".join(options[:-1])
+            + f" or {options[-1]}"
         )
     slot_bits, slots, offset = 0, 1, 0
     if pack_histograms:
