@@ -92,7 +92,9 @@ class VF2BoostConfig:
         reorder: for ``encoding="phe"``, group ciphertexts by exponent before adding.
         pack_gh: pack g and h into one plaintext before encryption (halves the work).
         pack_histograms: Horner-pack several histogram bins into one ciphertext before
-            sending them to the active party (fewer decryptions, fewer bytes).
+            sending them to the active party (fewer decryptions, fewer bytes). With vector
+            leaves and ``frac_bits="auto"``, turned off (in the resolved config) when not even
+            two K-lane entries fit one ciphertext: an entry then already fills most of it.
         precompute: the active party keeps a pool of Paillier obfuscators filled in the
             background (one process), so idle time makes next tree's randomness and
             encryption on the critical path is a multiplication per value.
@@ -234,6 +236,10 @@ class VF2BoostConfig:
         ``key_bits`` key: ``"auto"`` becomes the largest precision <= 53 the bit-budget planner
         proves safe; an int is checked. Deterministic, so every party gets the same config.
 
+        With ``"auto"``, when not even two entries at the least precision fit one ciphertext
+        (vector leaves with many classes: one entry, K lanes, already fills most of it),
+        histogram entries travel one per ciphertext: the result has ``pack_histograms=False``.
+
         Raises:
             BitBudgetError: (a ConfigError) an int ``frac_bits`` that does not fit, naming
                 what would; or no precision down to 8 bits fits ("auto").
@@ -243,6 +249,12 @@ class VF2BoostConfig:
             fits = largest_frac_bits(n_rows, self.key_bits, **layout)
             if fits is not None:
                 return dataclasses.replace(self, frac_bits=fits)
+            if self.pack_histograms and self.vector_leaves:
+                alone = largest_frac_bits(
+                    n_rows, self.key_bits, **{**layout, "pack_histograms": False}
+                )
+                if alone is not None:
+                    return dataclasses.replace(self, frac_bits=alone, pack_histograms=False)
             try:
                 plan_bits(n_rows, MIN_FRAC_BITS, self.key_bits, **layout)
             except BitBudgetError as exc:

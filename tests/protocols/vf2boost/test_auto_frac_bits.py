@@ -119,24 +119,41 @@ def test_auto_picks_the_largest_safe_precision_for_each_layout():
     assert largest_frac_bits(2**100, 256, pack_gh=True, pack_histograms=True) is None
 
 
-def test_auto_fails_only_when_no_precision_fits_and_says_what_would():
+def test_auto_packs_histogram_entries_alone_when_two_never_fit():
+    """32 lanes cannot sit twice in a 2048-bit plaintext at any precision: "auto" then sends
+    one K-lane entry per ciphertext (recorded as pack_histograms=False) rather than refusing
+    the default config."""
     cfg = VF2BoostConfig(
         objective="multi:softprob", num_class=32, multi_strategy="multi_output_tree"
     )
-    # 32 lanes cannot share a plaintext twice over (two Horner slots) in a 2048-bit key
+    with pytest.raises(BitBudgetError):
+        plan_bits(5000, 8, 2048, pack_gh=True, pack_histograms=True, h_log2=-1, classes=32)
+    resolved = cfg.resolve(5000)
+    assert (resolved.frac_bits, resolved.pack_histograms) == (17, False)
+    # an explicit precision keeps the layout asked for, and is refused naming what fits
     with pytest.raises(
         ConfigError,
-        match=r"frac_bits='auto': no precision of 8 to 53.*"
-        r"pack_histograms=False fits frac_bits=17; pack_gh=False and "
-        r"pack_histograms=False fits frac_bits=48",
+        match=r"frac_bits=17 does not fit.*pack_histograms=False "
+        r"fits frac_bits=17; pack_gh=False and pack_histograms=False fits "
+        r"frac_bits=48",
     ):
-        cfg.resolve(5000)
-    assert cfg.replace(pack_histograms=False).resolve(5000).frac_bits == 17
-    small = cfg.replace(key_bits=512, allow_insecure=True, pack_gh=False, pack_histograms=False)
-    with pytest.raises(ConfigError, match=r"no precision.*larger key"):
-        small.resolve(1000)
-    phe = small.replace(encoding="phe")
+        cfg.replace(frac_bits=17).resolve(5000)
+    small = cfg.replace(key_bits=512, allow_insecure=True)
+    for c in (small, small.replace(pack_gh=False, pack_histograms=False)):
+        with pytest.raises(ConfigError, match=r"'auto': no precision of 8 to 53.*larger key"):
+            c.resolve(1000)
+    phe = small.replace(encoding="phe", pack_gh=False, pack_histograms=False)
     assert phe.resolve(1000).frac_bits == 53  # one class per ciphertext: nothing to share
+
+
+def test_the_fallback_trains_identically_to_the_reference():
+    X_parts, y = digits_like(n=300, K=8)
+    kp = generate_keypair(512, allow_insecure=True)
+    cfg = ten_classes(num_class=8, key_bits=512)
+    res = fit(X_parts, y, cfg, keypair=kp)
+    assert (res.config.frac_bits, res.config.pack_histograms) == (21, False)
+    ref = plaintext_reference(X_parts, y, cfg)
+    assert res.model.resolved_trees() == ref.resolved_trees()
 
 
 @pytest.mark.parametrize("value", ["high", 7, 63, True, 20.0, None])
