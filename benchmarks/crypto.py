@@ -41,14 +41,25 @@ def _time(fn: Callable[[], object], count: int) -> float:
     return (time.perf_counter() - t) / count * 1e6
 
 
-def _pure_python(fn: Callable[[], object]) -> object:
-    """Run ``fn`` with hefl's native kernel switched off (its pure-Python gmpy2 loops)."""
-    saved = native.AVAILABLE
-    native.AVAILABLE = False
+def _switched_off(switch: str, fn: Callable[[], object]) -> object:
+    """Run ``fn`` with one of hefl's kernels off: ``"AVAILABLE"`` (the whole native kernel:
+    pure-Python gmpy2 loops) or ``"IFMA"`` (its AVX-512 IFMA paths: GMP products, libcrypto)."""
+    saved = getattr(native, switch)
+    setattr(native, switch, False)
     try:
         return fn()
     finally:
-        native.AVAILABLE = saved
+        setattr(native, switch, saved)
+
+
+def _pure_python(fn: Callable[[], object]) -> object:
+    """Run ``fn`` with hefl's native kernel switched off (its pure-Python gmpy2 loops)."""
+    return _switched_off("AVAILABLE", fn)
+
+
+def _no_ifma(fn: Callable[[], object]) -> object:
+    """Run ``fn`` with the native kernel's IFMA paths off (GMP products, libcrypto)."""
+    return _switched_off("IFMA", fn)
 
 
 def _cpu_model() -> str:
@@ -115,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     crt_table_s = time.perf_counter() - t
     if native.AVAILABLE:  # the pure-Python loops' own tables, for the comparison rows
         _pure_python(lambda: (djn_table(pk.n), sk.obfuscators(1)))
+    if native.IFMA:  # and the GMP-product tables
+        _no_ifma(lambda: (djn_table(pk.n), sk.obfuscators(1)))
 
     rng = np.random.default_rng(secrets.randbits(64))
     xs = rng.integers(-(2**31), 2**31, size=n_values).tolist()
@@ -134,14 +147,18 @@ def main(argv: list[str] | None = None) -> int:
         "encrypt_keyholder",
         "encrypt_pk_python",
         "encrypt_keyholder_python",
+        "encrypt_pk_no_ifma",
+        "encrypt_keyholder_no_ifma",
         "encrypt_pool_warm",
         "encrypt_short",
         "encrypt_rn",
         "decrypt",
         "decrypt_2threads",
+        "decrypt_no_ifma",
         "add",
         "scalar_mul",
         "group_sum",
+        "group_sum_no_ifma",
         "serialize",
         "deserialize",
     ]
@@ -152,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {r + 1}/{rounds}", flush=True)
         # -- encryption (phe has one path; every hefl path is compared with it)
         phe_enc = _time(lambda: [ppk.encrypt(x) for x in xs], n_values)
-        for op in ops[:7]:
-            phe_t[op].append(phe_enc)
+        for op in ops[:9]:
+            if native.IFMA or "no_ifma" not in op:
+                phe_t[op].append(phe_enc)
         hefl_t["encrypt_pk"].append(_time(lambda: pk.encrypt(xs), n_values))
         hefl_t["encrypt_keyholder"].append(_time(lambda: sk.encrypt(xs), n_values))
         # the same two paths without the native kernel (identical numbers, Python loops)
@@ -163,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         hefl_t["encrypt_keyholder_python"].append(
             _time(lambda: _pure_python(lambda: sk.encrypt(xs)), n_values)
         )
+        if native.IFMA:  # the same without the IFMA paths (GMP products)
+            hefl_t["encrypt_pk_no_ifma"].append(
+                _time(lambda: _no_ifma(lambda: pk.encrypt(xs)), n_values)
+            )
+            hefl_t["encrypt_keyholder_no_ifma"].append(
+                _time(lambda: _no_ifma(lambda: sk.encrypt(xs)), n_values)
+            )
         hefl_t["encrypt_pool_warm"].append(_time(lambda: pk.encrypt(xs, pool=pool), n_values))
         hefl_t["encrypt_short"].append(_time(lambda: pk.encrypt(xs, method="djn-short"), n_values))
         hefl_t["encrypt_rn"].append(_time(lambda: pk.encrypt(xs, method="rn"), n_values))
@@ -176,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         # not a one-core figure: powmod_base_list releases the GIL, two threads on two cores
         phe_t["decrypt_2threads"].append(phe_t["decrypt"][-1])
         hefl_t["decrypt_2threads"].append(_time(lambda ca=ca: sk.decrypt(ca, threads=2), n_values))
+        if native.IFMA:  # libcrypto's exponentiation instead of the IFMA one
+            phe_t["decrypt_no_ifma"].append(phe_t["decrypt"][-1])
+            hefl_t["decrypt_no_ifma"].append(
+                _time(lambda ca=ca: _no_ifma(lambda: sk.decrypt(ca)), n_values)
+            )
         # -- homomorphic add and scalar multiply
         phe_t["add"].append(
             _time(lambda ea=ea, eb=eb: [a + b for a, b in zip(ea, eb, strict=True)], n_values)
@@ -195,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
 
         phe_t["group_sum"].append(_time(phe_bins, n_values))
         hefl_t["group_sum"].append(_time(lambda ca=ca: ca.group_sum(groups, 32), n_values))
+        if native.IFMA:
+            phe_t["group_sum_no_ifma"].append(phe_t["group_sum"][-1])
+            hefl_t["group_sum_no_ifma"].append(
+                _time(lambda ca=ca: _no_ifma(lambda: ca.group_sum(groups, 32)), n_values)
+            )
         # -- serialization: phe's documented JSON form (decimal strings) vs fixed-width bytes
         phe_t["serialize"].append(
             _time(
@@ -227,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for op in ops:
+        if not hefl_t[op]:  # the no-IFMA rows on a CPU without IFMA
+            continue
         p, h = statistics.median(phe_t[op]), statistics.median(hefl_t[op])
         row = {
             "op": op,
@@ -287,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             "gmpy2": gmpy2.version(),
             "phe": phe.__version__,
             "native_kernel": native.AVAILABLE,
+            "ifma": native.IFMA,
             "platform": platform.platform(),
         },
         "one_off_seconds": {

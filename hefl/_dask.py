@@ -129,6 +129,8 @@ class DaskExecutor:
         self._seen: set[str] = set()
         self._asked: tuple[float, dict[str, int]] | None = None
         self.tasks_by_worker: dict[str, int] = {}
+        # tasks run at once once connected: max_workers, else the workers' threads
+        self.capacity: int | None = max_workers
 
     def __repr__(self) -> str:
         return f"DaskExecutor({self.address!r})"
@@ -166,6 +168,7 @@ class DaskExecutor:
         self._seen = set(workers)
         limit = self.max_workers or max(1, sum(workers.values()))
         self._slots = asyncio.Semaphore(limit)
+        self.capacity = limit
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> tuple[Any, bool]:
         given = self._given

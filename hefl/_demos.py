@@ -150,6 +150,7 @@ def run_vf2boost(
         "key_bits": cfg.key_bits,
         "obfuscation": cfg.obfuscation,
         "native_kernel": native.AVAILABLE,
+        "ifma": native.IFMA,
         **demo_scores(cfg.objective, y_test, pred),
         "identical_to_plaintext_reference": result.model.resolved_trees()
         == reference.resolved_trees(),
@@ -315,7 +316,7 @@ def _vf2boost_lines(report: dict[str, Any], verbose: bool) -> list[str]:
         f"  randomness: {report['obfuscation']} obfuscators ("
         + ("short exponents, an extra hardness assumption" if short else "full-length exponents")
         + "), made by "
-        + ("hefl's C kernel" if report["native_kernel"] else "pure-Python gmpy2 loops")
+        + _kernel_name(report)
     )
     hit = report["optimistic_hit_rate"]
     if hit is not None:
@@ -352,3 +353,10 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"  # pragma: no cover
+
+
+def _kernel_name(report: dict[str, Any]) -> str:
+    """Which arithmetic made the demo's randomness, for the verbose summary."""
+    if not report["native_kernel"]:
+        return "pure-Python gmpy2 loops"
+    return "hefl's C kernel" + (" with AVX-512 IFMA" if report.get("ifma") else "")

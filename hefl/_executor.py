@@ -117,4 +117,24 @@ def make_executor(spec: str | Executor | None, max_workers: int | None = None) -
     return spec, False
 
 
-__all__ = ["Executor", "InlineExecutor", "LazyProcessPool", "cpu_count", "make_executor"]
+def capacity(executor: Any) -> int:
+    """How many tasks ``executor`` runs at once: 1 inline, its pool size for a process or
+    thread pool, its workers' threads for a connected :class:`~hefl.DaskExecutor`, and this
+    machine's CPUs for an executor that does not say."""
+    if executor is None or isinstance(executor, InlineExecutor):
+        return 1
+    for attr in ("capacity", "max_workers", "_max_workers"):
+        value = getattr(executor, attr, None)
+        if type(value) is int and value >= 1:
+            return value
+    return cpu_count()
+
+
+__all__ = [
+    "Executor",
+    "InlineExecutor",
+    "LazyProcessPool",
+    "capacity",
+    "cpu_count",
+    "make_executor",
+]

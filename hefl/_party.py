@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from hefl._envelope import Channel, Kind
-from hefl._executor import Executor
+from hefl._executor import Executor, capacity
 from hefl._liveness import Liveness, retired_cause
 from hefl._mailbox import Mailbox
 from hefl._options import check_name
@@ -161,6 +161,13 @@ class Party:
         """
         self._check(peer, tag)
         return StreamReceiver(self._mailbox, self._wire, peer, tag, self._window)
+
+    @property
+    def capacity(self) -> int:
+        """How many :meth:`offload` calls the party's executor runs at once (its processes,
+        threads or Dask workers' threads; 1 without an executor). Roles size their in-flight
+        work by it, so a party on a cluster keeps the cluster busy."""
+        return capacity(self._executor)
 
     async def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` in the federation's executor (a process pool by default).

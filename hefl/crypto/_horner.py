@@ -23,6 +23,7 @@ from typing import Any
 import gmpy2
 from gmpy2 import mpz
 
+from hefl.crypto import _native
 from hefl.crypto._ints import as_int_list
 from hefl.crypto._vector import CipherVector
 from hefl.errors import ConfigError, PackingOverflowError
@@ -67,8 +68,12 @@ def pack_ciphertexts(cv: CipherVector, slot_bits: int) -> CipherVector:
     shift = mpz(1) << slot_bits
     powmod = gmpy2.powmod
     cs = cv._c
+    bounds = _groups(len(cs), -(-len(cs) // t))
+    if _native.ifma_takes(nsq) and cs:  # the squarings in Montgomery form, natively
+        sizes = [stop - start for start, stop in bounds]
+        return CipherVector._make(pk, _native.horner_pack(cs, sizes, slot_bits, nsq))
     out = []
-    for start, stop in _groups(len(cs), -(-len(cs) // t)):
+    for start, stop in bounds:
         group = cs[start:stop]
         acc = group[0]
         for c in group[1:]:

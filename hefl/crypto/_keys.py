@@ -19,7 +19,7 @@ from typing import Any
 import gmpy2
 from gmpy2 import mpz
 
-from hefl.crypto import _openssl
+from hefl.crypto import _native, _openssl
 from hefl.crypto._ints import as_int_list, check_signed_range
 from hefl.crypto._obfuscation import CrtObfuscator, check_method, public_obfuscators
 from hefl.crypto._types import ObfuscatorSource
@@ -269,7 +269,7 @@ class PrivateKey:
         cs = list(ciphertexts)
         if threads > 1 and len(cs) > 1:
             ups, uqs = _parallel_powmods(cs, pm1, psq, qm1, qsq, threads)
-        else:  # libcrypto's constant-time exponentiation where it is there (_openssl)
+        else:  # constant-time exponentiation: IFMA or libcrypto where there (_openssl.powmods)
             ups = _openssl.powmods(cs, pm1, psq)
             uqs = _openssl.powmods(cs, qm1, qsq)
         out: list[int] = []
@@ -349,8 +349,9 @@ def _parallel_powmods(
     parts = max(1, threads // 2)
     size = -(-len(cs) // parts)
     chunks = [cs[i : i + size] for i in range(0, len(cs), size)]
-    # both release the GIL: ctypes during each libcrypto call, gmpy2 during the list
-    fn = _openssl.powmods if _openssl.available() else gmpy2.powmod_base_list
+    # all release the GIL: the IFMA kernel, ctypes during each libcrypto call, gmpy2 during
+    # the list
+    fn = _openssl.powmods if _openssl.available() or _native.IFMA else gmpy2.powmod_base_list
     with ThreadPoolExecutor(threads) as ex:
         fp = [ex.submit(fn, ch, pm1, psq) for ch in chunks]
         fq = [ex.submit(fn, ch, qm1, qsq) for ch in chunks]

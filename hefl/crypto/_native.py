@@ -5,6 +5,10 @@ The extension is built at install time when a C compiler and GMP's headers are p
 pure-Python gmpy2 loop, which computes the same numbers. Set ``HEFL_NATIVE=0`` in the
 environment to force the pure-Python loop (for comparison runs).
 
+On CPUs with AVX-512 IFMA the kernel keeps tables in Montgomery form and multiplies eight
+52-bit digits per instruction (:data:`IFMA`); ``HEFL_IFMA=0`` keeps the plain GMP products.
+Both return the same numbers.
+
 Numbers cross into C as little-endian byte strings of a fixed width, so the C side needs no
 Python-integer internals; the C code checks every digit before it indexes the table.
 """
@@ -22,6 +26,7 @@ except ImportError:  # not built: no compiler or no GMP headers at install time
     _cmodmul = None
 
 AVAILABLE: bool = _cmodmul is not None and os.environ.get("HEFL_NATIVE", "1") != "0"
+IFMA: bool = AVAILABLE and _cmodmul.ifma_available() and os.environ.get("HEFL_IFMA", "1") != "0"
 
 
 def _width(modulus: mpz) -> int:
@@ -43,9 +48,13 @@ class FixedBase:
         modulus: the modulus (> 1).
         n_windows: rows of the table (⌈max exponent bits / window⌉).
         window: digit width in bits (1..16).
+        ifma: take the AVX-512 IFMA path where it applies (odd modulus of at most 4158 bits,
+            a CPU that has it); :attr:`ifma` says whether it did.
     """
 
-    def __init__(self, base: mpz, modulus: mpz, n_windows: int, window: int) -> None:
+    def __init__(
+        self, base: mpz, modulus: mpz, n_windows: int, window: int, *, ifma: bool = IFMA
+    ) -> None:
         if _cmodmul is None:
             raise RuntimeError("hefl's native kernels were not built")
         self.width = _width(modulus)
@@ -54,7 +63,9 @@ class FixedBase:
             modulus.to_bytes(self.width, "little"),
             n_windows,
             window,
+            ifma,
         )
+        self.ifma: bool = _cmodmul.table_uses_ifma(self._table)
 
     def powers(self, digits: np.ndarray) -> list[mpz]:
         """Products of table entries, one per row of ``digits`` (uint16, shape (count, k))."""
@@ -63,3 +74,66 @@ class FixedBase:
             return []
         rows = np.ascontiguousarray(digits, dtype="<u2")
         return _split(_cmodmul.table_powers(self._table, rows.tobytes(), k), self.width)
+
+
+def ifma_takes(modulus: mpz) -> bool:
+    """Whether :func:`group_sums` takes ``modulus``: the IFMA kernel is on and the modulus is
+    odd with at most 4158 bits (n² of keys up to 2078 bits)."""
+    return IFMA and modulus % 2 == 1 and 1 < modulus.bit_length() <= 4158
+
+
+def group_sums(values: list[mpz], ids: np.ndarray, n_groups: int, modulus: mpz) -> list[mpz]:
+    """Products modulo ``modulus`` of ``values`` per group id, for k groupings in one pass.
+
+    Args:
+        values: residues, each below ``modulus``.
+        ids: int64 array of shape (len(values), k): row r's group in each of k groupings.
+        n_groups: groups per grouping; ids are in [0, n_groups).
+        modulus: odd, as :func:`ifma_takes` requires.
+
+    Returns:
+        k·n_groups residues, grouping-major (grouping j's group g at j·n_groups + g); an empty
+        group gives 1.
+    """
+    width = _width(modulus)
+    k = ids.shape[1]
+    if not values:
+        return [mpz(1)] * (k * n_groups)
+    data = b"".join(v.to_bytes(width, "little") for v in values)
+    rows = np.ascontiguousarray(ids, dtype="<i8")
+    out = _cmodmul.group_sums(data, modulus.to_bytes(width, "little"), rows.tobytes(), k, n_groups)
+    return _split(out, width)
+
+
+def horner_pack(values: list[mpz], sizes: list[int], shift_bits: int, modulus: mpz) -> list[mpz]:
+    """Horner's rule per consecutive group: acc ← acc^(2^shift_bits)·c mod ``modulus``.
+
+    Args:
+        values: residues below ``modulus``, split in order into groups of ``sizes``.
+        sizes: group sizes (each ≥ 1, summing to ``len(values)``).
+        shift_bits: the slot width w.
+        modulus: odd, as :func:`ifma_takes` requires.
+
+    Returns:
+        One residue per group.
+    """
+    width = _width(modulus)
+    data = b"".join(v.to_bytes(width, "little") for v in values)
+    groups = np.asarray(sizes, dtype="<i8").tobytes()
+    out = _cmodmul.horner_pack(data, modulus.to_bytes(width, "little"), groups, shift_bits)
+    return _split(out, width)
+
+
+def powm_ct(bases: list[mpz], exponent: mpz, modulus: mpz) -> list[mpz]:
+    """``[b^exponent mod modulus for b in bases]`` for a secret exponent: a fixed window over
+    every exponent bit and table reads that do not depend on it, with IFMA products.
+
+    Args:
+        bases: any integers (reduced modulo ``modulus`` here).
+        exponent: non-negative.
+        modulus: odd, as :func:`ifma_takes` requires.
+    """
+    width = _width(modulus)
+    data = b"".join((b % modulus).to_bytes(width, "little") for b in bases)
+    exp = exponent.to_bytes((exponent.bit_length() + 7) // 8 or 1, "little")
+    return _split(_cmodmul.powm_ct(data, exp, modulus.to_bytes(width, "little")), width)

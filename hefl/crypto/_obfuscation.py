@@ -81,10 +81,18 @@ class FixedBaseTable:
         max_exp_bits: the largest exponent length that will be asked for.
         window: digit width w in bits (1..16).
         native: use the C kernel (default: whenever it is built).
+        ifma: let the C kernel use AVX-512 IFMA where it can (default: unless ``HEFL_IFMA=0``).
     """
 
     def __init__(
-        self, base: mpz, modulus: mpz, max_exp_bits: int, window: int, *, native: bool | None = None
+        self,
+        base: mpz,
+        modulus: mpz,
+        max_exp_bits: int,
+        window: int,
+        *,
+        native: bool | None = None,
+        ifma: bool | None = None,
     ) -> None:
         if not 1 <= window <= 16:
             raise ConfigError(f"window must be in 1..16 bits, got {window}")
@@ -97,7 +105,10 @@ class FixedBaseTable:
         self.n_windows = -(-max_exp_bits // window)
         self.native = _native.AVAILABLE if native is None else native
         if self.native:
-            self._kernel = _native.FixedBase(self.base, self.modulus, self.n_windows, window)
+            use_ifma = _native.IFMA if ifma is None else ifma
+            self._kernel = _native.FixedBase(
+                self.base, self.modulus, self.n_windows, window, ifma=use_ifma
+            )
             return
         tables: list[list[mpz]] = []
         g = self.base
@@ -178,7 +189,7 @@ _LOCK = threading.Lock()
 
 def cached_table(key: tuple, build: Callable[[], Any]) -> Any:
     """Return the process-wide table for ``key``, building it once (thread-safe)."""
-    key = (*key, _native.AVAILABLE)  # a benchmark may switch the kernel off to compare
+    key = (*key, _native.AVAILABLE, _native.IFMA)  # a benchmark may switch kernels to compare
     table = _TABLES.get(key)
     if table is None:
         with _LOCK:
@@ -247,7 +258,7 @@ def _big_table_pays_after(n_bits: int, method: str) -> int:
 
 def _has_big_table(n: mpz, method: str) -> bool:
     name, w, _ = _large_spec(n.bit_length(), method)
-    return (name, int(n), w, _native.AVAILABLE) in _TABLES
+    return (name, int(n), w, _native.AVAILABLE, _native.IFMA) in _TABLES
 
 
 def public_table(n: mpz, method: str, count: int) -> FixedBaseTable:

@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from hefl import Party, cpu_count, task_group
+from hefl import Party, task_group
 from hefl.crypto import CipherVector, PrivateKey, PublicKey, SlotLayout, plan_slots
 from hefl.errors import ConfigError
 from hefl.protocols.batchcrypt import work
@@ -361,7 +361,7 @@ class ClientSession:
         overlaps the sending of earlier ones while memory stays bounded by the window, not
         by the model's size; a failure anywhere cancels the rest.
         """
-        window = 2 * cpu_count()
+        window = 2 * self.party.capacity
         async with task_group() as group:
             pending: deque[asyncio.Task[Any]] = deque()
             async with self.party.stream(self.cfg.aggregator, UploadChunk.tag(t=t)) as stream:

@@ -12,7 +12,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from hefl import Party, cpu_count
+from hefl import Party
 from hefl.crypto import CipherVector, PrivateKey, PublicKey
 from hefl.errors import ProtocolError
 from hefl.protocols.batchcrypt import work
@@ -75,7 +75,7 @@ class Decryptor:
         """Decrypt ``cv`` on all cores: one piece per worker (phe: the per-value baseline)."""
         if cv is None or len(cv) == 0:
             return []
-        pieces = slices(len(cv), max(1, min(cpu_count(), len(cv))))
+        pieces = slices(len(cv), max(1, min(self.party.capacity, len(cv))))
         if phe:
             phe_pk, phe_sk = self.pk.to_phe(), self.sk.to_phe()
             raw = [int(c) for c in cv.ciphertexts]

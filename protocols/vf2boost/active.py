@@ -104,7 +104,7 @@ async def active_party(
     await ckpt.agree(party, party.name, passives)
     async with task_group() as background:
         background.create_task(warm_up(party, crypto, cfg))
-        need = start_obfuscators(crypto, cfg, n, prefill)
+        need = start_obfuscators(party, crypto, cfg, n, prefill)
         try:
             if prefill and crypto.pool is not None:
                 await prefill_obfuscators(party, crypto.pool, need)

@@ -139,14 +139,18 @@ async def warm_up(party: Party, crypto: ActiveCrypto, cfg: VF2BoostConfig) -> No
     chunk or decryption spares every party the wait for them.
     """
     await asyncio.gather(
-        *(party.offload(_warm_job, crypto.enc_key, cfg.obfuscation) for _ in range(cpu_count()))
+        *(party.offload(_warm_job, crypto.enc_key, cfg.obfuscation) for _ in range(party.capacity))
     )
 
 
-def start_obfuscators(crypto: ActiveCrypto, cfg: VF2BoostConfig, n_rows: int, prefill: bool) -> int:
+def start_obfuscators(
+    party: Party, crypto: ActiveCrypto, cfg: VF2BoostConfig, n_rows: int, prefill: bool
+) -> int:
     """Start the obfuscator pool when ``precompute`` and ``blaster`` ask for one.
 
-    The pool holds up to two trees' worth, refilled by one process per core at the lowest CPU
+    The pool's processes are local: as many as the party's executor runs at once, at most one
+    per local core (a party on a Dask cluster still makes its randomness on its own host).
+    It holds up to two trees' worth, refilled at the lowest CPU
     priority: it only uses the CPU time training leaves idle (the passive parties' histogram
     phases, the gaps between layers) and carries it over to the next tree. With ``prefill``,
     every tree's worth is made up front at normal priority (an offline phase).
@@ -162,7 +166,7 @@ def start_obfuscators(crypto: ActiveCrypto, cfg: VF2BoostConfig, n_rows: int, pr
         crypto.pk,
         capacity=need,
         chunk=POOL_CHUNK,
-        workers=cpu_count(),
+        workers=min(cpu_count(), party.capacity),
         low_priority=not prefill,
         method=cfg.obfuscation,
         private_key=crypto.sk,

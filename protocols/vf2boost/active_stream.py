@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack
 
 import numpy as np
 
-from hefl import Party, cpu_count, task_group
+from hefl import Party, task_group
 from hefl.messages import send
 from hefl.protocols.vf2boost.active_setup import ActiveCrypto
 from hefl.protocols.vf2boost.config import VF2BoostConfig
@@ -93,10 +93,10 @@ async def _send_chunks(
     starts = list(range(0, n, size))
     ready = crypto.pool.available if crypto.pool is not None else 0
     n_warm = warm_chunks(starts, n, size, crypto.per_row, ready)
-    # at most one chunk per core in the executor at a time: the executor is first come, first
+    # at most one chunk per executor worker at a time: the executor is first come, first
     # served, and a passive party sharing it (one process) must get its histograms of the
     # first chunks in between, not after every chunk is encrypted
-    slots = asyncio.Semaphore(cpu_count())
+    slots = asyncio.Semaphore(party.capacity)
 
     async def cold(s: int) -> EncGH:
         async with slots:

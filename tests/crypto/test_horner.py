@@ -1,12 +1,13 @@
 """Ciphertext-side Horner packing and its unpacking."""
 
+import gmpy2
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hefl import ConfigError, PackingOverflowError
-from hefl.crypto import horner_capacity, pack_ciphertexts, plan_slots, unpack_slots
+from hefl.crypto import _native, horner_capacity, pack_ciphertexts, plan_slots, unpack_slots
 
 
 @settings(max_examples=20, deadline=None)
@@ -85,3 +86,46 @@ def test_bad_input(small_keypair):
         unpack_slots([1, 2], 8, 1)
     with pytest.raises(ConfigError):
         unpack_slots([], 8, 3)
+
+
+@pytest.mark.skipif(not _native.IFMA, reason="the CPU has no AVX-512 IFMA")
+@settings(max_examples=25, deadline=None)
+@given(
+    bits=st.sampled_from([100, 1024, 2048, 4096, 4158]),
+    sizes=st.lists(st.integers(1, 4), min_size=1, max_size=5),
+    shift=st.integers(1, 70),
+    seed=st.integers(0, 2**32),
+)
+def test_native_horner_equals_the_gmpy2_rule(bits, sizes, shift, seed):
+    """The IFMA Horner kernel gives acc^(2^w)·c mod m group by group, as gmpy2 computes it."""
+    rng = np.random.default_rng(seed)
+    m = gmpy2.mpz(int.from_bytes(rng.bytes(bits // 8 + 1), "little")) % (1 << bits)
+    m |= (1 << (bits - 1)) | 1
+    values = [
+        gmpy2.mpz(int.from_bytes(rng.bytes(bits // 8 + 8), "little")) % m for _ in range(sum(sizes))
+    ]
+    expected, i = [], 0
+    for size in sizes:
+        acc = values[i]
+        for c in values[i + 1 : i + size]:
+            acc = gmpy2.powmod(acc, 1 << shift, m) * c % m
+        expected.append(acc)
+        i += size
+    assert _native.horner_pack(values, sizes, shift, m) == expected
+
+
+@pytest.mark.skipif(not _native.IFMA, reason="the CPU has no AVX-512 IFMA")
+def test_native_horner_refuses_bad_input():
+    from hefl.crypto import _cmodmul
+
+    m = gmpy2.mpz(2**1000 + 297)
+    mod, one = m.to_bytes(128, "little"), gmpy2.mpz(5).to_bytes(128, "little")
+    sizes = np.array([2], dtype="<i8").tobytes()
+    with pytest.raises(ValueError, match="add up"):
+        _cmodmul.horner_pack(one, mod, sizes, 8)
+    with pytest.raises(ValueError, match="shift"):
+        _cmodmul.horner_pack(one, mod, sizes, 0)
+    with pytest.raises(ValueError, match="add up"):
+        _cmodmul.horner_pack(one, mod, np.array([0, 1], dtype="<i8").tobytes(), 8)
+    with pytest.raises(ValueError, match="not reduced"):
+        _cmodmul.horner_pack(one + m.to_bytes(128, "little"), mod, sizes, 8)

@@ -1,6 +1,7 @@
 """Obfuscators: DJN tables, key-holder CRT path, and the background ObfuscatorPool."""
 
 import pickle
+import random
 from concurrent.futures import ThreadPoolExecutor
 
 import gmpy2
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from hefl import ConfigError, CryptoError, KeyMismatchError
 from hefl.crypto import ObfuscatorPool, generate_keypair
 from hefl.crypto._native import AVAILABLE as NATIVE
+from hefl.crypto._native import IFMA
 from hefl.crypto._obfuscation import (
     CrtObfuscator,
     FixedBaseTable,
@@ -68,6 +70,49 @@ def test_native_table_equals_python_table(modulus, base, window, exp_bits, data)
     assert native.powers(digits) == python.powers(digits)
     x = [sum(int(d) << (window * i) for i, d in enumerate(row)) for row in digits]
     assert native.powers(digits) == [gmpy2.powmod(b, e, m) for e in x]
+
+
+needs_ifma = pytest.mark.skipif(not IFMA, reason="the CPU has no AVX-512 IFMA")
+
+
+@needs_ifma
+@settings(max_examples=80, deadline=None)
+@given(
+    bits=st.sampled_from([3, 64, 200, 415, 416, 417, 1000, 1024, 2048, 2049, 3000, 4096, 4158]),
+    seed=st.integers(0, 2**64),
+    window=st.integers(1, 9),
+    data=st.data(),
+)
+def test_ifma_table_equals_gmp_table(bits, seed, window, data):
+    """The IFMA path (Montgomery form, radix 2^52) and the plain GMP products give the same
+    residues, for odd moduli around every vector boundary (416 bits per vector) up to the
+    largest it takes, for units and for bases sharing a factor with the modulus or zero."""
+    rng = random.Random(seed)
+    m = gmpy2.mpz(rng.getrandbits(bits) | (1 << (bits - 1)) | 1)
+    base = data.draw(st.sampled_from(["unit", "zero", "factor"]))
+    b = {"unit": gmpy2.mpz(rng.getrandbits(bits + 8)) % m, "zero": gmpy2.mpz(0)}.get(base)
+    if b is None:
+        f = gmpy2.mpz(3) if m % 3 == 0 else gmpy2.mpz(1)
+        b = f * gmpy2.mpz(rng.getrandbits(bits // 2 + 1)) % m
+    exp_bits = data.draw(st.integers(1, 96))
+    ifma = FixedBaseTable(b, m, exp_bits, window, native=True, ifma=True)
+    gmp = FixedBaseTable(b, m, exp_bits, window, native=True, ifma=False)
+    assert ifma._kernel.ifma and not gmp._kernel.ifma
+    digits = ifma.random_digits(5, exp_bits)
+    assert ifma.powers(digits) == gmp.powers(digits)
+    x = [sum(int(d) << (window * i) for i, d in enumerate(row)) for row in digits]
+    assert ifma.powers(digits) == [gmpy2.powmod(b, e, m) for e in x]
+
+
+@needs_ifma
+def test_ifma_path_declines_what_it_cannot_take():
+    """Even moduli and moduli over 4158 bits keep the GMP products (and stay correct)."""
+    for m in (gmpy2.mpz(2**600 + 2), gmpy2.mpz(2**4200 + 1)):
+        table = FixedBaseTable(m // 3, m, 40, 4, native=True, ifma=True)
+        assert not table._kernel.ifma
+        digits = table.random_digits(3, 40)
+        x = [sum(int(d) << (4 * i) for i, d in enumerate(row)) for row in digits]
+        assert table.powers(digits) == [gmpy2.powmod(m // 3, e, m) for e in x]
 
 
 @needs_native

@@ -16,7 +16,7 @@ from hefl import (
     KeyMismatchError,
     PlaintextRangeError,
 )
-from hefl.crypto import CipherVector
+from hefl.crypto import CipherVector, _native
 
 small_ints = st.lists(st.integers(-(2**200), 2**200), min_size=0, max_size=6)
 
@@ -152,7 +152,7 @@ def test_group_sum(keypair):
 def test_group_sum_columns_share_joint_cells_bit_identically(keypair, n_rows, cards, seed):
     """Columns summed through their joint cells give the very ciphertexts a pass per column
     gives (products mod n² in another order), whatever the cardinalities."""
-    from hefl.crypto._vector import _group_sum_1d, _joint_columns
+    from hefl.crypto._groupsum import group_sum_1d, joint_columns
 
     pk, _ = keypair
     rng = np.random.default_rng(seed)
@@ -162,20 +162,20 @@ def test_group_sum_columns_share_joint_cells_bit_identically(keypair, n_rows, ca
     per_column = [
         c
         for f in range(g.shape[1])
-        for c in _group_sum_1d(cv._c, g[:, f].tolist(), width, pk.nsquare)
+        for c in group_sum_1d(cv._c, g[:, f].tolist(), width, pk.nsquare)
     ]
     assert cv.group_sum(g, width)._c == per_column
-    grouped = sorted(f for cols, _ in _joint_columns(g) for f in cols)
+    grouped = sorted(f for cols, _ in joint_columns(g) for f in cols)
     assert grouped == list(range(g.shape[1]))  # every column once
 
 
 def test_group_sum_joins_low_cardinality_columns(keypair):
-    from hefl.crypto._vector import _joint_columns
+    from hefl.crypto._groupsum import joint_columns
 
     rng = np.random.default_rng(1)
     few = [rng.integers(0, c, size=5000) for c in (2, 5, 6)]
     many = rng.integers(0, 10**6, size=5000) % 4999  # nearly one id per row: alone
-    groups = _joint_columns(np.stack([*few, many], axis=1))
+    groups = joint_columns(np.stack([*few, many], axis=1))
     assert sorted(sorted(cols) for cols, _ in groups) == [[0, 1, 2], [3]]
 
 
@@ -299,3 +299,44 @@ def test_vectors_longer_than_one_block(small_keypair):
     xs = list(range(-1100, 1100))  # crosses the 1024-value encryption blocks
     assert sk.decrypt(pk.encrypt(xs)) == xs
     assert sk.decrypt(sk.encrypt(xs)) == xs
+
+
+@pytest.mark.skipif(not _native.IFMA, reason="the CPU has no AVX-512 IFMA")
+@settings(max_examples=30, deadline=None)
+@given(
+    bits=st.sampled_from([64, 415, 417, 1024, 2048, 4096, 4158]),
+    n_rows=st.integers(0, 40),
+    k=st.integers(1, 3),
+    n_groups=st.integers(1, 6),
+    seed=st.integers(0, 2**32),
+)
+def test_native_group_sums_equal_the_gmpy2_loop(bits, n_rows, k, n_groups, seed):
+    """The IFMA histogram kernel gives the products the gmpy2 loop gives, for moduli around
+    the vector boundaries up to n² of a 2048-bit key (and 1 for empty groups)."""
+    from hefl.crypto._groupsum import group_sum_1d
+
+    rng = np.random.default_rng(seed)
+    m = gmpy2.mpz(int(rng.integers(1, 2**62)) << (bits - 63)) | (1 << (bits - 1)) | 1
+    values = [
+        gmpy2.mpz(int.from_bytes(rng.bytes(bits // 8 + 8), "little")) % m for _ in range(n_rows)
+    ]
+    ids = rng.integers(0, n_groups, size=(n_rows, k))
+    expected = [c for j in range(k) for c in group_sum_1d(values, ids[:, j].tolist(), n_groups, m)]
+    assert _native.group_sums(values, ids, n_groups, m) == expected
+
+
+@pytest.mark.skipif(not _native.IFMA, reason="the CPU has no AVX-512 IFMA")
+def test_native_group_sums_refuse_bad_input():
+    from hefl.crypto import _cmodmul
+
+    m = gmpy2.mpz(2**1000 + 297)
+    one = gmpy2.mpz(5).to_bytes(128, "little")
+    mod = m.to_bytes(128, "little")
+    with pytest.raises(ValueError, match="out of range"):
+        _cmodmul.group_sums(one, mod, np.array([3], dtype="<i8").tobytes(), 1, 3)
+    with pytest.raises(ValueError, match="not reduced"):
+        _cmodmul.group_sums(m.to_bytes(128, "little"), mod, bytes(8), 1, 1)
+    with pytest.raises(ValueError, match="no IFMA path"):
+        _cmodmul.group_sums(one, (m + 1).to_bytes(128, "little"), bytes(8), 1, 1)
+    with pytest.raises(ValueError, match="whole residues"):
+        _cmodmul.group_sums(one[:-1], mod, bytes(8), 1, 1)

@@ -88,6 +88,7 @@ def test_trees_identical_to_process_pool(cluster, kp, monkeypatch, blaster):
     assert sorted(ex.tasks_by_worker) == sorted(cluster.scheduler_info["workers"])
     assert all(count > 0 for count in ex.tasks_by_worker.values())
     assert seen and not any(b"gmpy2" in p for p in seen)
+    assert hefl._executor.capacity(ex) == 2  # the workers' threads: what roles keep in flight
 
 
 def test_batchcrypt_sums_exact(cluster):

@@ -56,6 +56,23 @@ def test_broadcast_gather_offload_span():
     assert "work" in names
 
 
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"executor": "inline"}, 1),
+        ({"executor": "thread", "max_workers": 3}, 3),
+        ({"max_workers": 5}, 5),
+        ({"executor": concurrent.futures.ThreadPoolExecutor(4)}, 4),
+    ],
+)
+def test_capacity_is_what_the_executor_runs_at_once(options, expected):
+    async def role(party):
+        return party.capacity
+
+    out = hefl.run({"a": role, "b": role}, **options)
+    assert out["a"] == out["b"] == expected
+
+
 def test_offload_default_process_pool():
     out = hefl.run({"hub": R.hub, "s1": R.spoke, "s22": R.spoke}, max_workers=1)
     assert out["hub"] == 117

@@ -239,6 +239,7 @@ class _CountingParty:
     """Just enough of a Party for ClientSession._upload: counts chunks made but not sent."""
 
     name, peers = "client0", ("aggregator",)
+    capacity = 2  # executor workers: the window is two chunks per worker
 
     def __init__(self):
         self.made = self.sent = self.most_held = 0
@@ -270,13 +271,13 @@ class _CountingParty:
         return Sender()
 
 
-def test_upload_keeps_a_bounded_window(monkeypatch):
-    """Memory of an upload is bounded by the window (two chunks per core), not the model."""
+def test_upload_keeps_a_bounded_window():
+    """Memory of an upload is bounded by the window (two chunks per executor worker), not the
+    model."""
     from hefl.protocols.batchcrypt.federation import RoundTiming
 
     client_module = importlib.import_module("hefl.protocols.batchcrypt.client")
 
-    monkeypatch.setattr(client_module, "cpu_count", lambda: 2)
     pk, _ = generate_keypair(512, allow_insecure=True)
     chunks = [pk.encrypt([i]) for i in range(50)]
     party = _CountingParty()
