@@ -14,7 +14,7 @@ Entry points:
 
 from hefl.protocols.vf2boost.active import active_party
 from hefl.protocols.vf2boost.binning import Binner
-from hefl.protocols.vf2boost.budget import BitPlan, plan_bits
+from hefl.protocols.vf2boost.budget import BitBudgetError, BitPlan, largest_frac_bits, plan_bits
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.local import FitResult, fit, fit_local
 from hefl.protocols.vf2boost.metrics import roc_auc
@@ -25,6 +25,7 @@ from hefl.protocols.vf2boost.reference import plaintext_reference
 
 __all__ = [
     "Binner",
+    "BitBudgetError",
     "BitPlan",
     "FederatedModel",
     "FitResult",
@@ -34,6 +35,7 @@ __all__ = [
     "active_party",
     "fit",
     "fit_local",
+    "largest_frac_bits",
     "passive_party",
     "plaintext_reference",
     "plan_bits",

@@ -91,7 +91,7 @@ async def active_party(
     X = check_features(X, who=f"party {party.name!r}")
     who = f"party {party.name!r}"
     yf = check_labels(y, X.shape[0], who=who, objective=cfg.objective, num_class=cfg.num_class)
-    n = X.shape[0]
+    n, cfg = X.shape[0], cfg.resolve(X.shape[0])  # "auto" frac_bits: one int, greet checks
     passives = list(passives) if passives is not None else sorted(party.peers)
     evaluated = _eval_data(eval_set, X, cfg, who)
     if evaluated is not None and resume:

@@ -45,7 +45,10 @@ class ActiveCrypto:
 
     @property
     def per_row(self) -> int:
-        """Ciphertexts per row of g‖h (one packed, or g and h apart)."""
+        """Ciphertexts per row of g‖h: one packed, g and h apart (every class's lanes in
+        each with vector leaves), or phe's one per class and value."""
+        if self.layout == "phe":
+            return 2 * self.plan.classes
         return 1 if self.layout == "packed" else 2
 
     def session(self, cfg: VF2BoostConfig, n_features: int) -> Session:
@@ -56,6 +59,7 @@ class ActiveCrypto:
             reorder=cfg.reorder,
             slots=self.plan.slots,
             n_features=n_features,
+            classes=self.plan.classes,
             max_bin=cfg.max_bin,
         )
 
@@ -81,8 +85,13 @@ async def greet(
                 f"party {name!r} has {hello.n_rows} rows but the active party has {n_rows}; "
                 "the parties' rows must be aligned (same instances, same order)"
             )
-        if hello.config != cfg.to_dict():
-            raise ConfigError(f"party {name!r} was started with a different VF2BoostConfig")
+        ours = cfg.to_dict()
+        if hello.config != ours:
+            differ = sorted(k for k in ours if hello.config.get(k) != ours[k])
+            raise ConfigError(
+                f"party {name!r} was started with a different VF2BoostConfig "
+                f"(fields {differ}; frac_bits as resolved for its rows and key)"
+            )
         if hello.n_eval_rows != n_eval:
             raise ConfigError(
                 f"party {name!r} has {hello.n_eval_rows} eval rows but the active party has "

@@ -139,7 +139,7 @@ async def grow_tree(run: Training, t: int, g: np.ndarray, h: np.ndarray) -> np.n
         PeerFailed: a passive party failed.
     """
     g, h = apply_sampling(run.cfg, t, g, h)
-    gi, hi, g_exp = encode_gh(g, h, run.cfg.frac_bits)
+    gi, hi, g_exp = encode_gh(g, h, run.cfg.resolved_frac_bits)
     grower = TreeGrower(run, t, gi, hi, SplitParams.of(run.cfg, g_exp))
     async with task_group() as tree_tasks:  # the g‖h stream runs while the layers grow
         grower.sender = tree_tasks.create_task(
@@ -224,7 +224,7 @@ class TreeGrower:
             return False
         if np.ndim(nd.H):  # vector leaves: XGBoost's multi-target rule has no such bound
             return True
-        h = nd.H / (1 << cfg.frac_bits)
+        h = nd.H / (1 << cfg.resolved_frac_bits)
         return h * (1 + 1e-12) >= 2 * cfg.min_child_weight
 
     async def announce(self, d: int, open_ids: list[int]) -> None:

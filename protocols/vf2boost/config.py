@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from hefl.errors import ConfigError
-from hefl.protocols.vf2boost.objectives import MAX_CLASSES, OBJECTIVES
+from hefl.protocols.vf2boost.budget import (
+    AUTO_MAX_FRAC_BITS,
+    MIN_FRAC_BITS,
+    BitBudgetError,
+    largest_frac_bits,
+    plan_bits,
+)
+from hefl.protocols.vf2boost.objectives import MAX_CLASSES, OBJECTIVES, plan_layout
 
 ENCODINGS = ("fixed", "phe")
 MIN_SECURE_KEY_BITS = 2048
@@ -41,7 +48,9 @@ class VF2BoostConfig:
         num_class: K, the classes of ``multi:softprob`` (2 < K <= 32); 0 otherwise.
         multi_strategy: ``"one_output_per_tree"`` (XGBoost's default: K trees per round, one
             per class) or ``"multi_output_tree"`` (one tree per round with a weight per class
-            in every leaf; the K classes' g and h travel packed in one plaintext per row).
+            in every leaf). With ``pack_gh`` every class's g‖h shares one plaintext per row;
+            without, the K g's share one plaintext and the K h's another; with
+            ``encoding="phe"`` each is its own ciphertext (2K per row).
         n_estimators: number of trees (>= 1).
         max_depth: depth of each tree (1..16; depth d has at most 2^d leaves).
         learning_rate: shrinkage applied to every leaf weight, in (0, 1].
@@ -69,7 +78,12 @@ class VF2BoostConfig:
             squared error; None means the label mean.
         key_bits: Paillier modulus size. Below 2048 only with ``allow_insecure=True``.
         allow_insecure: explicit opt-in for keys smaller than 2048 bits (tests, demos).
-        frac_bits: fixed-point precision of g and h (one global scale 2^frac_bits).
+        frac_bits: fixed-point precision of g and h (one global scale 2^frac_bits), an int
+            in [8, 62], or ``"auto"`` (the default): the largest precision <= 53 that the
+            bit-budget planner proves safe for the training's rows, classes, key size and
+            layout (53 unless many classes or a small key need less). Every party and
+            :func:`~hefl.protocols.vf2boost.reference.plaintext_reference` resolve it the
+            same way (:meth:`resolve`); the parties check they agree.
         chunk_size: rows per encrypted chunk streamed from the active party.
         blaster: pipeline encryption, transfer and histogram building chunk by chunk (else
             encrypt everything, then send, then build).
@@ -78,7 +92,9 @@ class VF2BoostConfig:
         reorder: for ``encoding="phe"``, group ciphertexts by exponent before adding.
         pack_gh: pack g and h into one plaintext before encryption (halves the work).
         pack_histograms: Horner-pack several histogram bins into one ciphertext before
-            sending them to the active party (fewer decryptions, fewer bytes).
+            sending them to the active party (fewer decryptions, fewer bytes). With vector
+            leaves and ``frac_bits="auto"``, turned off (in the resolved config) when not even
+            two K-lane entries fit one ciphertext: an entry then already fills most of it.
         precompute: the active party keeps a pool of Paillier obfuscators filled in the
             background (one process), so idle time makes next tree's randomness and
             encryption on the critical path is a multiplication per value.
@@ -109,7 +125,7 @@ class VF2BoostConfig:
     base_score: float | None = None
     key_bits: int = 2048
     allow_insecure: bool = False
-    frac_bits: int = 53
+    frac_bits: int | str = "auto"
     chunk_size: int = 4096
     blaster: bool = True
     optimistic: bool = True
@@ -132,12 +148,14 @@ class VF2BoostConfig:
             ("n_estimators", 1, 100_000),
             ("max_depth", 1, 16),
             ("max_bin", 2, 256),
-            ("frac_bits", 8, 62),
             ("chunk_size", 1, 10_000_000),
         ):
             v = getattr(self, name)
             if not _is_int(v) or not lo <= v <= hi:
                 raise bad(name, f"must be an int in [{lo}, {hi}]")
+        fb = self.frac_bits
+        if fb != "auto" and (not _is_int(fb) or not MIN_FRAC_BITS <= int(fb) <= 62):
+            raise bad("frac_bits", f"must be 'auto' or an int in [{MIN_FRAC_BITS}, 62]")
         if not _is_real(self.learning_rate) or not 0 < self.learning_rate <= 1:
             raise bad("learning_rate", "must be a number in (0, 1]")
         if self.objective not in OBJECTIVES:
@@ -183,7 +201,7 @@ class VF2BoostConfig:
                 "VF2BoostConfig: encoding='phe' carries a per-value exponent and cannot be "
                 "packed; set pack_gh=False and pack_histograms=False (or use encoding='fixed')"
             )
-        if self.encoding == "phe" and self.frac_bits > 53:
+        if self.encoding == "phe" and _is_int(fb) and int(fb) > 53:
             raise bad("frac_bits", "must be <= 53 with encoding='phe' (a float holds 53 bits)")
         if self.workers is not None and (not _is_int(self.workers) or self.workers < 1):
             raise bad("workers", "must be None or an int >= 1")
@@ -198,12 +216,80 @@ class VF2BoostConfig:
             raise bad("multi_strategy", "must be 'one_output_per_tree' or 'multi_output_tree'")
         if self.multi_strategy == "multi_output_tree" and not multi:
             raise bad("multi_strategy", "'multi_output_tree' is for multi:softprob")
-        if self.vector_leaves and (not self.pack_gh or self.encoding != "fixed"):
-            raise bad(
-                "multi_strategy",
-                "'multi_output_tree' packs every class's g and h into one plaintext: it needs "
-                "pack_gh=True and encoding='fixed'",
+
+    @property
+    def resolved_frac_bits(self) -> int:
+        """``frac_bits`` as an int.
+
+        Raises:
+            ConfigError: it is still ``"auto"`` (call :meth:`resolve` first).
+        """
+        if not _is_int(self.frac_bits):
+            raise ConfigError(
+                "VF2BoostConfig.frac_bits='auto' must be resolved for the training's rows and "
+                "key first (VF2BoostConfig.resolve)"
             )
+        return int(self.frac_bits)
+
+    def resolve(self, n_rows: int) -> VF2BoostConfig:
+        """This config with ``frac_bits`` fixed for ``n_rows`` training rows under a
+        ``key_bits`` key: ``"auto"`` becomes the largest precision <= 53 the bit-budget planner
+        proves safe; an int is checked. Deterministic, so every party gets the same config.
+
+        With ``"auto"``, when not even two entries at the least precision fit one ciphertext
+        (vector leaves with many classes: one entry, K lanes, already fills most of it),
+        histogram entries travel one per ciphertext: the result has ``pack_histograms=False``.
+
+        Raises:
+            BitBudgetError: (a ConfigError) an int ``frac_bits`` that does not fit, naming
+                what would; or no precision down to 8 bits fits ("auto").
+        """
+        layout = plan_layout(self)
+        if self.frac_bits == "auto":
+            fits = largest_frac_bits(n_rows, self.key_bits, **layout)
+            if fits is not None:
+                return dataclasses.replace(self, frac_bits=fits)
+            if self.pack_histograms and self.vector_leaves:
+                alone = largest_frac_bits(
+                    n_rows, self.key_bits, **{**layout, "pack_histograms": False}
+                )
+                if alone is not None:
+                    return dataclasses.replace(self, frac_bits=alone, pack_histograms=False)
+            try:
+                plan_bits(n_rows, MIN_FRAC_BITS, self.key_bits, **layout)
+            except BitBudgetError as exc:
+                raise BitBudgetError(
+                    f"VF2BoostConfig.frac_bits='auto': no precision of {MIN_FRAC_BITS} to "
+                    f"{AUTO_MAX_FRAC_BITS} bits fits: {exc}{self._what_fits(n_rows)}"
+                ) from None
+        try:
+            plan_bits(n_rows, self.resolved_frac_bits, self.key_bits, **layout)
+        except BitBudgetError as exc:
+            fits = largest_frac_bits(n_rows, self.key_bits, self.resolved_frac_bits, **layout)
+            hint = f"; frac_bits={fits} fits (or 'auto' picks it)" if fits else ""
+            raise BitBudgetError(
+                f"VF2BoostConfig.frac_bits={self.frac_bits} does not fit: {exc}"
+                + (hint or self._what_fits(n_rows))
+            ) from None
+        return self
+
+    def _what_fits(self, n_rows: int) -> str:
+        """The packing switches turned off that would let some precision fit, and the most
+        precision each gives (empty when none does)."""
+        found = []
+        changes: list[dict[str, Any]] = [
+            {"pack_histograms": False},
+            {"pack_gh": False, "pack_histograms": False},
+        ]
+        for change in changes:
+            if all(getattr(self, k) == v for k, v in change.items()):
+                continue
+            other = plan_layout(dataclasses.replace(self, **change))
+            fits = largest_frac_bits(n_rows, self.key_bits, **other)
+            if fits is not None:
+                names = " and ".join(f"{k}={v}" for k, v in change.items())
+                found.append(f"{names} fits frac_bits={fits}")
+        return "; " + "; ".join(found) if found else ""
 
     @property
     def vector_leaves(self) -> bool:

@@ -7,6 +7,13 @@ Three layouts, chosen by the config:
 * ``"phe"``: two ciphertexts per row with phe's per-value base-16 exponents (the
   FATE-compatible path); sums need rescaling, done re-ordered (grouped by exponent) or naively.
 
+With vector leaves (K classes, g and h given as rows × K) the fixed-point layouts keep their
+ciphertext counts: every class's value goes into its own lane of the same plaintext
+(:class:`~hefl.protocols.vf2boost.budget.BitPlan`), so "packed" holds all K g‖h in one
+ciphertext per row and "pair" the K g's in one and the K h's in another. "phe" cannot share a
+plaintext (each value has its own exponent): it carries 2K parts, every class's g, then every
+class's h.
+
 :class:`EncGH` wraps the parts so the roles are written once. Every function here is pure and
 module-level, so it can run in a process pool (``party.offload``).
 """
@@ -83,7 +90,7 @@ class EncGH:
         first = items[0]
         parts: list[Any]  # EncryptedExpVectors (phe) or CipherVectors
         if first.layout == "phe":
-            parts = [_concat_exp([it.parts[i] for it in items]) for i in range(2)]
+            parts = [_concat_exp([it.parts[i] for it in items]) for i in range(len(first.parts))]
         else:
             parts = [
                 CipherVector.concat([it.parts[i] for it in items]) for i in range(len(first.parts))
@@ -135,21 +142,25 @@ def encrypt_gh(
     if pool is not None:
         key = key if isinstance(key, PublicKey) else key.public_key
     kw = {"method": method} if pool is None else {"method": method, "pool": pool}
-    if gi.ndim == 2:  # vector leaves: every class of a row in one plaintext
-        return EncGH(layout, [key.encrypt(plan.join_classes(gi.tolist(), hi.tolist()), **kw)])
+    if layout == "phe":  # one part per value: g and h, or every class's g then every h
+        pk = key if isinstance(key, PublicKey) else key.public_key
+        scale = 2.0**-plan.frac_bits  # exact: |g_int| <= 2^53, so g_int·2^-F is a float
+        columns = [gi, hi] if gi.ndim == 1 else [*gi.T, *hi.T]
+        parts = [
+            EncryptedExpVector.encrypt(pk, np.asarray(v, dtype=np.float64) * scale, **kw)
+            for v in columns
+        ]
+        return EncGH(layout, parts, reorder)
+    if gi.ndim == 2:  # vector leaves: every class of a row in its own lane of one plaintext
+        g2, h2 = gi.tolist(), hi.tolist()
+        if layout == "packed":
+            return EncGH(layout, [key.encrypt(plan.join_classes(g2, h2), **kw)])
+        return EncGH(layout, [key.encrypt(plan.join_lanes(v), **kw) for v in (g2, h2)])
     g = [int(v) for v in gi.tolist()]
     h = [int(v) for v in hi.tolist()]
     if layout == "packed":
         return EncGH(layout, [key.encrypt(plan.join_gh(g, h), **kw)])
-    if layout == "pair":
-        return EncGH(layout, [key.encrypt(g, **kw), key.encrypt(h, **kw)])
-    pk = key if isinstance(key, PublicKey) else key.public_key
-    scale = 2.0**-plan.frac_bits  # exact: |g_int| <= 2^53, so g_int·2^-F is a float
-    parts = [
-        EncryptedExpVector.encrypt(pk, np.asarray(v, dtype=np.float64) * scale, **kw)
-        for v in (g, h)
-    ]
-    return EncGH(layout, parts, reorder)
+    return EncGH(layout, [key.encrypt(g, **kw), key.encrypt(h, **kw)])
 
 
 def decrypt_entries(sk: PrivateKey, enc: EncGH, plan: BitPlan, count: int) -> tuple[list, list]:
@@ -170,22 +181,14 @@ def decrypt_entries(sk: PrivateKey, enc: EncGH, plan: BitPlan, count: int) -> tu
             when a packed slot overflows).
     """
     if enc.layout == "phe":
-        out = []
-        for ev in enc.parts:
-            ms = sk.decrypt(ev.cv)
-            vals = []
-            for m, e in zip(ms, ev.exponents.tolist(), strict=True):
-                shift = LOG2_BASE * e + plan.frac_bits  # value·2^F = m·2^shift
-                if shift >= 0:
-                    vals.append(m << shift)
-                else:
-                    if m % (1 << -shift):
-                        raise CryptoError("a phe-encoded sum is not a multiple of 2^-frac_bits")
-                    vals.append(m >> -shift)
-            out.append(vals)
-        if len(out[0]) != count:
-            raise CryptoError(f"expected {count} entries, got {len(out[0])}")
-        return out[0], out[1]
+        out = [_decrypt_exp(sk, ev, plan.frac_bits) for ev in enc.parts]
+        if len(out) != 2 * plan.classes or any(len(v) != count for v in out):
+            got = [len(v) for v in out]
+            raise CryptoError(f"expected {2 * plan.classes} parts of {count} entries, got {got}")
+        if plan.classes == 1:
+            return out[0], out[1]
+        K = plan.classes  # every class's G sums, then every class's H sums
+        return list(zip(*out[:K], strict=True)), list(zip(*out[K:], strict=True))
     n_values = count if enc.layout == "packed" else 2 * count
     cv = enc.parts[0] if enc.layout == "packed" else CipherVector.concat(enc.parts)
     plain = sk.decrypt(cv)
@@ -195,7 +198,27 @@ def decrypt_entries(sk: PrivateKey, enc: EncGH, plan: BitPlan, count: int) -> tu
         raise CryptoError(f"expected {n_values} entries, got {len(plain)}")
     if enc.layout == "packed":
         return plan.split_classes(plain) if plan.classes > 1 else plan.split_gh(plain)
+    if plan.classes > 1:  # the K classes' G sums in one plaintext, their H sums in another
+        return plan.split_class_lanes(plain[:count]), plan.split_class_lanes(plain[count:])
     return plain[:count], plain[count:]
+
+
+def _decrypt_exp(sk: PrivateKey, ev: EncryptedExpVector, frac_bits: int) -> list[int]:
+    """phe-encoded sums -> exact integers value·2^frac_bits.
+
+    Raises:
+        CryptoError: a sum that is not a multiple of 2^-frac_bits (not an honest sum).
+    """
+    vals = []
+    for m, e in zip(sk.decrypt(ev.cv), ev.exponents.tolist(), strict=True):
+        shift = LOG2_BASE * e + frac_bits  # value·2^F = m·2^shift
+        if shift >= 0:
+            vals.append(m << shift)
+        else:
+            if m % (1 << -shift):
+                raise CryptoError("a phe-encoded sum is not a multiple of 2^-frac_bits")
+            vals.append(m >> -shift)
+    return vals
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ class FitResult:
         trace: the runtime's :class:`hefl.Trace` (``save_gantt``, ``save_chrome``).
         evals: with an eval set, the metric after every round ({metric: [values]}).
         best_iteration: with early stopping, the best round (the model ends there).
+        config: the config the parties trained with, ``frac_bits`` resolved to an int.
     """
 
     model: FederatedModel
@@ -50,6 +51,7 @@ class FitResult:
     trace: Any = field(default=None, repr=False)
     evals: dict[str, list[float]] | None = None
     best_iteration: int | None = None
+    config: VF2BoostConfig | None = None
 
     @classmethod
     def from_run(cls, result: Any, names: list[str], seconds: float) -> FitResult:
@@ -100,14 +102,20 @@ class FitResult:
         }
 
 
-def _check_budget(cfg: VF2BoostConfig, n_rows: int, keypair: Any) -> None:
-    """Refuse an impossible bit budget before any party starts.
+def _check_budget(cfg: VF2BoostConfig, n_rows: int, keypair: Any) -> VF2BoostConfig:
+    """Resolve ``frac_bits`` and refuse an impossible bit budget before any party starts.
+
+    Returns:
+        ``cfg`` with ``frac_bits`` an int (what every party resolves it to).
 
     Raises:
-        PackingOverflowError: the plan does not fit the key.
+        BitBudgetError: (a ConfigError and a PackingOverflowError) the plan does not fit the
+            key.
     """
+    cfg = cfg.resolve(n_rows)
     key_bits = keypair[0].n_bits if keypair is not None else cfg.key_bits
     training_plan(cfg, n_rows, key_bits)
+    return cfg
 
 
 def fit(
@@ -157,12 +165,13 @@ def fit(
 
     Raises:
         ConfigError: invalid data or config, or an unguarded script (before any party starts).
-        PackingOverflowError: the bit budget does not fit the key.
+        BitBudgetError: the bit budget does not fit the key (a ConfigError and a
+            PackingOverflowError; ``frac_bits="auto"`` only fails when no precision fits).
         PeerFailed: a party failed during training (names it and why).
     """
     cfg = cfg or VF2BoostConfig()
     parts, yf = check_parts(X_parts, y, cfg.objective, cfg.num_class)
-    _check_budget(cfg, len(yf), keypair)
+    cfg = _check_budget(cfg, len(yf), keypair)
     for name, X in zip(names or party_names(len(parts)), parts, strict=False):
         if is_frame(X):  # too many categories: refused here, before any party starts
             Binner.fit(X, cfg.max_bin, who=name)
@@ -185,7 +194,9 @@ def fit(
         max_workers=max_workers,
         timeout=timeout,
     )
-    return FitResult.from_run(result, names, time.perf_counter() - t0)
+    out = FitResult.from_run(result, names, time.perf_counter() - t0)
+    out.config = cfg
+    return out
 
 
 def _roles(

@@ -210,23 +210,29 @@ def config_objective(cfg: Any) -> Objective:
     return objective_of(cfg.objective, cfg.num_class, cfg.vector_leaves)
 
 
+def plan_layout(cfg: Any) -> dict[str, Any]:
+    """The keyword arguments of :func:`~hefl.protocols.vf2boost.budget.plan_bits` that a
+    VF2BoostConfig fixes (everything but rows, precision and key size)."""
+    objective = config_objective(cfg)
+    return {
+        "pack_gh": cfg.pack_gh,
+        "pack_histograms": cfg.pack_histograms,
+        "h_log2": objective.h_log2,
+        "classes": objective.outputs,
+        "encoding": cfg.encoding,
+    }
+
+
 def training_plan(cfg: Any, n_rows: int, key_bits: int) -> BitPlan:
-    """The bit plan of a training with ``cfg`` on ``n_rows`` rows under a ``key_bits`` key:
-    the same at every party, since each derives it from the same values.
+    """The bit plan of a training with ``cfg`` (its ``frac_bits`` resolved) on ``n_rows`` rows
+    under a ``key_bits`` key: the same at every party, since each derives it from the same
+    values.
 
     Raises:
-        PackingOverflowError: the plan does not fit the key.
+        ConfigError: ``cfg.frac_bits`` is still ``"auto"``.
+        BitBudgetError: the plan does not fit the key.
     """
-    objective = config_objective(cfg)
-    return plan_bits(
-        n_rows,
-        cfg.frac_bits,
-        key_bits,
-        pack_gh=cfg.pack_gh,
-        pack_histograms=cfg.pack_histograms,
-        h_log2=objective.h_log2,
-        classes=objective.outputs,
-    )
+    return plan_bits(n_rows, cfg.resolved_frac_bits, key_bits, **plan_layout(cfg))
 
 
 __all__ = [
@@ -236,6 +242,7 @@ __all__ = [
     "config_objective",
     "leaf_output",
     "objective_of",
+    "plan_layout",
     "softmax",
     "training_plan",
 ]

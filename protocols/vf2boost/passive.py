@@ -105,7 +105,9 @@ async def passive_party(
         PeerFailed: another party failed.
     """
     who = f"party {party.name!r}"
-    role = PassiveParty(party, check_features(X, who=who), cfg, active)
+    X = check_features(X, who=who)
+    cfg = cfg.resolve(X.shape[0])  # frac_bits="auto" -> the same int at every party
+    role = PassiveParty(party, X, cfg, active)
     if X_eval is not None:
         role.X_eval = check_features(X_eval, who=f"{who} eval set")
         if role.X_eval.shape[1] != role.X.shape[1]:
@@ -183,6 +185,7 @@ class PassiveParty:
             layout=layout_of(cfg.pack_gh, cfg.encoding),
             reorder=cfg.reorder,
             max_rows=min(chunk, n_rows),
+            classes=self.plan.classes,
         )
 
     async def train(self, start: int, ckpt: TreeCheckpoint) -> None:

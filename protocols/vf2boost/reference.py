@@ -213,6 +213,7 @@ def plaintext_reference(
     """
     cfg = cfg or VF2BoostConfig()
     parts, yf = check_parts(X_parts, y, cfg.objective, cfg.num_class)
+    cfg = cfg.resolve(len(yf))  # the precision the federation uses: identical quantization
     ps = _Parties.fit(parts, cfg)
     objective = config_objective(cfg)
     margin0 = objective.base_margin(yf, cfg.base_score)
@@ -229,7 +230,7 @@ def plaintext_reference(
     for r in range(cfg.n_estimators):
         for g_t, h_t in objective.round_gradients(margin, yf):
             g, h = apply_sampling(cfg, t, g_t, h_t)
-            gi, hi, g_exp = encode_gh(g, h, cfg.frac_bits)
+            gi, hi, g_exp = encode_gh(g, h, cfg.resolved_frac_bits)
             ps.start_tree(t, g_exp)
             nodes, leaf_values, stats = _grow_tree(ps, gi, hi)
             for m in ps.models:

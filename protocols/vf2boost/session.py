@@ -35,6 +35,7 @@ class Session:
         n_features: the sender's feature count (:class:`~hefl.protocols.vf2boost.messages.Hist`: each feature's total follows
             the candidates).
         max_bin: the config's ``max_bin`` (a feature has at most that many candidates).
+        classes: K with vector leaves, else 1 (phe then sends a g and an h part per class).
     """
 
     key: PublicKey
@@ -44,6 +45,15 @@ class Session:
     max_rows: int = 0
     n_features: int = 0
     max_bin: int = 0
+    classes: int = 1
+
+    @property
+    def parts(self) -> int:
+        """Ciphertext vectors per :class:`EncGH`: one packed, g and h apart, or phe's g and h
+        of every class."""
+        if self.layout == "phe":
+            return 2 * self.classes
+        return 1 if self.layout == "packed" else 2
 
     @property
     def horner(self) -> bool:
@@ -53,7 +63,7 @@ class Session:
     def hist_ciphertexts(self, count: int) -> list[int]:
         """The ciphertexts per part of a :class:`~hefl.protocols.vf2boost.messages.Hist` holding ``count`` (g, h) entries."""
         if self.layout == "phe":
-            return [count, count]
+            return [count] * self.parts
         per_entry = 1 if self.layout == "packed" else 2
         if self.horner:
             return [math.ceil(per_entry * count / self.slots)]
@@ -104,14 +114,10 @@ def read_enc(session: Session, value: Any, lengths: list[int] | None = None) -> 
         raise TypeError(f"must hold a list of parts, not {type(parts).__name__}")
     out = [_read_part(session, layout, p) for p in parts]
     sizes = [len(p) for p in out]
-    want = lengths if lengths is not None else [sizes[0] if sizes else 0] * _part_count(layout)
+    want = lengths if lengths is not None else [sizes[0] if sizes else 0] * session.parts
     if sizes != want:
         raise ValueError(f"must hold parts of {want} ciphertexts, got {sizes}")
     return EncGH(layout, out, session.reorder)
-
-
-def _part_count(layout: str) -> int:
-    return 1 if layout == "packed" else 2
 
 
 def _read_part(session: Session, layout: str, part: Any) -> CipherVector | EncryptedExpVector:

@@ -112,7 +112,7 @@ class SplitParams:
     def of(cls, cfg: Any, g_exp: int = 0) -> SplitParams:
         """The parameters of a config (a VF2BoostConfig) for a tree whose g used ``g_exp``."""
         return cls(
-            frac_bits=cfg.frac_bits,
+            frac_bits=cfg.resolved_frac_bits,
             g_exp=g_exp,
             reg_lambda=float(cfg.reg_lambda),
             reg_alpha=float(cfg.reg_alpha),

@@ -97,8 +97,8 @@ def test_one_process_per_party_over_zeromq(adult_small, kp512, n_parties):
 
 def test_bit_budget_refused_before_training(adult_small):
     two, _, y = adult_small
-    cfg = VF2BoostConfig(key_bits=256, allow_insecure=True)
-    with pytest.raises(PackingOverflowError, match="larger key"):
+    cfg = VF2BoostConfig(key_bits=256, allow_insecure=True, frac_bits=53)  # "auto" would fit
+    with pytest.raises(PackingOverflowError, match=r"larger key.*frac_bits=52 fits"):
         fit(two, y, cfg)
 
 
@@ -124,9 +124,10 @@ def test_row_count_and_config_mismatch_name_the_party(adult_small, kp512):
 def test_passive_party_disconnecting_mid_tree(adult_small, kp512):
     two, _, y = adult_small
     cfg = small_cfg(512, n_estimators=1)
+    agreed = cfg.resolve(len(y)).to_dict()  # the config as the parties resolve it
 
     async def quitter(party):
-        await send(party, "active", Hello(n_rows=len(y), n_features=7, config=cfg.to_dict()))
+        await send(party, "active", Hello(n_rows=len(y), n_features=7, config=agreed))
         await party.recv("active", "vf2/setup")
         await party.send("active", "vf2/resume/have", [-1, b""])  # keeps no checkpoint
         await party.recv("active", "vf2/resume/from")
@@ -200,9 +201,10 @@ def test_malformed_histograms_under_the_real_tag_fail_the_active_party(adult_sma
     malformed Hist: the active party refuses it, naming the sender, the message and the field."""
     two, _, y = adult_small
     cfg = small_cfg(512, n_estimators=1)
+    agreed = cfg.resolve(len(y)).to_dict()  # the config as the parties resolve it
 
     async def mallory(party):
-        await send(party, "active", Hello(n_rows=len(y), n_features=7, config=cfg.to_dict()))
+        await send(party, "active", Hello(n_rows=len(y), n_features=7, config=agreed))
         await party.recv("active", "vf2/setup")
         await party.send("active", "vf2/resume/have", [-1, b""])  # keeps no checkpoint
         await party.recv("active", "vf2/resume/from")

@@ -227,8 +227,8 @@ def test_multiclass_bad_input(adult_small):
         VF2BoostConfig(objective="multi:softprob")
     with pytest.raises(ConfigError, match="num_class"):
         VF2BoostConfig(num_class=3)
-    with pytest.raises(ConfigError, match="pack_gh"):
-        cfg.replace(multi_strategy="multi_output_tree", pack_gh=False)
+    with pytest.raises(ConfigError, match="pack_histograms"):  # phe cannot Horner-pack
+        cfg.replace(multi_strategy="multi_output_tree", encoding="phe", pack_gh=False)
     with pytest.raises(ConfigError, match="multi_strategy"):
         VF2BoostConfig(multi_strategy="multi_output_tree")
     with pytest.raises(ConfigError, match="multi_strategy"):
