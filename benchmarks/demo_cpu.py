@@ -26,10 +26,14 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from hefl import cpu_count
+from hefl.crypto import _native as native
 from hefl.crypto import generate_keypair
 from hefl.data import load_adult
+
+RESULTS = Path(__file__).resolve().parent / "results" / "demo_cpu.json"
 
 
 def _cpu_ticks() -> tuple[int, int]:
@@ -56,6 +60,8 @@ def run_demo(trees: int, short: bool) -> dict[str, float]:
     return {
         "wall_s": wall,
         "s_per_tree": report["seconds_per_tree"],
+        "identical_to_plaintext_reference": report["identical_to_plaintext_reference"],
+        "test_auc": report["test_auc"],
         "machine_busy_pct": 100 * busy * (os.cpu_count() or 1),
         "rusage_pct": 100 * rusage_cpu / wall,
     }
@@ -97,6 +103,24 @@ def main() -> None:
         )
     for method, c in cost.items():
         print(f"{method}: {c * 1e6:.0f} µs CPU per obfuscator, {rows * c:.1f} CPU-s per tree")
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "command": "python benchmarks/demo_cpu.py " + " ".join(sys.argv[1:]),
+                "date": time.strftime("%Y-%m-%d"),
+                "rows": rows,
+                "cores": cores,
+                "trees": args.trees,
+                "native_kernel": native.AVAILABLE,
+                "ifma": native.IFMA,
+                "obfuscator_cpu_s": cost,
+                "runs": runs,
+            },
+            indent=1,
+        )
+    )
+    print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":
