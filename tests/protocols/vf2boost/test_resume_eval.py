@@ -5,6 +5,11 @@ iteration), and a checkpoint of another eval set, or of none, is refused."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -84,6 +89,42 @@ def test_binary_eval_set_early_stopping_resume_equals_uninterrupted(
     # resuming the finished (early-stopped) training grows nothing and returns the same
     again = run(parts, y, cfg_of(), eval_set=eval_set, checkpoint_dir=tmp_path, resume=True)
     assert outcome(again) == uninterrupted and again.tree_seconds == []
+
+
+KILLED = """
+import sys
+import numpy as np
+from hefl.protocols.vf2boost import VF2BoostConfig, fit
+d = np.load(sys.argv[1])
+parts, eparts = [d["x0"], d["x1"], d["x2"]], [d["e0"], d["e1"], d["e2"]]
+cfg = VF2BoostConfig.from_dict(__import__("json").loads(sys.argv[2]))
+fit(parts, d["y"], cfg, executor="thread", eval_set=(eparts, d["ey"]), checkpoint_dir=sys.argv[3])
+"""
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_of_the_whole_federation_mid_training_then_resume(data, uninterrupted, tmp_path):
+    """SIGKILL of the process running every party (threads) once round 3 is written: the
+    records on disk are whole, and the resumed run equals the uninterrupted one."""
+    (parts, y), (eparts, ey) = data
+    arrays = {f"x{i}": X for i, X in enumerate(parts)} | {f"e{i}": X for i, X in enumerate(eparts)}
+    np.savez(tmp_path / "data.npz", y=y, ey=ey, **arrays)
+    ckpt = tmp_path / "ckpt"
+    cmd = [sys.executable, "-c", KILLED, str(tmp_path / "data.npz"), json.dumps(cfg_of().to_dict())]
+    proc = subprocess.Popen([*cmd, str(ckpt)], start_new_session=True, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (ckpt / "active" / "tree-000002.json").exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the training never got to round 3"
+            time.sleep(0.005)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    held = min(len(tree_files(ckpt, n)) for n in NAMES)
+    assert 2 <= held < len(uninterrupted[1]["logloss"])
+    resumed = run(parts, y, cfg_of(), eval_set=(eparts, ey), checkpoint_dir=ckpt, resume=True)
+    assert outcome(resumed) == uninterrupted
 
 
 @pytest.mark.timeout(90)
