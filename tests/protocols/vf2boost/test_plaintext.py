@@ -117,7 +117,7 @@ def test_reference_matches_xgboost_on_adult(adult):
     model = plaintext_reference(parts, train.y, VF2BoostConfig())
     ours = model.predict_proba(tparts)
     auc = roc_auc(test.y, ours)
-    assert auc >= 0.91  # 0.91269 with learned default directions
+    assert auc >= 0.91  # 0.91307 (XGBoost on the raw features: the same, see test_xgboost_cuts)
 
     def binned(xs):  # bin codes, with the missing bin 0 given to XGBoost as NaN again
         b = np.hstack([p.binner.transform(X) for p, X in zip(model.parties, xs, strict=True)])

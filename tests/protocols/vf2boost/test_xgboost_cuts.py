@@ -92,3 +92,22 @@ def test_format_1_model_files_keep_their_splits():
     b = Binner.from_json([[1.0, 2.5]], legacy=True)
     x = np.array([[1.0], [np.nextafter(1.0, 2.0)], [2.5], [2.6]])
     assert b.transform(x)[:, 0].tolist() == [1, 2, 2, 3]
+
+
+def test_same_model_as_xgboost_on_raw_adult_with_missing_values(adult):
+    """Full Adult (its '?' as NaN), official split, 10 trees, depth 5, 32 bins: hefl's reference
+    on the raw columns predicts what XGBoost's hist predicts on them (cuts, split sides and
+    default directions all XGBoost's)."""
+    from hefl.data import ADULT_ACTIVE_COLUMNS, ADULT_PASSIVE_COLUMNS
+
+    train, test = adult
+    parts = [train.select(ADULT_ACTIVE_COLUMNS), train.select(ADULT_PASSIVE_COLUMNS)]
+    tparts = [test.select(ADULT_ACTIVE_COLUMNS), test.select(ADULT_PASSIVE_COLUMNS)]
+    assert np.isnan(np.hstack(parts)).any()
+    model = plaintext_reference(parts, train.y, VF2BoostConfig())
+    params = {"objective": "binary:logistic", "tree_method": "hist", "max_bin": 32,
+              "max_depth": 5, "eta": 0.3, "reg_lambda": 1.0, "min_child_weight": 1.0,
+              "base_score": float(np.mean(train.y)), "nthread": 1}  # fmt: skip
+    booster = xgb.train(params, xgb.DMatrix(np.hstack(parts), label=train.y), 10)
+    theirs = booster.predict(xgb.DMatrix(np.hstack(tparts)))
+    assert np.abs(model.predict_proba(tparts) - theirs).max() < 1e-6
