@@ -62,7 +62,7 @@ def check_features(X: Any, who: str = "party") -> Any:
 
 def _cut_points(values: np.ndarray, max_bin: int) -> np.ndarray:
     """Cut points for one feature's non-missing values, in row order (at most max_bin - 1):
-    XGBoost's ``hist`` cut points for the same column (:func:`~.sketch.xgboost_cuts`)."""
+    XGBoost's ``hist`` cut points for the same column (:func:`~hefl.protocols.vf2boost.sketch.xgboost_cuts`)."""
     return xgboost_cuts(values, max_bin)
 
 
