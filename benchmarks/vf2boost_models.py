@@ -10,6 +10,8 @@ Data that ships in a package or in the repository only:
 * ``wine``: scikit-learn's bundled wine, 3 classes.
 * ``adult-age``: Adult, age (regression), taken out of the active party's columns.
 * ``diabetes``: scikit-learn's bundled diabetes progression (regression).
+* ``fair``: statsmodels' bundled Fair (1978) affairs survey, 6,366 rows, time spent in
+  affairs (regression) from 8 columns with 3 to 22 distinct values each.
 * ``<set>-mot``: a multi-class set with ``multi_strategy="multi_output_tree"`` (one tree per
   round, every class's g‖h in one plaintext), against XGBoost's multi_output_tree.
 
@@ -31,7 +33,7 @@ wire, each against a binary round on the same rows (multi-class ``one_output_per
 K trees per round, so its cost is about K binary rounds).
 
 Run:  python benchmarks/vf2boost_models.py [--rounds 20] [--fed-rounds 1] [--quick]
-Needs the bench extra (xgboost-cpu, scikit-learn).
+Needs the bench extra (xgboost-cpu, scikit-learn, statsmodels).
 """
 
 from __future__ import annotations
@@ -59,6 +61,11 @@ PARAMS = {"max_depth": 5, "learning_rate": 0.3, "reg_lambda": 1.0, "min_child_we
 
 
 def _sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
+    if name == "fair":  # statsmodels, not scikit-learn: the one other bundled regression set
+        from statsmodels.datasets import fair
+
+        d = fair.load_pandas()
+        return np.asarray(d.exog, dtype=np.float64), np.asarray(d.endog, dtype=np.float64)
     from sklearn import datasets
 
     loader = {"digits": datasets.load_digits, "wine": datasets.load_wine,
@@ -93,7 +100,7 @@ def load(name: str) -> dict[str, Any]:
         X = X[:, np.ptp(X[tr], axis=0) > 0]
         X_parts, T_parts = _halves(X[tr]), _halves(X[te])
         y, y_test = y_all[tr], y_all[te]
-        objective = "reg:squarederror" if name == "diabetes" else "multi:softprob"
+        objective = "reg:squarederror" if name in ("diabetes", "fair") else "multi:softprob"
         num_class = int(y_all.max()) + 1 if objective == "multi:softprob" else 0
     metric = {"binary:logistic": "auc", "multi:softprob": "merror"}.get(objective, "rmse")
     return {"X": X_parts, "y": np.asarray(y), "T": T_parts, "y_test": np.asarray(y_test),
@@ -201,7 +208,7 @@ def main() -> None:
     ap.add_argument("--key-bits", type=int, default=2048)
     ap.add_argument("--data", nargs="*", default=["adult", "adult-marital", "adult-marital-mot",
                                                   "digits", "digits-mot", "wine", "wine-mot",
-                                                  "adult-age", "diabetes"])  # fmt: skip
+                                                  "adult-age", "diabetes", "fair"])  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="small sets, 5 rounds, 1024-bit keys")
     args = ap.parse_args()
     if args.quick:
