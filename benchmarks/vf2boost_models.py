@@ -23,8 +23,10 @@ and checked again here on the federated runs), so the reference gives hefl's tes
 all rounds; XGBoost trains on the raw features with the same max_bin, depth, eta, lambda,
 min_child_weight, base score and rounds (``tree_method="hist"``). Each hefl party cuts its
 columns where XGBoost's sketch would (:mod:`hefl.protocols.vf2boost.sketch`), so with the same
-parameters the two see the same bins; what differences remain come from the arithmetic
-(XGBoost keeps g and h in float32, hefl in float64, so near-equal gains may split otherwise).
+parameters the two see the same bins. Multi-class, XGBoost (3.x) starts from per-class
+intercepts estimated from the labels, hefl from equal class margins: ``xgboost_equal_start`` is
+XGBoost started as hefl starts (``base_score=0.5`` for every class), which then trains hefl's
+model.
 
 Cost: a federated run (2048-bit keys, one process, all techniques on) of ``--fed-rounds``
 rounds per data set, reporting seconds per round and per tree, and the crypto work per round:
@@ -114,8 +116,10 @@ def score(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
     return 1.0 - value if metric == "merror" else value
 
 
-def xgboost_score(d: dict[str, Any], rounds: int) -> tuple[float, float]:
-    """XGBoost's test metric with the same parameters, and its seconds."""
+def xgboost_score(d: dict[str, Any], rounds: int, equal_start: bool = False) -> tuple[float, float]:
+    """XGBoost's test metric with the same parameters, and its seconds. Multi-class:
+    XGBoost's default starts from per-class intercepts it estimates from the labels;
+    ``equal_start`` starts every class from the same margin instead, as hefl does."""
     import xgboost as xgb
 
     params = {"objective": d["objective"], "tree_method": "hist", "max_bin": PARAMS["max_bin"],
@@ -125,6 +129,8 @@ def xgboost_score(d: dict[str, Any], rounds: int) -> tuple[float, float]:
     if d["objective"] == "multi:softprob":
         params["num_class"] = d["num_class"]
         params["multi_strategy"] = d["strategy"]
+        if equal_start:
+            params["base_score"] = 0.5  # the same for every class: softmax ignores it
     else:
         params["base_score"] = float(np.mean(d["y"]))
     t0 = time.perf_counter()
@@ -194,6 +200,8 @@ def run(names: list[str], rounds: int, fed_rounds: int, key_bits: int) -> dict[s
                  "hefl": ours, "xgboost": theirs, "reference_seconds": ref_seconds,
                  "xgboost_seconds": xgb_seconds}  # fmt: skip
         entry["gap"] = ours - theirs if d["metric"] != "rmse" else ours / theirs - 1.0
+        if d["num_class"]:
+            entry["xgboost_equal_start"] = xgboost_score(d, rounds, equal_start=True)[0]
         if fed_rounds:
             entry["federated"] = federated(d, fed_rounds, keypair)
         out[name] = entry
