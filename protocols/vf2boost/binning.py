@@ -29,6 +29,9 @@ from hefl.protocols.vf2boost.frame import is_frame, read_frame
 from hefl.protocols.vf2boost.sketch import xgboost_cuts
 
 MISSING_BIN = 0
+#: How cut points are placed and which side a value equal to one goes: saved in checkpoints
+#: (trees grown on other bins must not be continued on these) beside the configuration.
+BINNING = "xgboost-hist"
 
 
 def check_features(X: Any, who: str = "party") -> Any:

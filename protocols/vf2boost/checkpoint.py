@@ -52,7 +52,7 @@ from hefl._checkpoint import record_name as _name
 from hefl.crypto import PrivateKey, PublicKey, generate_keypair
 from hefl.errors import ConfigError, CryptoError, ProtocolError
 from hefl.messages import Fields, Message, gather, recv, send
-from hefl.protocols.vf2boost.binning import check_features
+from hefl.protocols.vf2boost.binning import BINNING, check_features
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.frame import values_of
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
@@ -370,7 +370,10 @@ class TreeCheckpoint:
 
 
 def _header(name: str, parties: list[str], active: str, cfg: VF2BoostConfig, data: str) -> Header:
-    return header_for("vf2boost", name, set(parties), {"active": active}, cfg.to_dict(), data)
+    # the binning rule rides with the configuration: a checkpoint whose trees were grown on
+    # other cut points (an older hefl's) is refused rather than continued on these
+    config = {**cfg.to_dict(), "binning": BINNING}
+    return header_for("vf2boost", name, set(parties), {"active": active}, config, data)
 
 
 def _digest(trees: list[dict[str, Any]]) -> bytes:

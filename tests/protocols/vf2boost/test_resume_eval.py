@@ -174,3 +174,19 @@ def test_multiclass_one_output_per_tree_resume_keeps_every_whole_round(data, tmp
     resumed = run(parts, y, cfg, eval_set=(eparts, ey), checkpoint_dir=tmp_path, resume=True)
     assert outcome(resumed) == whole
     assert len(resumed.tree_seconds) == cfg.n_trees - 7  # 5 of 12 trees grown again: none
+
+
+@pytest.mark.timeout(60)
+def test_a_checkpoint_grown_on_other_bins_is_refused(data, tmp_path):
+    """A checkpoint written before hefl cut where XGBoost does (no binning rule in its
+    header) holds trees on other bins: continuing it would mix two binnings."""
+    (parts, y), _ = data
+    cfg = cfg_of(n_estimators=2, eval_metric=None, early_stopping_rounds=None)
+    run(parts, y, cfg, checkpoint_dir=tmp_path)
+    for name in NAMES:
+        path = tmp_path / name / "header.json"
+        header = json.loads(path.read_text())
+        del header["config"]["binning"]
+        path.write_text(json.dumps(header))
+    with pytest.raises(ConfigError, match="configuration field 'binning'"):
+        run(parts, y, cfg, checkpoint_dir=tmp_path, resume=True)
