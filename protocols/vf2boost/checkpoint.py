@@ -333,6 +333,9 @@ class TreeCheckpoint:
     def round_state(self, per_round: int) -> tuple[int, Any, str]:
         """The evaluation state recorded with the last whole round kept.
 
+        Args:
+            per_round: trees per round (K with ``one_output_per_tree``, else 1).
+
         Returns:
             (whole rounds kept, that round's ``eval`` entry or None, the record's path for
             messages); (0, None, "") when no round is whole.

@@ -90,8 +90,15 @@ class Evaluation:
         return self.stopped
 
     def state(self, data: str) -> dict[str, Any]:
-        """What a checkpoint keeps after a round (JSON-ready; ``data``: the eval set's
-        digest): history, best round, stop flag and the eval margins' exact bits."""
+        """What a checkpoint keeps after a round: history, best round, stop flag and the
+        eval margins' exact bits.
+
+        Args:
+            data: the eval set's digest (:func:`eval_digest`).
+
+        Returns:
+            A JSON-ready dict.
+        """
         margin = np.ascontiguousarray(self.margin, dtype=np.float64)
         return {
             "data": data,
@@ -104,6 +111,12 @@ class Evaluation:
 
     def restore(self, state: Any, rounds: int, data: str, where: str) -> None:
         """Continue from a checkpoint's :meth:`state` after ``rounds`` rounds.
+
+        Args:
+            state: the ``eval`` entry of the record of the last whole round (None if absent).
+            rounds: the whole rounds kept.
+            data: this run's eval set digest.
+            where: the record's path, for messages.
 
         Raises:
             ConfigError: no state (the checkpoint was made without an eval set), another
@@ -130,18 +143,42 @@ class Evaluation:
 
 
 def eval_digest(*arrays: Any) -> str:
-    """The digest of an eval set (this party's columns, and labels at the active party)."""
+    """The digest of an eval set.
+
+    Args:
+        arrays: this party's eval columns (and, at the active party, the eval labels).
+
+    Returns:
+        A hex SHA-256.
+    """
     return fingerprint(*arrays)
 
 
 def verdict_state(verdict: Verdict, data: str) -> dict[str, Any]:
-    """What a passive party's checkpoint keeps after a round: the verdict it got."""
+    """What a passive party's checkpoint keeps after a round.
+
+    Args:
+        verdict: the round's verdict from the active party.
+        data: this party's eval set digest.
+
+    Returns:
+        A JSON-ready dict.
+    """
     return {"data": data, "best": verdict.best, "stop": verdict.stop}
 
 
 def restore_verdict(state: Any, rounds: int, data: str, where: str) -> Verdict:
     """A passive party's verdict of the last round a checkpoint holds (see
     :func:`verdict_state`).
+
+    Args:
+        state: the ``eval`` entry of the record of the last whole round (None if absent).
+        rounds: the whole rounds kept.
+        data: this run's eval set digest.
+        where: the record's path, for messages.
+
+    Returns:
+        The verdict.
 
     Raises:
         ConfigError: as :meth:`Evaluation.restore`.

@@ -48,7 +48,14 @@ class Summary(NamedTuple):
 
 
 def exact_summary(values: np.ndarray) -> Summary:
-    """The exact summary of a batch of values (unit weights)."""
+    """The exact summary of a batch of values (unit weights).
+
+    Args:
+        values: finite float64 values, any order.
+
+    Returns:
+        Their distinct values with exact rank bounds.
+    """
     v, counts = np.unique(values, return_counts=True)
     w = counts.astype(np.float64)
     rmax = np.cumsum(w)
@@ -57,7 +64,15 @@ def exact_summary(values: np.ndarray) -> Summary:
 
 def prune(s: Summary, maxsize: int) -> Summary:
     """Keep at most ``maxsize`` entries: the first, the last, and those nearest to
-    ``maxsize - 2`` evenly spaced ranks between them (no entry twice)."""
+    ``maxsize - 2`` evenly spaced ranks between them (no entry twice).
+
+    Args:
+        s: a summary.
+        maxsize: entries to keep at most (>= 2).
+
+    Returns:
+        ``s`` itself when it is small enough, else the pruned summary.
+    """
     if s.size <= maxsize:
         return s
     begin = s.rmax[0]
@@ -76,7 +91,15 @@ def prune(s: Summary, maxsize: int) -> Summary:
 
 def combine(a: Summary, b: Summary) -> Summary:
     """Merge the summaries of two disjoint row sets: ranks add up, and a value both hold
-    becomes one entry with both sides' ranks and weights."""
+    becomes one entry with both sides' ranks and weights.
+
+    Args:
+        a: one summary.
+        b: the other.
+
+    Returns:
+        The summary of both row sets.
+    """
     if a.size == 0:
         return b
     if b.size == 0:
@@ -113,7 +136,15 @@ def _merged_side(a: Summary, b: Summary) -> tuple[tuple[np.ndarray, ...], np.nda
 
 
 def limit_size(n_rows: int, max_bin: int) -> int:
-    """Entries per summary level of XGBoost's sketch for a column of ``n_rows`` values."""
+    """Entries per summary level of XGBoost's sketch for a column of ``n_rows`` values.
+
+    Args:
+        n_rows: the column's non-missing values.
+        max_bin: most bins per feature.
+
+    Returns:
+        The level size (the buffer holds twice as many entries).
+    """
     eps = 1.0 / (max(min(max_bin, n_rows), 1) * K_FACTOR)
     level = 1
     while True:
@@ -124,7 +155,15 @@ def limit_size(n_rows: int, max_bin: int) -> int:
 
 
 def stream_summary(values: np.ndarray, limit: int) -> Summary:
-    """Summarise values in arrival order through the merge-and-prune ladder."""
+    """Summarise values in arrival order through the merge-and-prune ladder.
+
+    Args:
+        values: one column's non-missing values, in row order.
+        limit: entries per level (:func:`limit_size`).
+
+    Returns:
+        The column's summary, at most ``limit`` entries.
+    """
     # buffer entries: runs of equal neighbouring values; a full buffer (2 * limit entries)
     # is summarised and pushed up the ladder before the next value comes in
     starts = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
@@ -161,8 +200,18 @@ def _push(levels: list[Summary | None], temp: Summary, limit: int) -> None:
 
 
 def xgboost_cuts(values: np.ndarray, max_bin: int) -> np.ndarray:
-    """Cut points of one feature's non-missing values, in row order (``x < cut`` goes left):
-    those of XGBoost's ``hist`` with the same ``max_bin`` (at most ``max_bin - 1`` of them)."""
+    """Cut points of one feature's non-missing values (``x < cut`` goes left): those of
+    XGBoost's ``hist`` with the same ``max_bin``.
+
+    Args:
+        values: the column's non-missing values, in row order (order matters once the
+            column outgrows one sketch buffer, as in XGBoost).
+        max_bin: most bins per feature.
+
+    Returns:
+        Sorted distinct cut points, at most ``max_bin - 1`` of them (empty for no values or
+        one distinct value).
+    """
     if values.size == 0:
         return np.empty(0)
     summary = stream_summary(values, limit_size(values.size, max_bin))
