@@ -32,7 +32,7 @@ from hefl.protocols.vf2boost.active_tree import Training, grow_tree
 from hefl.protocols.vf2boost.binning import MISSING_BIN, Binner, check_features
 from hefl.protocols.vf2boost.checkpoint import TreeCheckpoint
 from hefl.protocols.vf2boost.config import VF2BoostConfig
-from hefl.protocols.vf2boost.evaluation import Evaluation, cut, evaluate_round
+from hefl.protocols.vf2boost.evaluation import Evaluation, cut, eval_digest, evaluate_round
 from hefl.protocols.vf2boost.frame import values_of
 from hefl.protocols.vf2boost.model import PartyModel
 from hefl.protocols.vf2boost.objectives import config_objective
@@ -75,7 +75,7 @@ async def active_party(
         checkpoint_dir: write this party's share after every tree into
             ``<checkpoint_dir>/<party name>`` (see :mod:`~hefl.protocols.vf2boost.checkpoint`).
         resume: continue the checkpoint found there, from the last tree every party holds
-            (not with an eval set).
+            (with an eval set, also its metric history, best round and early stopping).
 
     Returns:
         A dict with ``model`` (this party's PartyModel as JSON), ``statistics``,
@@ -94,8 +94,6 @@ async def active_party(
     n, cfg = X.shape[0], cfg.resolve(X.shape[0])  # "auto" frac_bits: one int, greet checks
     passives = list(passives) if passives is not None else sorted(party.peers)
     evaluated = _eval_data(eval_set, X, cfg, who)
-    if evaluated is not None and resume:
-        raise ConfigError(f"{who}: resuming a training with an eval set is not supported")
     data = (values_of(X, who), yf)
     ckpt = TreeCheckpoint.for_active(checkpoint_dir, resume, party.name, passives, cfg, data)
     n_eval = 0 if evaluated is None else len(evaluated[1])
@@ -183,10 +181,9 @@ async def _train(
     (progress, prefill), cfg, pool = hooks, run.cfg, run.crypto.pool
     objective = config_objective(cfg)
     margin, start, partial = _start_margin(run, y, ckpt)
-    if evaluated is not None:
-        run.evaluation = Evaluation.start(cfg, evaluated[1], run.model.base_margin)
     K, tree_seconds = objective.trees_per_round, []
-    for r in range(start // K, cfg.n_estimators):
+    digest, first = _start_evaluation(run, evaluated, ckpt, start // K)
+    for r in range(first, cfg.n_estimators):
         grads = objective.round_gradients(margin, y)  # from the round's start, as XGBoost
         for t, out in partial:  # a resumed round's trees already grown
             objective.add_tree(margin, t, out)
@@ -199,13 +196,15 @@ async def _train(
                 pool.resize(min(pool.capacity, later))
             out = await grow_tree(run, t, *grads[t - r * K])
             objective.add_tree(margin, t, out)
-            await ckpt.save(t, run.model, out)
+            if run.evaluation is None or t + 1 < (r + 1) * K:
+                await ckpt.save(t, run.model, out)  # else saved with the round's evaluation
             tree_seconds.append(time.perf_counter() - t0)
             if progress is not None and (run.evaluation is None or (t + 1) % K):
                 progress(t + 1, cfg.n_trees, tree_seconds[-1])
         if run.evaluation is not None and evaluated is not None:
             ev = run.evaluation
             stop = await evaluate_round(run.party, ev, run.model, evaluated[0], run.passives, r)
+            await ckpt.save((r + 1) * K - 1, run.model, out, ev.state(digest))
             if progress is not None:
                 metrics = {cfg.metric: ev.history[-1]}
                 progress((r + 1) * K, cfg.n_trees, tree_seconds[-1], metrics=metrics)
@@ -214,6 +213,28 @@ async def _train(
     if run.evaluation is not None and cfg.early_stopping_rounds is not None:
         cut(run.model, run.evaluation.best + 1, K)
     return tree_seconds
+
+
+def _start_evaluation(
+    run: Training, evaluated: tuple[Any, np.ndarray] | None, ckpt: TreeCheckpoint, first: int
+) -> tuple[str, int]:
+    """Start the evaluation (none without an eval set), continuing the checkpoint's.
+
+    Returns:
+        (the eval set's digest, the first round to grow: none left if training had stopped).
+
+    Raises:
+        ConfigError: the checkpoint's rounds have no evaluation state or another eval set's.
+    """
+    if evaluated is None:
+        return "", first
+    X_eval, y_eval = evaluated
+    digest = eval_digest(values_of(X_eval, f"party {run.party.name!r} eval set"), y_eval)
+    run.evaluation = Evaluation.start(run.cfg, y_eval, run.model.base_margin)
+    rounds, state, where = ckpt.round_state(run.evaluation.per_round)
+    if rounds:
+        run.evaluation.restore(state, rounds, digest, where)
+    return digest, run.cfg.n_estimators if run.evaluation.stopped else first
 
 
 def _start_margin(

@@ -1,13 +1,17 @@
 """Per-party feature binning (quantile cut points), done once before training.
 
-Every party bins only its own columns; cut points never leave the party. Bin codes:
+Every party bins only its own columns; cut points never leave the party. The cut points are
+those XGBoost's ``hist`` method would place on the same column with the same ``max_bin``
+(:mod:`~hefl.protocols.vf2boost.sketch`): one bin per distinct value when a feature has at
+most ``max_bin`` of them, weighted-quantile cuts otherwise. Bin codes:
 
 * bin 0 holds missing values (NaN), kept out of the value bins. It always exists, so a feature
   that has no NaN in training but some at prediction time still has a place for them. A split
   sends values in bins 1..k left and the missing values to its learned default side, as
   XGBoost does (:func:`~hefl.protocols.vf2boost.tree.go_left`).
-* bins 1..m+1 hold values: x <= c_1 -> 1, c_1 < x <= c_2 -> 2, ..., x > c_m -> m+1, for
-  sorted cut points c_1 < ... < c_m, m <= max_bin - 1.
+* bins 1..m+1 hold values: x < c_1 -> 1, c_1 <= x < c_2 -> 2, ..., x >= c_m -> m+1, for
+  sorted cut points c_1 < ... < c_m, m <= max_bin - 1. As in XGBoost, a value equal to a cut
+  point goes to the bin above it (the right side of a split at that cut).
 
 Infinite values are refused (they have no quantile and usually mean a data bug), and so are
 columns that cannot split anything: all missing, or one value and no missing one.
@@ -22,8 +26,12 @@ import numpy as np
 
 from hefl.errors import ConfigError
 from hefl.protocols.vf2boost.frame import is_frame, read_frame
+from hefl.protocols.vf2boost.sketch import xgboost_cuts
 
 MISSING_BIN = 0
+#: How cut points are placed and which side a value equal to one goes: saved in checkpoints
+#: (trees grown on other bins must not be continued on these) beside the configuration.
+BINNING = "xgboost-hist"
 
 
 def check_features(X: Any, who: str = "party") -> Any:
@@ -56,31 +64,9 @@ def check_features(X: Any, who: str = "party") -> Any:
 
 
 def _cut_points(values: np.ndarray, max_bin: int) -> np.ndarray:
-    """Cut points for one feature's non-missing values (at most max_bin - 1 of them).
-
-    Equal-frequency bins that adapt to ties: walking the distinct values in order, a bin is
-    closed once it holds its share of the rows not yet binned (rows left / bins left). A value
-    that alone holds most rows (a skewed feature such as a capital gain that is 0 for 90 % of
-    the people) then takes one bin and the remaining bins still split the other values,
-    where fixed quantiles would collapse onto that value and leave a handful of bins.
-    """
-    if values.size == 0:
-        return np.empty(0)
-    uniq, counts = np.unique(values, return_counts=True)
-    if uniq.size <= max_bin:
-        return uniq[:-1].astype(np.float64)  # one bin per distinct value
-    cuts: list[float] = []
-    remaining, bins_left, in_bin = int(values.size), max_bin, 0
-    for v, c in zip(uniq[:-1].tolist(), counts[:-1].tolist(), strict=True):
-        in_bin += c
-        if in_bin * bins_left >= remaining:  # in_bin >= remaining / bins_left, exactly
-            cuts.append(v)
-            remaining -= in_bin
-            bins_left -= 1
-            in_bin = 0
-            if bins_left == 1:
-                break
-    return np.asarray(cuts, dtype=np.float64)
+    """Cut points for one feature's non-missing values, in row order (at most max_bin - 1):
+    XGBoost's ``hist`` cut points for the same column (:func:`~hefl.protocols.vf2boost.sketch.xgboost_cuts`)."""
+    return xgboost_cuts(values, max_bin)
 
 
 def check_columns(X: Any, who: str, names: list[str] | None = None) -> Any:
@@ -166,7 +152,7 @@ class Binner:
                     f"than max_bin={max_bin} (one bin per category)"
                 )
             else:  # one bin per category: code c falls in bin c + 1
-                cuts.append(np.arange(len(cats) - 1, dtype=np.float64))
+                cuts.append(np.arange(1, len(cats), dtype=np.float64))
         return cls(cuts=tuple(cuts), categories=categories, names=tuple(names))
 
     @property
@@ -195,14 +181,15 @@ class Binner:
         out = np.empty(X.shape, dtype=np.int16)
         for j, c in enumerate(self.cuts):
             col = X[:, j]
-            b = np.searchsorted(c, col, side="left") + 1
+            b = np.searchsorted(c, col, side="right") + 1  # x == cut: the bin above
             b[np.isnan(col)] = MISSING_BIN
             out[:, j] = b
         return out
 
     def threshold(self, feature: int, bin_: int) -> float:
-        """The raw-value threshold of the split ``bin <= bin_``: x <= threshold goes left
-        (NaN to the split's default side). For ``bin_ = 0`` no value goes left (-inf)."""
+        """The raw-value threshold of the split ``bin <= bin_``: x < threshold goes left, a
+        value equal to it right (NaN to the split's default side), as in XGBoost's trees.
+        For ``bin_ = 0`` no value goes left (-inf)."""
         if bin_ == MISSING_BIN:
             return float("-inf")
         return float(self.cuts[feature][bin_ - 1])
@@ -213,8 +200,15 @@ class Binner:
         return [c.tolist() for c in self.cuts]
 
     @classmethod
-    def from_json(cls, data: object, categories: object = None, names: object = None) -> Binner:
+    def from_json(
+        cls, data: object, categories: object = None, names: object = None, legacy: bool = False
+    ) -> Binner:
         """Inverse of :meth:`to_json` (with the saved categories and names, if any).
+
+        Args:
+            legacy: the cuts come from a model file that sent x <= cut left (format 1); each
+                becomes the next float up, which sends exactly the same values left under
+                today's x < cut.
 
         Raises:
             ConfigError: malformed data.
@@ -226,7 +220,7 @@ class Binner:
             arr = np.asarray(c, dtype=np.float64)
             if arr.ndim != 1 or not np.isfinite(arr).all() or np.any(np.diff(arr) <= 0):
                 raise ConfigError("binner cuts must be strictly increasing finite numbers")
-            cuts.append(arr)
+            cuts.append(np.nextafter(arr, np.inf) if legacy else arr)
         cats: tuple[tuple[str, ...] | None, ...] = ()
         if categories is not None:
             if not isinstance(categories, list) or len(categories) != len(cuts):

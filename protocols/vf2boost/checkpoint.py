@@ -11,6 +11,12 @@ uninterrupted run. Nothing in a training is drawn at random except encryption no
 candidates' ids, neither of which reaches the model. The private key is stored by the active
 party only (file mode 0600); passive parties keep the key's fingerprint.
 
+With an eval set, the record of a round's last tree is written after the round's evaluation and
+also holds what early stopping needs (:mod:`~hefl.protocols.vf2boost.evaluation`): the metric
+history, the best round, whether training stopped and the eval margins at the active party,
+the verdict at a passive one. A resumed training then evaluates, stops and cuts exactly where
+the uninterrupted one did.
+
 At start, after the keys, every passive party sends the active party how many trees it holds
 and a digest of each (:class:`ResumeHave`); the active party resumes everyone from the fewest
 any party holds (:class:`ResumeFrom`), and a party that holds more drops the extra ones. A
@@ -46,7 +52,7 @@ from hefl._checkpoint import record_name as _name
 from hefl.crypto import PrivateKey, PublicKey, generate_keypair
 from hefl.errors import ConfigError, CryptoError, ProtocolError
 from hefl.messages import Fields, Message, gather, recv, send
-from hefl.protocols.vf2boost.binning import check_features
+from hefl.protocols.vf2boost.binning import BINNING, check_features
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.frame import values_of
 from hefl.protocols.vf2boost.model import PartyModel, TreeStructure
@@ -108,6 +114,7 @@ class TreeCheckpoint:
         self.header = header
         self.dir = CheckpointDir(directory, header.party, resume) if directory else None
         self.records: list[dict[str, Any]] = []
+        self.limit = int(header.config["n_estimators"])  # trees kept at most (see for_active)
         self._trees = 0  # trees of the model already in a record
         self._splits: set[Any] = set()  # split ids already in a record
         if self.dir is not None and self.dir.header is not None:
@@ -126,7 +133,9 @@ class TreeCheckpoint:
     ) -> TreeCheckpoint:
         """The checkpoint of active party ``name`` (``data``: its features and labels)."""
         parties = [name, *passives]
-        return cls(directory, resume, _header(name, parties, name, cfg, fingerprint(*data)))
+        ckpt = cls(directory, resume, _header(name, parties, name, cfg, fingerprint(*data)))
+        ckpt.limit = cfg.n_trees  # every tree of every round (K per round with one_output_per_tree)
+        return ckpt
 
     @classmethod
     def for_passive(
@@ -244,8 +253,7 @@ class TreeCheckpoint:
     async def _decide(self, party: Party, passives: list[str]) -> int:
         haves = await gather(party, ResumeHave, peers=passives)
         held = {party.name: self._held(), **{n: h.trees for n, h in haves.items()}}
-        limit = int(self.header.config["n_estimators"])
-        keep = agreed_steps(held, limit, "hold trees", "party(ies)", "party")
+        keep = agreed_steps(held, self.limit, "hold trees", "party(ies)", "party")
         mine = self._digests()
         for name, have in haves.items():
             for t in range(keep):
@@ -322,9 +330,33 @@ class TreeCheckpoint:
         where = self.dir.path if self.dir is not None else "?"
         return ConfigError(f"malformed checkpoint record {where}/{_name(KIND, t)}: {exc!r}")
 
-    async def save(self, t: int, model: PartyModel, out: np.ndarray | None = None) -> None:
+    def round_state(self, per_round: int) -> tuple[int, Any, str]:
+        """The evaluation state recorded with the last whole round kept.
+
+        Args:
+            per_round: trees per round (K with ``one_output_per_tree``, else 1).
+
+        Returns:
+            (whole rounds kept, that round's ``eval`` entry or None, the record's path for
+            messages); (0, None, "") when no round is whole.
+        """
+        rounds = len(self.records) // per_round
+        if rounds == 0:
+            return 0, None, ""
+        root = self.dir.path if self.dir is not None else "?"
+        where = f"{root}/{_name(KIND, rounds * per_round - 1)}"
+        return rounds, self.records[rounds * per_round - 1].get("eval"), where
+
+    async def save(
+        self,
+        t: int,
+        model: PartyModel,
+        out: np.ndarray | None = None,
+        evaluation: dict[str, Any] | None = None,
+    ) -> None:
         """Record what tree ``t`` added to ``model`` (and, active party, its output on the
-        training rows), durably, before the next tree starts."""
+        training rows; with an eval set, after a round's last tree, the evaluation state),
+        durably, before the next tree starts."""
         new_splits = [[k, list(v)] for k, v in model.splits.items() if k not in self._splits]
         record = {
             "t": t,
@@ -332,6 +364,8 @@ class TreeCheckpoint:
             "splits": new_splits,
             "out": None if out is None else _pack_output(out),
         }
+        if evaluation is not None:
+            record["eval"] = evaluation
         self._trees = len(model.trees)
         self._splits.update(k for k, _ in new_splits)
         if self.dir is not None:
@@ -339,7 +373,10 @@ class TreeCheckpoint:
 
 
 def _header(name: str, parties: list[str], active: str, cfg: VF2BoostConfig, data: str) -> Header:
-    return header_for("vf2boost", name, set(parties), {"active": active}, cfg.to_dict(), data)
+    # the binning rule rides with the configuration: a checkpoint whose trees were grown on
+    # other cut points (an older hefl's) is refused rather than continued on these
+    config = {**cfg.to_dict(), "binning": BINNING}
+    return header_for("vf2boost", name, set(parties), {"active": active}, config, data)
 
 
 def _digest(trees: list[dict[str, Any]]) -> bytes:

@@ -9,16 +9,24 @@ leaf weights to the eval margins, scores the metric, and tells every passive par
 training stops and which round is the best so far
 (:class:`~hefl.protocols.vf2boost.messages.Verdict`). With early stopping every party cuts its
 share after the best round. The plaintext reference runs the same :class:`Evaluation`.
+
+A checkpointed training records, with every round's last tree, what early stopping needs to
+go on exactly as if never interrupted: the active party :meth:`Evaluation.state` (the metric
+history, the best round, whether training stopped, and the eval margins bit for bit), a
+passive party the verdict it got (:func:`verdict_state`); both with a digest of their eval
+columns, so that a resume with another eval set is refused.
 """
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from hefl import Party
+from hefl._checkpoint import fingerprint
 from hefl.errors import ConfigError
 from hefl.messages import gather, recv, send
 from hefl.protocols.vf2boost.config import VF2BoostConfig
@@ -38,6 +46,7 @@ class Evaluation:
         margin: the eval rows' margins so far.
         history: the metric after every round.
         best: the best round so far.
+        stopped: early stopping ended the training after the last round.
     """
 
     cfg: VF2BoostConfig
@@ -45,6 +54,7 @@ class Evaluation:
     margin: np.ndarray
     history: list[float] = field(default_factory=list)
     best: int = 0
+    stopped: bool = False
 
     @classmethod
     def start(cls, cfg: VF2BoostConfig, y: np.ndarray, base_margin: float) -> Evaluation:
@@ -76,12 +86,125 @@ class Evaluation:
         if r and (value > best if higher else value < best):
             self.best = r
         esr = self.cfg.early_stopping_rounds
-        return esr is not None and r - self.best >= esr
+        self.stopped = esr is not None and r - self.best >= esr
+        return self.stopped
+
+    def state(self, data: str) -> dict[str, Any]:
+        """What a checkpoint keeps after a round: history, best round, stop flag and the
+        eval margins' exact bits.
+
+        Args:
+            data: the eval set's digest (:func:`eval_digest`).
+
+        Returns:
+            A JSON-ready dict.
+        """
+        margin = np.ascontiguousarray(self.margin, dtype=np.float64)
+        return {
+            "data": data,
+            "history": list(self.history),
+            "best": self.best,
+            "stop": self.stopped,
+            "shape": list(margin.shape),
+            "margin": base64.b64encode(margin.tobytes()).decode(),
+        }
+
+    def restore(self, state: Any, rounds: int, data: str, where: str) -> None:
+        """Continue from a checkpoint's :meth:`state` after ``rounds`` rounds.
+
+        Args:
+            state: the ``eval`` entry of the record of the last whole round (None if absent).
+            rounds: the whole rounds kept.
+            data: this run's eval set digest.
+            where: the record's path, for messages.
+
+        Raises:
+            ConfigError: no state (the checkpoint was made without an eval set), another
+                eval set, or a malformed state (``where`` names the record).
+        """
+        _check_state(state, rounds, data, where)
+        try:
+            margin = np.frombuffer(base64.b64decode(state["margin"]), dtype=np.float64)
+            margin = margin.reshape([int(d) for d in state["shape"]])
+            history = [float(v) for v in state["history"]]
+            best, stop = int(state["best"]), bool(state["stop"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"malformed evaluation state in {where}: {exc!r}") from None
+        if margin.shape != self.margin.shape or len(history) != rounds or best >= rounds:
+            raise ConfigError(
+                f"malformed evaluation state in {where}: it does not fit the eval set"
+            )
+        self.margin, self.history, self.best, self.stopped = margin.copy(), history, best, stop
 
     def summary(self) -> dict[str, Any]:
         """The metric history and, with early stopping, the best round (the model's end)."""
         best = self.best if self.cfg.early_stopping_rounds is not None else None
         return {"evals": {self.cfg.metric: list(self.history)}, "best_iteration": best}
+
+
+def eval_digest(*arrays: Any) -> str:
+    """The digest of an eval set.
+
+    Args:
+        arrays: this party's eval columns (and, at the active party, the eval labels).
+
+    Returns:
+        A hex SHA-256.
+    """
+    return fingerprint(*arrays)
+
+
+def verdict_state(verdict: Verdict, data: str) -> dict[str, Any]:
+    """What a passive party's checkpoint keeps after a round.
+
+    Args:
+        verdict: the round's verdict from the active party.
+        data: this party's eval set digest.
+
+    Returns:
+        A JSON-ready dict.
+    """
+    return {"data": data, "best": verdict.best, "stop": verdict.stop}
+
+
+def restore_verdict(state: Any, rounds: int, data: str, where: str) -> Verdict:
+    """A passive party's verdict of the last round a checkpoint holds (see
+    :func:`verdict_state`).
+
+    Args:
+        state: the ``eval`` entry of the record of the last whole round (None if absent).
+        rounds: the whole rounds kept.
+        data: this run's eval set digest.
+        where: the record's path, for messages.
+
+    Returns:
+        The verdict.
+
+    Raises:
+        ConfigError: as :meth:`Evaluation.restore`.
+    """
+    _check_state(state, rounds, data, where)
+    try:
+        verdict = Verdict(stop=bool(state["stop"]), best=int(state["best"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"malformed evaluation state in {where}: {exc!r}") from None
+    if not 0 <= verdict.best < rounds:
+        raise ConfigError(f"malformed evaluation state in {where}: best round {verdict.best}")
+    return verdict
+
+
+def _check_state(state: Any, rounds: int, data: str, where: str) -> None:
+    """Refuse a missing state or one of another eval set."""
+    if not isinstance(state, dict):
+        raise ConfigError(
+            f"the checkpoint holds {rounds} round(s) trained without an eval set ({where}); "
+            "resume without eval_set, or start a new checkpoint"
+        )
+    if state.get("data") != data:
+        raise ConfigError(
+            f"the checkpoint's rounds were evaluated on another eval set ({where}); resume "
+            "with the same eval_set"
+        )
 
 
 def cut(model: PartyModel, rounds: int, per_round: int) -> None:
@@ -149,6 +272,9 @@ __all__ = [
     "Evaluation",
     "check_eval_masks",
     "cut",
+    "eval_digest",
     "evaluate_round",
     "passive_round",
+    "restore_verdict",
+    "verdict_state",
 ]

@@ -23,7 +23,9 @@ from hefl.protocols.vf2boost.binning import Binner
 from hefl.protocols.vf2boost.objectives import OBJECTIVES, Objective, leaf_output, objective_of
 from hefl.protocols.vf2boost.tree import go_left
 
-FORMAT = "hefl.vf2boost.party-model/1"
+FORMAT = "hefl.vf2boost.party-model/2"
+#: Format 1 sent x <= cut left; format 2 sends x < cut left (XGBoost's rule). Both load.
+FORMAT_1 = "hefl.vf2boost.party-model/1"
 
 
 @dataclass
@@ -182,7 +184,7 @@ class PartyModel:
             d = json.loads(s)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"not a JSON party model: {exc}") from None
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
+        if not isinstance(d, dict) or d.get("format") not in (FORMAT, FORMAT_1):
             raise ConfigError(f"not a hefl VF2Boost party model (expected format {FORMAT!r})")
         try:
             splits = {int(k): _split_entry(v) for k, v in d["splits"].items()}
@@ -198,7 +200,9 @@ class PartyModel:
             return cls(
                 index=int(d["index"]),
                 name=str(d["name"]),
-                binner=Binner.from_json(d["cuts"], d.get("categories"), d.get("feature_names")),
+                binner=Binner.from_json(
+                    d["cuts"], d.get("categories"), d.get("feature_names"), d["format"] == FORMAT_1
+                ),
                 splits=splits,
                 trees=trees,
                 base_margin=None if d["base_margin"] is None else float(d["base_margin"]),

@@ -29,7 +29,13 @@ from hefl.protocols.vf2boost.budget import BitPlan
 from hefl.protocols.vf2boost.checkpoint import TreeCheckpoint
 from hefl.protocols.vf2boost.config import VF2BoostConfig
 from hefl.protocols.vf2boost.encgh import EncGH, cumulative_entries, layout_of, seal_entries
-from hefl.protocols.vf2boost.evaluation import cut, passive_round
+from hefl.protocols.vf2boost.evaluation import (
+    cut,
+    eval_digest,
+    passive_round,
+    restore_verdict,
+    verdict_state,
+)
 from hefl.protocols.vf2boost.frame import values_of
 from hefl.protocols.vf2boost.messages import (
     Gradients,
@@ -92,7 +98,7 @@ async def passive_party(
         checkpoint_dir: write this party's share after every tree into
             ``<checkpoint_dir>/<party name>`` (see :mod:`~hefl.protocols.vf2boost.checkpoint`).
         resume: continue the checkpoint found there, from the last tree every party holds
-            (not with an eval set).
+            (with an eval set, also the verdict of its last whole round).
 
     Returns:
         A dict with ``model`` (this party's PartyModel as JSON) and ``statistics``
@@ -115,8 +121,6 @@ async def passive_party(
                 f"{who}: the eval set has {role.X_eval.shape[1]} columns but the training data "
                 f"{role.X.shape[1]}; the eval set must be split by columns like the training data"
             )
-    if X_eval is not None and resume:
-        raise ConfigError(f"{who}: resuming a training with an eval set is not supported")
     everyone = [party.name, *party.peers]
     ckpt = TreeCheckpoint.for_passive(
         checkpoint_dir, resume, party.name, everyone, active, cfg, values_of(role.X, who)
@@ -193,15 +197,26 @@ class PassiveParty:
         checkpoint, each new one saved there), each round evaluated when there is an eval set
         (and cut at the best round with early stopping)."""
         per_round = self.cfg.n_trees // self.cfg.n_estimators
-        best = None
-        for r in range(start // per_round, self.cfg.n_estimators):
-            for t in range(max(start, r * per_round), (r + 1) * per_round):
+        best, first, digest = None, start // per_round, ""
+        if self.X_eval is not None:
+            digest = eval_digest(values_of(self.X_eval, f"party {self.party.name!r} eval set"))
+            rounds, state, where = ckpt.round_state(per_round)
+            if rounds:  # resumed: the verdict of the last whole round kept
+                verdict = restore_verdict(state, rounds, digest, where)
+                best, first = verdict.best, self.cfg.n_estimators if verdict.stop else first
+        for r in range(first, self.cfg.n_estimators):
+            for t in range(max(start, r * per_round), (r + 1) * per_round - 1):
                 await self.grow_tree(t)
                 await ckpt.save(t, self.model)
+            await self.grow_tree((r + 1) * per_round - 1)
             if self.X_eval is None:
+                await ckpt.save((r + 1) * per_round - 1, self.model)
                 continue
             verdict = await passive_round(
                 self.party, self.model, self.X_eval, self.active, r, per_round
+            )
+            await ckpt.save(
+                (r + 1) * per_round - 1, self.model, None, verdict_state(verdict, digest)
             )
             best = verdict.best
             if verdict.stop:

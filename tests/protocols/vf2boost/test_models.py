@@ -96,8 +96,8 @@ def test_prediction_routes_missing_values_by_the_learned_direction(adult_small):
     assert leaves[0] != leaves[1]
     side = 0 if root["default_left"] else 1
     assert model.decision_function(row)[0] == pytest.approx(base + leaves[side], abs=1e-12)
-    # a value in bin k goes left whatever the default side
-    row[party][0, f] = model.parties[party].binner.threshold(f, k)
+    # a value in bin k goes left whatever the default side (x < threshold goes left)
+    row[party][0, f] = np.nextafter(model.parties[party].binner.threshold(f, k), -np.inf)
     assert model.decision_function(row)[0] == pytest.approx(base + leaves[0], abs=1e-12)
 
 

@@ -61,7 +61,7 @@ def test_binning_missing_bin_cuts_and_inf():
     assert bins[:, 0].tolist() == [1, 2, 3, MISSING_BIN]
     assert bins[:, 1].tolist() == [1, MISSING_BIN, 1, 2]
     assert b.n_bins.tolist() == [4, 3]
-    assert b.threshold(0, 2) == 2.0
+    assert b.threshold(0, 2) == 3.0  # bins 1-2 (values 1, 2) go left: x < 3
     # unseen values fall into the outer bins; cut points round-trip through JSON
     assert Binner.from_json(b.to_json()).transform(np.array([[-9.0, 99.0]])).tolist() == [[1, 2]]
     with pytest.raises(ConfigError, match="infinite"):
@@ -75,17 +75,19 @@ def test_binning_quantiles_respect_max_bin():
     b = Binner.fit(x, max_bin=32)
     counts = np.bincount(b.transform(x)[:, 0], minlength=b.n_bins[0])
     assert b.n_bins[0] == 33 and counts[0] == 0
-    assert counts[1:].min() > 5000 / 32 * 0.9  # roughly equal-frequency bins
+    # equal-frequency bins up to the quantile sketch's rank error (rows / (8 * max_bin) per cut)
+    assert np.abs(counts[1:] - 5000 / 32).max() <= 2 * 5000 / (8 * 32)
 
 
 def test_binning_adapts_to_a_heavy_value():
-    """A value holding 90 % of the rows takes one bin; the other 31 bins still split the
-    remaining rows evenly (fixed quantiles would all land on the heavy value)."""
+    """A value holding 90 % of the rows shares the first bin with a bin's worth of the other
+    values; the other 31 bins still split the remaining rows evenly (fixed quantiles would
+    all land on the heavy value). XGBoost's sketch does the same."""
     rng = np.random.default_rng(2)
     x = np.concatenate([np.zeros(9000), rng.uniform(1, 100, size=1000)]).reshape(-1, 1)
     b = Binner.fit(x, max_bin=32)
     counts = np.bincount(b.transform(x)[:, 0], minlength=b.n_bins[0])
-    assert b.n_bins[0] == 33 and b.cuts[0][0] == 0.0 and counts[1] == 9000
+    assert b.n_bins[0] == 33 and b.cuts[0][0] > 0.0 and counts[1] <= 9000 + 1000 / 31 * 1.2
     assert counts[2:].min() >= 1000 / 31 * 0.8 and counts[2:].max() <= 1000 / 31 * 1.2
 
 
@@ -115,7 +117,7 @@ def test_reference_matches_xgboost_on_adult(adult):
     model = plaintext_reference(parts, train.y, VF2BoostConfig())
     ours = model.predict_proba(tparts)
     auc = roc_auc(test.y, ours)
-    assert auc >= 0.91  # 0.91269 with learned default directions
+    assert auc >= 0.91  # 0.91307 (XGBoost on the raw features: the same, see test_xgboost_cuts)
 
     def binned(xs):  # bin codes, with the missing bin 0 given to XGBoost as NaN again
         b = np.hstack([p.binner.transform(X) for p, X in zip(model.parties, xs, strict=True)])
