@@ -26,7 +26,12 @@ except ImportError:  # not built: no compiler or no GMP headers at install time
     _cmodmul = None
 
 AVAILABLE: bool = _cmodmul is not None and os.environ.get("HEFL_NATIVE", "1") != "0"
-IFMA: bool = AVAILABLE and _cmodmul.ifma_available() and os.environ.get("HEFL_IFMA", "1") != "0"
+# an extension built by an older hefl has no IFMA paths: it keeps working without them
+IFMA: bool = (
+    AVAILABLE
+    and getattr(_cmodmul, "ifma_available", lambda: False)()
+    and os.environ.get("HEFL_IFMA", "1") != "0"
+)
 
 
 def _width(modulus: mpz) -> int:
@@ -77,8 +82,9 @@ class FixedBase:
 
 
 def ifma_takes(modulus: mpz) -> bool:
-    """Whether :func:`group_sums` takes ``modulus``: the IFMA kernel is on and the modulus is
-    odd with at most 4158 bits (n² of keys up to 2078 bits)."""
+    """Whether the IFMA-only kernels (:func:`group_sums`, :func:`horner_pack`,
+    :func:`powm_ct`) take ``modulus``: the IFMA paths are on and the modulus is odd with at
+    most 4158 bits (n² of keys up to 2078 bits)."""
     return IFMA and modulus % 2 == 1 and 1 < modulus.bit_length() <= 4158
 
 
