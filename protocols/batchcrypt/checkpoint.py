@@ -61,6 +61,9 @@ class FedTrainer(Protocol):
     loss: list[float]
     layer_sizes: Any
 
+    @property
+    def rounds(self) -> int: ...
+
     def update(self, t: int) -> np.ndarray | None: ...
 
     def receive(self, t: int, total: np.ndarray, n_clients: int) -> None: ...
@@ -254,6 +257,11 @@ class ResumedSource:
     def __init__(self, trainer: FedTrainer, ckpt: RoundCheckpoint, start: int) -> None:
         self.trainer, self.ckpt, self.start = trainer, ckpt, start
         self.layer_sizes = trainer.layer_sizes
+
+    @property
+    def rounds(self) -> int:
+        """The rounds left after the checkpoint."""
+        return max(0, self.trainer.rounds - self.start)
 
     def update(self, t: int) -> np.ndarray | None:
         return self.trainer.update(self.start + t)

@@ -65,7 +65,9 @@ class RoundSource(Protocol):
 
     ``update(t)`` returns this client's flat float update for round t (None ends the session);
     ``receive(t, total, n_clients)`` gets the decoded sum over all clients; ``result()`` is the
-    role's return value.
+    role's return value. A source may also say how many rounds it runs, ``rounds`` (an int;
+    optional): with ``background_randomness`` the client then makes no obfuscators for a
+    round after the last.
     """
 
     layer_sizes: Sequence[int] | None
@@ -79,6 +81,8 @@ class RoundSource(Protocol):
 
 class OneShot:
     """A single-round source: aggregate one vector and return the decoded sum."""
+
+    rounds = 1
 
     def __init__(self, vector: np.ndarray, layer_sizes: Sequence[int] | None = None) -> None:
         self.vector = vector
@@ -192,7 +196,11 @@ class ClientSession:
 
     # -- one round -------------------------------------------------------------------------
     async def aggregate(
-        self, update: np.ndarray, layer_sizes: Sequence[int] | None = None
+        self,
+        update: np.ndarray,
+        layer_sizes: Sequence[int] | None = None,
+        *,
+        prepare_next: bool = True,
     ) -> np.ndarray:
         """Securely sum ``update`` with the other clients' updates of this round.
 
@@ -200,6 +208,8 @@ class ClientSession:
             update: this client's flat float32/float64 vector (same length and dtype for all).
             layer_sizes: lengths of the layers ``update`` concatenates (each gets its own α);
                 one layer by default.
+            prepare_next: with ``background_randomness``, start making the next round's
+                obfuscators when this round ends (False for the last round).
 
         Returns:
             The decoded sum over all clients (float64), as every client sees it.
@@ -223,7 +233,8 @@ class ClientSession:
             total = await self._phe_round(t, x, timing)
         else:
             total = await self._batchcrypt_round(t, x, layers, need_pre, timing)
-            self.prepare(layers)  # the next round's randomness, made while the client trains
+            if prepare_next:  # the next round's randomness, made while the client trains
+                self.prepare(layers)
         timing.wall = time.perf_counter() - start
         self._meter.close_round(timing)
         self.timings.append(timing)
@@ -460,12 +471,14 @@ async def client(party: Party, cfg: BatchCryptConfig, work_: Any) -> Any:
     source: RoundSource = work_ if isinstance(work_, RoundSource) else OneShot(work_)
     session = ClientSession(party, cfg)
     await session.open()
-    if source.layer_sizes is not None:  # round 0's randomness, made while it trains
+    rounds = getattr(source, "rounds", None)  # known: no randomness after the last round
+    if source.layer_sizes is not None and rounds != 0:  # round 0's, made while it trains
         session.prepare(source.layer_sizes)
     try:
         t = 0
         while (update := source.update(t)) is not None:
-            total = await session.aggregate(update, source.layer_sizes)
+            more = rounds is None or t + 1 < rounds
+            total = await session.aggregate(update, source.layer_sizes, prepare_next=more)
             source.receive(t, total, len(session.clients))
             t += 1
     except BaseException:

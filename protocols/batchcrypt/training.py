@@ -125,6 +125,11 @@ class FedTrainer:
         self.timings: list[RoundTiming] = []
         self._start: np.ndarray | None = None
 
+    @property
+    def rounds(self) -> int:
+        """The rounds this training runs."""
+        return int(self.spec.rounds)
+
     def update(self, t: int) -> np.ndarray | None:
         """Run local SGD from the global model; return the model delta (None after the last round)."""
         if t >= self.spec.rounds:

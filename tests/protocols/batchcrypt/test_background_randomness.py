@@ -320,3 +320,26 @@ def test_absurd_statistics_are_refused_clearly():
     assert layout.pack([5, 7]) == pack_square_sums(layout, [5, 7])
     with pytest.raises(ConfigError, match="sum of squares needs 301 bits"):
         pack_square_sums(layout, [1 << 300])
+
+
+@pytest.mark.parametrize(("declared", "plans"), [(True, 2), (False, 3)])
+def test_no_randomness_is_made_after_the_last_round(monkeypatch, declared, plans):
+    """A source that says how many rounds it runs gets no obfuscators made for a round after
+    its last (one plan before each round); one that does not still gets a plan after it."""
+    from hefl.protocols.batchcrypt import randomness
+
+    made = []
+    plan = randomness.Reserve.plan
+
+    def counting(self, sizes):
+        made.append(sum(sum(v) for v in sizes.values()))
+        plan(self, sizes)
+
+    monkeypatch.setattr(randomness.Reserve, "plan", counting)
+    cfg = BatchCryptConfig(n_clients=1, background_randomness="wait", **SMALL)
+    source = Rounds([np.full(50, 0.1), np.full(50, 0.2)], layer_sizes=(50,))
+    if declared:
+        source.rounds = 2
+    _run(cfg, [source])
+    assert len(made) == plans and all(k > 0 for k in made)
+    assert [float(t[0]) for t in source.totals] == pytest.approx([0.1, 0.2], abs=1e-3)
