@@ -39,6 +39,11 @@ def _width(modulus: mpz) -> int:
     return 8 * -(-modulus.bit_length() // 64)
 
 
+def _join(values: list[mpz], width: int) -> bytes:
+    """Numbers as one string of fixed-width little-endian fields (the inverse of _split)."""
+    return b"".join(v.to_bytes(width, "little") for v in values)
+
+
 def _split(data: bytes, width: int) -> list[mpz]:
     view = memoryview(data)
     from_bytes = mpz.from_bytes
@@ -105,9 +110,8 @@ def group_sums(values: list[mpz], ids: np.ndarray, n_groups: int, modulus: mpz) 
     k = ids.shape[1]
     if not values:
         return [mpz(1)] * (k * n_groups)
-    data = b"".join(v.to_bytes(width, "little") for v in values)
-    rows = np.ascontiguousarray(ids, dtype="<i8")
-    out = _cmodmul.group_sums(data, modulus.to_bytes(width, "little"), rows.tobytes(), k, n_groups)
+    rows = np.ascontiguousarray(ids, dtype="<i8").tobytes()
+    out = _cmodmul.group_sums(_join(values, width), _join([modulus], width), rows, k, n_groups)
     return _split(out, width)
 
 
@@ -124,9 +128,8 @@ def horner_pack(values: list[mpz], sizes: list[int], shift_bits: int, modulus: m
         One residue per group.
     """
     width = _width(modulus)
-    data = b"".join(v.to_bytes(width, "little") for v in values)
     groups = np.asarray(sizes, dtype="<i8").tobytes()
-    out = _cmodmul.horner_pack(data, modulus.to_bytes(width, "little"), groups, shift_bits)
+    out = _cmodmul.horner_pack(_join(values, width), _join([modulus], width), groups, shift_bits)
     return _split(out, width)
 
 
@@ -140,6 +143,6 @@ def powm_ct(bases: list[mpz], exponent: mpz, modulus: mpz) -> list[mpz]:
         modulus: odd, as :func:`ifma_takes` requires.
     """
     width = _width(modulus)
-    data = b"".join((b % modulus).to_bytes(width, "little") for b in bases)
+    data = _join([b % modulus for b in bases], width)
     exp = exponent.to_bytes((exponent.bit_length() + 7) // 8 or 1, "little")
-    return _split(_cmodmul.powm_ct(data, exp, modulus.to_bytes(width, "little")), width)
+    return _split(_cmodmul.powm_ct(data, exp, _join([modulus], width)), width)

@@ -151,9 +151,10 @@ def powmods(bases: list[mpz], exponent: mpz, modulus: mpz) -> list[mpz]:
     constant-time Montgomery exponentiation when available (see the module docs), else gmpy2;
     the numbers are the same.
     """
-    if modulus.bit_length() >= _MIN_BITS and _native.ifma_takes(modulus):
+    big = modulus.bit_length() >= _MIN_BITS
+    if big and _native.ifma_takes(modulus):
         return _native.powm_ct(bases, exponent, modulus)
-    lib = _library() if modulus.bit_length() >= _MIN_BITS and modulus % 2 else None
+    lib = _library() if big and modulus % 2 else None
     if lib is None:
         return [gmpy2.powmod(b, exponent, modulus) for b in bases]
     key = (int(exponent), int(modulus))
